@@ -1,0 +1,35 @@
+"""Shared fixtures. ComfyUI tests use the ``comfy`` fixture and skip loudly when no ComfyUI tree is found."""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from tests.comfy_boot import boot, find_comfyui  # noqa: E402
+
+_SKIP_REASON = (
+    "NO COMFYUI FOUND: the ComfyUI integration tests did NOT run. Set COMFYUI_PATH to a ComfyUI v0.33 tree or "
+    "install one at ~/.cache/comfyui-v0.33 (see the README, 'Running the ComfyUI tests')."
+)
+
+
+@pytest.fixture(scope="session")
+def comfy():
+    """The pack module as loaded by a real ComfyUI (ComfyUI's modules are then importable)."""
+    root = find_comfyui()
+    if root is None:
+        warnings.warn(_SKIP_REASON, stacklevel=1)
+        pytest.skip(_SKIP_REASON)
+    return boot(root)
+
+
+def pytest_report_header(config):
+    root = find_comfyui()
+    return f"ComfyUI: {root}" if root else f"ComfyUI: {_SKIP_REASON}"

@@ -1,0 +1,69 @@
+"""Schema building blocks shared by every config section.
+
+Each section is a pydantic model with ``extra="forbid"`` so a typo is an error, and every field carries a
+description that doubles as the node widget's tooltip and the CLI help. ``ConfigError`` turns pydantic's
+errors into one line per field naming the field, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+S = TypeVar("S", bound="Section")
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names each offending field."""
+
+
+class Section(BaseModel):
+    """Base of every config section: strict, validated on assignment, no unknown keys."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+def knob(default: Any, description: str, *, widget: bool = True, **constraints: Any) -> Any:
+    """A config field. ``description`` is the tooltip; ``widget=False`` keeps it out of node widgets."""
+    extra = {"widget": widget}
+    return Field(default=default, description=description, json_schema_extra=extra, **constraints)
+
+
+def _format_errors(cls: type[BaseModel], err: ValidationError, where: str) -> str:
+    lines = []
+    for e in err.errors():
+        field = ".".join(str(p) for p in e["loc"]) or "(root)"
+        value = e.get("input")
+        shown = repr(value) if not isinstance(value, dict) else "{...}"
+        lines.append(f"{where}{field} = {shown}: {e['msg']}")
+    return f"Invalid {cls.__name__} settings:\n  " + "\n  ".join(lines)
+
+
+def parse_section(cls: type[S], data: dict[str, Any] | None, where: str = "") -> S:
+    """Validate ``data`` into ``cls``; raise ``ConfigError`` naming every bad field."""
+    try:
+        return cls.model_validate(data or {})
+    except ValidationError as err:
+        raise ConfigError(_format_errors(cls, err, where)) from None
+
+
+def load_yaml(cls: type[S], path: str | Path) -> S:
+    """Read a YAML file into a validated section; errors name the file and the field."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"Config file not found: {path}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}") from None
+    if data is not None and not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of settings at the top level, not {type(data).__name__}")
+    return parse_section(cls, data, where=f"{path.name}: ")
+
+
+def dump_yaml(section: Section) -> str:
+    """The fully resolved settings as YAML; loading it back gives an equal section."""
+    return yaml.safe_dump(section.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
