@@ -1,5 +1,5 @@
 """One validated configuration schema: it drives node widgets, YAML files and the CLI."""
 
-from .base import ConfigError, Section, knob, load_yaml, dump_yaml, parse_section
+from .base import ConfigError, Section, dump_yaml, knob, load_yaml, parse_section
 
 __all__ = ["ConfigError", "Section", "dump_yaml", "knob", "load_yaml", "parse_section"]

@@ -1,0 +1,115 @@
+"""Training settings: one schema for the Train node's widgets, YAML files and ``python -m trainer_core train``.
+
+Defaults follow Lightricks' reference templates (rank 32, alpha 32, lr 1e-4, batch 1, checkpoint every 250)
+except ``steps`` (1500, the design card's default) and the additions the reference lacks (warmup, caption
+dropout). Each run writes the resolved settings as ``config.yaml`` beside its checkpoints; loading that file
+reproduces the run.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import model_validator
+
+from .base import Section, knob
+
+
+class ModelSettings(Section):
+    """Which model to train (headless CLI only: inside ComfyUI the MODEL input is used)."""
+
+    checkpoint: str | None = knob(
+        None, "Path to the LTX-2.3 single-file checkpoint (.safetensors). CLI only.", widget=False
+    )
+    dtype: Literal["bfloat16", "float32"] = knob(
+        "bfloat16", "Dtype of the frozen base weights (CLI only).", widget=False
+    )
+    device: str = knob("cuda", "Torch device for headless training, e.g. cuda, cuda:1 or cpu (CLI only).", widget=False)
+
+
+class LoraSettings(Section):
+    rank: int = knob(32, "LoRA rank: capacity of the adapter. 16-64 is typical; the reference uses 32.", ge=1, le=1024)
+    alpha: float = knob(32.0, "LoRA alpha. The update is scaled by alpha/rank; alpha = rank gives scale 1.", gt=0)
+    dropout: float = knob(0.0, "Dropout on the LoRA input during training (0 = off).", ge=0.0, lt=1.0)
+    targets: Literal["all_attention", "video_attention_ffn", "video_attention", "custom"] = knob(
+        "all_attention",
+        "Layers to adapt. all_attention: q/k/v/out of all six attentions (reference default). "
+        "video_attention_ffn: video attention + feed-forward (reference IC-LoRA preset). "
+        "video_attention: video self/text attention only (audio untouched). custom: use custom_targets.",
+    )
+    custom_targets: str = knob(
+        "", "Comma-separated module patterns for targets=custom, e.g. 'attn1.to_q, attn1.to_v, ff.net.2'."
+    )
+
+    def custom_list(self) -> list[str]:
+        return [t.strip() for t in self.custom_targets.split(",") if t.strip()]
+
+
+class OptimizationSettings(Section):
+    steps: int = knob(1500, "Optimizer steps to train.", ge=1, le=1_000_000)
+    learning_rate: float = knob(1e-4, "Peak learning rate.", gt=0.0, le=1.0)
+    batch_size: int = knob(1, "Clips per step (clips of the same bucket are batched together).", ge=1, le=64)
+    gradient_accumulation: int = knob(1, "Micro-batches accumulated per optimizer step.", ge=1, le=256)
+    optimizer: Literal["adamw", "adamw8bit"] = knob(
+        "adamw", "AdamW (torch), or 8-bit AdamW from bitsandbytes (needs bitsandbytes installed)."
+    )
+    weight_decay: float = knob(0.01, "AdamW weight decay (torch default 0.01, as the reference).", ge=0.0, le=1.0)
+    scheduler: Literal["constant", "linear", "cosine"] = knob(
+        "linear", "Learning-rate schedule after warmup: linear decays to 10% (reference), cosine to 0."
+    )
+    warmup_steps: int = knob(0, "Linear warmup steps from 0 to the peak learning rate.", ge=0)
+    max_grad_norm: float = knob(1.0, "Clip the gradient norm to this value (0 = no clipping).", ge=0.0)
+
+
+class RecipeSettings(Section):
+    timestep_sampling: Literal["shifted_logit_normal", "uniform"] = knob(
+        "shifted_logit_normal",
+        "How noise levels are drawn: the reference's token-count-shifted logit-normal, or uniform.",
+    )
+    first_frame_p: float = knob(
+        0.0,
+        "Probability of first-frame (image-to-video) conditioning per clip: frame 0 stays clean and is not "
+        "in the loss. Reference: 0 for text-to-video, 0.5 for image-to-video LoRAs.",
+        ge=0.0,
+        le=1.0,
+    )
+    caption_dropout: float = knob(
+        0.0, "Probability of training on the empty caption instead of the clip's (helps CFG).", ge=0.0, le=1.0
+    )
+    train_audio: bool = knob(True, "Train the audio stream when the data has audio latents (loss on audio too).")
+
+
+class CheckpointSettings(Section):
+    every: int = knob(250, "Save a checkpoint every N steps (and always at the end).", ge=1)
+    keep_last: int = knob(0, "Keep only the newest N checkpoints (0 = keep all).", ge=0)
+
+
+class MemorySettings(Section):
+    gradient_checkpointing: bool = knob(True, "Recompute each block in backward: far less memory, ~25% slower.")
+    mixed_precision: Literal["bf16", "no"] = knob("bf16", "bf16 autocast for the forward/backward (no = float32).")
+
+
+class TrainConfig(Section):
+    """A complete training run."""
+
+    seed: int = knob(42, "Seed for noise, sigma, shuffling and LoRA init: same seed, same run.", ge=0)
+    output_dir: str = knob("runs/ltx_lora", "Folder for checkpoints, config.yaml and the loss history.", widget=False)
+    name: str = knob("ltx_lora", "Run name: checkpoint files are <name>_step_00250.safetensors.")
+    data: str | None = knob(None, "Cache folder made by the cache step (CLI only).", widget=False)
+    model: ModelSettings = ModelSettings()
+    lora: LoraSettings = LoraSettings()
+    optimization: OptimizationSettings = OptimizationSettings()
+    recipe: RecipeSettings = RecipeSettings()
+    checkpoints: CheckpointSettings = CheckpointSettings()
+    memory: MemorySettings = MemorySettings()
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if self.lora.targets == "custom" and not self.lora.custom_list():
+            raise ValueError("lora.targets is 'custom' but lora.custom_targets is empty")
+        if self.optimization.warmup_steps >= self.optimization.steps:
+            raise ValueError(
+                f"optimization.warmup_steps ({self.optimization.warmup_steps}) must be below "
+                f"optimization.steps ({self.optimization.steps})"
+            )
+        return self

@@ -1,0 +1,1 @@
+"""The LoRA training engine: recipe, optimisation, checkpoints and the loop, on any ``Backbone``."""

@@ -1,0 +1,70 @@
+"""Checkpoint files of a run: naming, writing (LoRA + resumable state), pruning and finding the latest."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import torch
+
+from ..lora.adapter import LoraAdapters
+from ..lorafile.metadata import lora_metadata
+from ..lorafile.write import save_lora_file
+from .state import RunState, save_state, state_paths
+
+log = logging.getLogger(__name__)
+
+_STEP_RE = re.compile(r"^(?P<name>.+)_step_(?P<step>\d{5,})\.safetensors$")
+
+
+def checkpoint_path(output_dir: Path, name: str, step: int) -> Path:
+    return output_dir / f"{name}_step_{step:05d}.safetensors"
+
+
+def list_checkpoints(folder: Path, name: str | None = None) -> list[tuple[int, Path]]:
+    """LoRA checkpoints in ``folder`` (optionally of run ``name``), sorted by step."""
+    found = []
+    for p in folder.glob("*_step_*.safetensors"):
+        m = _STEP_RE.match(p.name)
+        if m and (name is None or m["name"] == name) and not p.name.endswith(".state.safetensors"):
+            found.append((int(m["step"]), p))
+    return sorted(found)
+
+
+class CheckpointWriter:
+    """Writes ``<name>_step_NNNNN.safetensors`` plus its state files and keeps the newest ``keep_last``."""
+
+    def __init__(self, output_dir: Path, name: str, keep_last: int, metadata: dict) -> None:
+        self.output_dir = output_dir
+        self.name = name
+        self.keep_last = keep_last
+        self.metadata = metadata  # rank, alpha, targets, trigger, fingerprint, config, base model
+        self.written: list[Path] = []
+
+    def save(
+        self,
+        adapters: LoraAdapters,
+        run: RunState,
+        optimizer: torch.optim.Optimizer,
+        scheduler: torch.optim.lr_scheduler.LRScheduler,
+        generator: torch.Generator,
+    ) -> Path:
+        path = checkpoint_path(self.output_dir, self.name, run.step)
+        meta = lora_metadata(step=run.step, **self.metadata)
+        # State first: a LoRA file without its state would look resumable but is not.
+        save_state(path, run, optimizer, scheduler, generator)
+        save_lora_file(path, adapters.to_comfy_state_dict(), meta)
+        self.written.append(path)
+        log.info("saved checkpoint %s", path)
+        self._prune()
+        return path
+
+    def _prune(self) -> None:
+        """Delete this run's oldest checkpoints beyond ``keep_last`` (never files this run did not write)."""
+        if self.keep_last <= 0:
+            return
+        while len(self.written) > self.keep_last:
+            old = self.written.pop(0)
+            for p in (old, *state_paths(old)):
+                p.unlink(missing_ok=True)

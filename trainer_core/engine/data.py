@@ -1,0 +1,93 @@
+"""What the engine trains on: cached latents and text embeddings, one sample at a time.
+
+The cache step (``trainer_core.cache``) produces a ``TrainingData`` backed by safetensors files; tests, the demo and
+the Train node's direct-latent input use ``InMemoryData``. Batches only group samples of the same latent shape
+(bucket-aware batching), and each epoch's order is a pure function of (seed, epoch), so a resumed run sees the
+same batches as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import torch
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One cached clip: normalized latents as ComfyUI's VAE returns them and the caption's encoder output."""
+
+    key: str
+    video: torch.Tensor  # [128, F', H', W']
+    text: torch.Tensor  # [1, T, D] as ComfyUI's LTX-2.3 text encoder returns it
+    frame_rate: float
+    audio: torch.Tensor | None = None  # [8, T_a, 16]
+    caption: str = ""
+
+
+class TrainingData(Protocol):
+    """Random access to samples plus what the run needs to know about the data."""
+
+    empty_text: torch.Tensor  # the empty caption's encoder output, for caption dropout
+    fingerprint: str  # changes whenever any sample's content changes
+    trigger: str
+
+    def __len__(self) -> int: ...
+
+    def shape_of(self, index: int) -> tuple[int, ...]:
+        """Latent shape of a sample without loading it (for bucket batching)."""
+        ...
+
+    def __getitem__(self, index: int) -> Sample: ...
+
+
+@dataclass
+class InMemoryData:
+    """Samples held in memory (tests, demo, latents passed straight into the Train node)."""
+
+    samples: list[Sample]
+    empty_text: torch.Tensor
+    trigger: str = ""
+    fingerprint: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        if not self.samples:
+            raise ValueError("the training data has no samples")
+        h = hashlib.sha256()
+        for s in self.samples:
+            h.update(s.key.encode())
+            for t in (s.video, s.text, s.audio):
+                if t is not None:
+                    h.update(t.detach().float().cpu().numpy().tobytes())
+        self.fingerprint = h.hexdigest()[:16]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def shape_of(self, index: int) -> tuple[int, ...]:
+        s = self.samples[index]
+        return (*s.video.shape, *(() if s.audio is None else s.audio.shape))
+
+    def __getitem__(self, index: int) -> Sample:
+        return self.samples[index]
+
+
+def epoch_batches(data: TrainingData, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """The batches of one epoch: shuffled, same-shape samples only, deterministic in (seed, epoch)."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    by_shape: dict[tuple[int, ...], list[int]] = defaultdict(list)
+    for i in torch.randperm(len(data), generator=g).tolist():
+        by_shape[data.shape_of(i)].append(i)
+    batches = [idx[k : k + batch_size] for idx in by_shape.values() for k in range(0, len(idx), batch_size)]
+    order = torch.randperm(len(batches), generator=g).tolist()
+    return [batches[i] for i in order]
+
+
+def collate(samples: list[Sample]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Stack the latents of same-shape samples into a batch."""
+    video = torch.stack([s.video for s in samples])
+    audio = None if samples[0].audio is None else torch.stack([s.audio for s in samples])
+    return video, audio

@@ -1,0 +1,114 @@
+"""The training recipe: how a batch becomes model inputs, targets and a loss (the reference's rectified flow).
+
+``x_s = (1 - s) x0 + s eps``, target ``eps - x0``, MSE on the predicted velocity. Video and audio draw their own
+sigma from their own token counts (the reference's ``flexible`` strategy). With probability ``first_frame_p`` a
+clip's latent frame 0 stays clean, gets timestep 0 and is left out of the loss (image-to-video conditioning).
+Audio that is present but not trained is passed clean at timestep 0 with no loss, as the reference freezes a
+modality. Each sample's loss is the mean over its loss tokens; video and audio losses are summed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..backbone import ModelInput, TextContext
+from ..config.training import RecipeSettings
+from .sigma import sample_sigmas
+
+
+@dataclass(frozen=True)
+class Targets:
+    video: torch.Tensor  # [B, C, F, H, W] velocity target
+    video_mask: torch.Tensor  # [B, F*H*W], 1 where the token is in the loss
+    audio: torch.Tensor | None = None
+    audio_mask: torch.Tensor | None = None
+
+
+def _noised(x0: torch.Tensor, sigma: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    noise = torch.randn(x0.shape, generator=generator, dtype=torch.float32).to(x0.device, x0.dtype)
+    s = sigma.to(x0.device, x0.dtype).view(-1, *([1] * (x0.ndim - 1)))
+    return (1 - s) * x0 + s * noise, noise - x0
+
+
+def token_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-token squared error, [B, tokens]: channel-mean over video [B,C,F,H,W] or audio [B,C,T,M] latents."""
+    err = (pred.float() - target.float()).pow(2)
+    if err.ndim == 5:  # video: tokens are (f, h, w), features are channels
+        return err.mean(dim=1).flatten(1)
+    return err.mean(dim=(1, 3))  # audio [B, 8, T, 16]: one token per time step
+
+
+def masked_mean(per_token: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over each sample's loss tokens, then over the batch."""
+    per_sample = (per_token * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)
+    return per_sample.mean()
+
+
+class FlowMatchingRecipe:
+    """Text-to-video (+ audio) with optional first-frame conditioning."""
+
+    def __init__(self, settings: RecipeSettings) -> None:
+        self.settings = settings
+
+    def prepare(
+        self,
+        video: torch.Tensor,
+        audio: torch.Tensor | None,
+        text: TextContext,
+        frame_rate: float,
+        generator: torch.Generator,
+    ) -> tuple[ModelInput, Targets]:
+        """Noise a batch of clean latents and build the model input and the loss targets."""
+        b, _, f, h, w = video.shape
+        tokens, per_frame = f * h * w, h * w
+        mode = self.settings.timestep_sampling
+        sigma_v = sample_sigmas(b, tokens, generator, mode)
+        noisy_v, target_v = _noised(video, sigma_v, generator)
+        timesteps_v = sigma_v.view(b, 1).expand(b, tokens).clone()
+        mask_v = torch.ones(b, tokens)
+        conditioned = torch.rand(b, generator=generator) < self.settings.first_frame_p
+        if conditioned.any():
+            cond = conditioned.to(video.device)
+            noisy_v[:, :, 0] = torch.where(cond.view(b, 1, 1, 1), video[:, :, 0], noisy_v[:, :, 0])
+            timesteps_v[conditioned, :per_frame] = 0.0
+            mask_v[conditioned, :per_frame] = 0.0
+
+        noisy_a = target_a = timesteps_a = mask_a = sigma_a = None
+        if audio is not None:
+            steps = audio.shape[2]
+            if self.settings.train_audio:
+                sigma_a = sample_sigmas(b, steps, generator, mode)
+                noisy_a, target_a = _noised(audio, sigma_a, generator)
+                mask_a = torch.ones(b, steps)
+            else:
+                sigma_a = torch.zeros(b)
+                noisy_a = audio
+            timesteps_a = sigma_a.view(b, 1).expand(b, steps).clone()
+
+        device = video.device
+        inp = ModelInput(
+            video=noisy_v,
+            video_timesteps=timesteps_v.to(device),
+            video_sigma=sigma_v.to(device),
+            text=text,
+            frame_rate=frame_rate,
+            audio=noisy_a,
+            audio_timesteps=None if timesteps_a is None else timesteps_a.to(device),
+            audio_sigma=None if sigma_a is None else sigma_a.to(device),
+        )
+        mask_a = None if mask_a is None else mask_a.to(device)
+        return inp, Targets(target_v, mask_v.to(device), target_a, mask_a)
+
+    @staticmethod
+    def loss(
+        pred_video: torch.Tensor, pred_audio: torch.Tensor | None, targets: Targets
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Total loss and its parts (video, audio) as floats for logging."""
+        loss_v = masked_mean(token_mse(pred_video, targets.video), targets.video_mask)
+        parts = {"video": loss_v}
+        if targets.audio is not None and pred_audio is not None:
+            parts["audio"] = masked_mean(token_mse(pred_audio, targets.audio), targets.audio_mask)
+        total = sum(parts.values())
+        return total, {k: float(v.detach()) for k, v in parts.items()}

@@ -1,0 +1,226 @@
+"""The training loop: setup, train, save, cleanup, on any ``Backbone``.
+
+Progress, cancel and checkpoint notifications reach the caller through ``Callbacks``, so the same loop serves the
+CLI (progress bar, Ctrl-C) and the ComfyUI node (ProgressBar, interrupt button, live chart).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from .. import __version__
+from ..atomic import write_atomic
+from ..backbone import Backbone, TextContext
+from ..config import dump_yaml
+from ..config.training import TrainConfig
+from ..lora.adapter import LoraAdapters
+from ..lora.targets import select_targets
+from .checkpoints import CheckpointWriter
+from .data import TrainingData, collate, epoch_batches
+from .optim import build_optimizer, build_scheduler
+from .recipe import FlowMatchingRecipe
+from .state import RunState, load_state
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    step: int
+    total: int
+    loss: float
+    parts: dict[str, float]
+    lr: float
+    seconds: float
+
+
+@dataclass
+class Callbacks:
+    on_step: Callable[[StepInfo], None] | None = None
+    should_stop: Callable[[], bool] | None = None
+    on_checkpoint: Callable[[Path, int], None] | None = None
+
+
+@dataclass
+class TrainResult:
+    status: Literal["completed", "cancelled", "diverged"]
+    step: int
+    lora_path: Path | None
+    losses: list[float]
+    adapters: LoraAdapters
+    message: str = ""
+    checkpoints: list[Path] = field(default_factory=list)
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+class Trainer:
+    """One LoRA training run of ``cfg`` on ``backbone`` over ``data``."""
+
+    def __init__(self, backbone: Backbone, data: TrainingData, cfg: TrainConfig, base_model: str = "ltx-2.3") -> None:
+        self.backbone, self.data, self.cfg = backbone, data, cfg
+        self.out = Path(cfg.output_dir)
+        targets = select_targets(backbone.lora_targets(), cfg.lora.targets, cfg.lora.custom_list())
+        torch.manual_seed(cfg.seed)
+        self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.adapters = LoraAdapters(targets, cfg.lora.rank, cfg.lora.alpha, cfg.lora.dropout, self.generator)
+        self.adapters.to(backbone.device)
+        self.optimizer = build_optimizer(list(self.adapters.parameters()), cfg.optimization)
+        self.scheduler = build_scheduler(self.optimizer, cfg.optimization)
+        self.recipe = FlowMatchingRecipe(cfg.recipe)
+        self.run = RunState()
+        self.writer = CheckpointWriter(
+            self.out,
+            cfg.name,
+            cfg.checkpoints.keep_last,
+            {
+                "rank": cfg.lora.rank,
+                "alpha": cfg.lora.alpha,
+                "targets": self.adapters.names,
+                "base_model": base_model,
+                "trigger": data.trigger,
+                "dataset_fingerprint": data.fingerprint,
+                "training_config": cfg.model_dump(mode="json"),
+            },
+        )
+        self._texts: dict[str, TextContext] = {}
+
+    def resume(self, lora_path: Path) -> None:
+        """Continue from a checkpoint of this pack: LoRA weights, optimizer, scheduler, RNG and history."""
+        from ..lorafile.read import read_lora_file
+
+        tensors, _ = read_lora_file(lora_path)
+        self.adapters.load_comfy_state_dict(tensors)
+        self.run = load_state(lora_path, self.optimizer, self.scheduler, self.generator)
+        log.info("resuming from step %d (%s)", self.run.step, lora_path)
+
+    def _text(self, key: str, embeds: torch.Tensor) -> TextContext:
+        # The frozen connectors run once per caption, not every step.
+        if key not in self._texts:
+            self._texts[key] = self.backbone.prepare_text(embeds.to(self.backbone.device))
+        return self._texts[key]
+
+    def _batch_loss(self, indices: list[int]) -> tuple[torch.Tensor, dict[str, float]]:
+        samples = [self.data[i] for i in indices]
+        texts = []
+        for s in samples:
+            dropped = torch.rand(1, generator=self.generator).item() < self.cfg.recipe.caption_dropout
+            texts.append(self._text("", self.data.empty_text) if dropped else self._text(s.key, s.text))
+        if len(texts) > 1 and len({t.video.shape for t in texts}) > 1:
+            raise ValueError("captions of one batch encode to different lengths; use batch_size 1")
+        text = TextContext(
+            torch.cat([t.video for t in texts]),
+            None if texts[0].audio is None else torch.cat([t.audio for t in texts]),
+        )
+        video, audio = collate(samples)
+        device = self.backbone.device
+        video = video.to(device, torch.float32)
+        audio = None if audio is None or not self.backbone.has_audio else audio.to(device, torch.float32)
+        inp, targets = self.recipe.prepare(video, audio, text, samples[0].frame_rate, self.generator)
+        mixed = self.cfg.memory.mixed_precision == "bf16"
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=mixed):
+            pred_v, pred_a = self.backbone.velocity(inp)
+        return self.recipe.loss(pred_v, pred_a, targets)
+
+    def _batches(self):
+        """Endless batch stream continuing at the run's current step (deterministic per epoch)."""
+        accum = self.cfg.optimization.gradient_accumulation
+        consumed = self.run.step * accum
+        epoch = 0
+        while True:
+            batches = epoch_batches(self.data, self.cfg.optimization.batch_size, self.cfg.seed, epoch)
+            for k, b in enumerate(batches):
+                if consumed > 0 and k < consumed:
+                    continue
+                yield b
+            consumed = max(0, consumed - len(batches))
+            epoch += 1
+
+    def _save(self) -> Path:
+        path = self.writer.save(self.adapters, self.run, self.optimizer, self.scheduler, self.generator)
+        return path
+
+    def train(self, callbacks: Callbacks | None = None) -> TrainResult:
+        cb = callbacks or Callbacks()
+        opt = self.cfg.optimization
+        write_atomic(self.out / "config.yaml", dump_yaml(self.cfg))
+        self.backbone.set_gradient_checkpointing(self.cfg.memory.gradient_checkpointing)
+        batches = self._batches()
+        last_saved, status, message = None, "completed", ""
+        log.info(
+            "training %d LoRA layers (%.2fM parameters), pack %s",
+            len(self.adapters.names),
+            self.adapters.num_parameters() / 1e6,
+            __version__,
+        )
+        with self.backbone.training_session(), self.adapters.attached():
+            try:
+                while self.run.step < opt.steps:
+                    t0 = time.perf_counter()
+                    loss, parts = self._optimizer_step(batches)
+                    self.run.step += 1
+                    self.run.losses.append(loss)
+                    self.run.seconds.append(time.perf_counter() - t0)
+                    if cb.on_step:
+                        lr = self.scheduler.get_last_lr()[0]
+                        cb.on_step(StepInfo(self.run.step, opt.steps, loss, parts, lr, self.run.seconds[-1]))
+                    stop = cb.should_stop is not None and cb.should_stop()
+                    if stop or self.run.step % self.cfg.checkpoints.every == 0 or self.run.step == opt.steps:
+                        last_saved = self._notify(self._save(), cb)
+                    if stop:
+                        status, message = "cancelled", f"cancelled at step {self.run.step}; checkpoint saved"
+                        break
+            except NonFiniteLossError as err:
+                status, message = "diverged", str(err)
+            except BaseException:
+                # Cancelled from inside the model (ComfyUI's interrupt, Ctrl-C): keep what was learned so far.
+                if self.run.step > 0 and (last_saved is None or self.writer.written[-1:] != [last_saved]):
+                    self._notify(self._save(), cb)
+                raise
+        return TrainResult(
+            status,
+            self.run.step,
+            self.writer.written[-1] if self.writer.written else None,
+            self.run.losses,
+            self.adapters,
+            message,
+            list(self.writer.written),
+        )
+
+    def _notify(self, path: Path, cb: Callbacks) -> Path:
+        if cb.on_checkpoint:
+            cb.on_checkpoint(path, self.run.step)
+        return path
+
+    def _optimizer_step(self, batches) -> tuple[float, dict[str, float]]:
+        opt = self.cfg.optimization
+        total, parts_sum = 0.0, {}
+        for _ in range(opt.gradient_accumulation):
+            loss, parts = self._batch_loss(next(batches))
+            if not math.isfinite(loss.item()):
+                self.optimizer.zero_grad(set_to_none=True)
+                last = self.writer.written[-1] if self.writer.written else "none yet"
+                raise NonFiniteLossError(
+                    f"loss became {loss.item()} at step {self.run.step + 1}; training stopped. The last good "
+                    f"checkpoint is {last}. Lower optimization.learning_rate (e.g. 5x) or check the data."
+                )
+            (loss / opt.gradient_accumulation).backward()
+            total += loss.item() / opt.gradient_accumulation
+            for k, v in parts.items():
+                parts_sum[k] = parts_sum.get(k, 0.0) + v / opt.gradient_accumulation
+        if opt.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(self.adapters.parameters(), opt.max_grad_norm)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return total, parts_sum
