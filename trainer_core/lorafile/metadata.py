@@ -1,0 +1,75 @@
+"""Names used in our LoRA files: safetensors metadata keys and the ComfyUI tensor-key layout.
+
+Every LoRA file this pack writes uses ComfyUI's layout (``diffusion_model.<module>.lora_A.weight`` [rank, in],
+``.lora_B.weight`` [out, rank], ``.alpha`` a 0-d float32 tensor) and carries the metadata below. Safetensors
+metadata values must be strings; lists and configs are stored as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from .. import __version__
+
+FORMAT = "ltxlora.format"
+BASE_MODEL = "ltxlora.base_model"
+RANK = "ltxlora.rank"
+ALPHA = "ltxlora.alpha"
+TARGETS = "ltxlora.targets"
+STEP = "ltxlora.step"
+TRIGGER = "ltxlora.trigger"
+DATASET_FINGERPRINT = "ltxlora.dataset_fingerprint"
+TRAINING_CONFIG = "ltxlora.training_config"
+PACK_VERSION = "ltxlora.pack_version"
+
+FORMAT_COMFYUI = "comfyui"
+FORMAT_PEFT = "peft"
+
+# Family ids, as written to BASE_MODEL and reported by inspection.
+FAMILY_LTX2 = "ltx-2"
+FAMILY_LTX23 = "ltx-2.3"
+FAMILY_LTX25 = "ltx-2.5"
+FAMILY_LTXV09 = "ltxv-0.9"
+FAMILIES = (FAMILY_LTX2, FAMILY_LTX23, FAMILY_LTX25, FAMILY_LTXV09)
+
+COMFY_PREFIX = "diffusion_model."
+LORA_A = "lora_A.weight"
+LORA_B = "lora_B.weight"
+ALPHA_SUFFIX = "alpha"
+
+
+def comfy_keys(module: str) -> tuple[str, str, str]:
+    """The (lora_A, lora_B, alpha) tensor keys of ``module`` (e.g. ``transformer_blocks.0.attn1.to_q``)."""
+    base = f"{COMFY_PREFIX}{module}."
+    return base + LORA_A, base + LORA_B, base + ALPHA_SUFFIX
+
+
+def lora_metadata(
+    *,
+    rank: int,
+    alpha: float,
+    targets: Iterable[str],
+    step: int,
+    base_model: str = FAMILY_LTX23,
+    trigger: str = "",
+    dataset_fingerprint: str = "",
+    training_config: Mapping[str, Any] | None = None,
+    pack_version: str = __version__,
+) -> dict[str, str]:
+    """The safetensors metadata of a LoRA file written by this pack (every value a string)."""
+    if base_model not in FAMILIES:
+        raise ValueError(f"base_model {base_model!r} is not one of {', '.join(FAMILIES)}")
+    return {
+        FORMAT: FORMAT_COMFYUI,
+        BASE_MODEL: base_model,
+        RANK: str(int(rank)),
+        ALPHA: repr(float(alpha)),
+        TARGETS: json.dumps(list(targets)),
+        STEP: str(int(step)),
+        TRIGGER: trigger,
+        DATASET_FINGERPRINT: dataset_fingerprint,
+        TRAINING_CONFIG: json.dumps(dict(training_config or {}), sort_keys=True, default=str),
+        PACK_VERSION: pack_version,
+    }
