@@ -1,0 +1,147 @@
+"""``load_dataset(cfg) -> PreparedDataset``: list, probe, plan and check captions, decoding nothing yet.
+
+Every usable item is a ``PreparedItem`` described from its probe alone; ``item.load_frames()`` decodes just its
+planned window when called, so a report over 100 clips stays cheap and a cache step can go item by item.
+Unusable entries become ``ExcludedItem`` with a reason naming the file and the problem; one bad item never
+stops the load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..config.dataset import DatasetConfig
+from .buckets import Bucket, parse_buckets
+from .captions import VocabularyFinding, apply_trigger, caption_findings, vocabulary_findings
+from .media import MediaError, MediaInfo, probe
+from .prepare import ClipPlan, describe_changes, load_planned_frames, plan_item
+from .sources import SourceEntry, list_sources
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PreparedItem:
+    """One usable sample, described cheaply. ``id`` is stable: the path relative to the dataset root.
+
+    The cache step needs: ``id``, ``source`` (absolute path), ``source_size`` / ``source_mtime_ns`` (to notice a
+    changed file), ``caption`` (trigger included), ``bucket`` (W, H, F), ``fps`` (after resampling; None for
+    stills) and ``load_frames()``; ``fingerprint`` hashes all of that except the caption.
+    """
+
+    id: str
+    source: Path
+    source_size: int
+    source_mtime_ns: int
+    caption: str
+    original_caption: str | None
+    info: MediaInfo
+    plan: ClipPlan
+    adjustments: tuple[str, ...] = ()
+    caption_findings: tuple[str, ...] = ()
+
+    @property
+    def bucket(self) -> Bucket:
+        return self.plan.bucket
+
+    @property
+    def fps(self) -> float | None:
+        return self.plan.fps
+
+    @property
+    def status(self) -> str:
+        return "adjusted" if self.adjustments else "ok"
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of the source identity and the preparation plan: equal means the same frames."""
+        key = {"id": self.id, "size": self.source_size, "mtime_ns": self.source_mtime_ns, **self.plan.as_dict()}
+        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+    def load_frames(self) -> torch.Tensor:
+        """The prepared frames: float32 ``[F, H, W, 3]`` in 0..1 (F, H, W = the bucket). Raises ``MediaError``."""
+        return load_planned_frames(self.source, self.info, self.plan)
+
+    def first_frame(self) -> torch.Tensor:
+        """Only the first prepared frame, ``[1, H, W, 3]`` (for previews)."""
+        return load_planned_frames(self.source, self.info, self.plan, limit=1)
+
+
+@dataclass(frozen=True)
+class ExcludedItem:
+    """An entry that cannot be used and why (``reason`` names the file and the problem)."""
+
+    id: str
+    source: Path
+    reason: str
+    caption: str | None = None
+
+
+@dataclass
+class PreparedDataset:
+    """The whole dataset: usable ``items`` (lazy frames), ``excluded`` entries, and cross-caption findings."""
+
+    config: DatasetConfig
+    root: Path
+    kind: str
+    items: list[PreparedItem] = field(default_factory=list)
+    excluded: list[ExcludedItem] = field(default_factory=list)
+    vocabulary: list[VocabularyFinding] = field(default_factory=list)
+    ignored_files: tuple[str, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self):
+        return iter(self.items)
+
+
+def _item_rng(seed: int, item_id: str) -> random.Random:
+    return random.Random(f"{seed}:{item_id}")  # str seeds hash with sha512: stable across runs and orders
+
+
+def _prepare_entry(entry: SourceEntry, cfg: DatasetConfig, buckets: tuple[Bucket, ...]) -> PreparedItem | ExcludedItem:
+    if entry.problem:
+        return ExcludedItem(entry.rel, entry.path, entry.problem, entry.caption)
+    try:
+        info = probe(entry.path)
+    except MediaError as err:
+        return ExcludedItem(entry.rel, entry.path, str(err), entry.caption)
+    plan = plan_item(
+        info, buckets, target_fps=cfg.target_fps, crop=cfg.crop, trim_start=cfg.trim_start,
+        rng=_item_rng(cfg.seed, entry.rel),
+    )
+    if isinstance(plan, str):
+        return ExcludedItem(entry.rel, entry.path, f"{entry.rel}: {plan}", entry.caption)
+    caption = apply_trigger(entry.caption, cfg.trigger)
+    stat = entry.path.stat()
+    changes = describe_changes(info, plan, target_fps=cfg.target_fps, crop=cfg.crop, trim=cfg.trim_start)
+    findings = caption_findings(entry.caption, caption, cfg.trigger, cfg.caption_token_budget, entry.caption_origin)
+    return PreparedItem(
+        id=entry.rel, source=entry.path, source_size=stat.st_size, source_mtime_ns=stat.st_mtime_ns,
+        caption=caption, original_caption=entry.caption, info=info, plan=plan,
+        adjustments=tuple(changes), caption_findings=tuple(findings),
+    )
+
+
+def load_dataset(cfg: DatasetConfig) -> PreparedDataset:
+    """List, probe and plan every entry of ``cfg.path``; ``ConfigError`` only if the dataset itself is unreadable."""
+    listing = list_sources(cfg.path)
+    buckets = parse_buckets(cfg.buckets)
+    ds = PreparedDataset(cfg, listing.root, listing.kind, ignored_files=listing.ignored)
+    for entry in listing.entries:
+        result = _prepare_entry(entry, cfg, buckets)
+        if isinstance(result, ExcludedItem):
+            logger.info("excluded %s: %s", result.id, result.reason)
+            ds.excluded.append(result)
+        else:
+            ds.items.append(result)
+    ds.vocabulary = vocabulary_findings({i.id: i.original_caption or "" for i in ds.items}, cfg.trigger)
+    return ds

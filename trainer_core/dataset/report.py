@@ -1,0 +1,81 @@
+"""The dataset report: per item ``ok`` / ``adjusted`` (what changed) / ``excluded`` (why), caption findings and
+cross-caption vocabulary hints, as a JSON-serializable dict (``build_report``) or as text (``report_text``).
+
+Nothing here decodes frames: the report is built from probes and plans only.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from .loader import PreparedDataset
+
+
+def build_report(ds: PreparedDataset) -> dict[str, Any]:
+    """The report as plain data (``json.dumps``-able)."""
+    items = []
+    for it in ds.items:
+        items.append({
+            "id": it.id,
+            "source": str(it.source),
+            "status": it.status,
+            "kind": it.info.kind,
+            "source_size": [it.info.width, it.info.height],
+            "source_frames": it.info.frames,
+            "source_fps": it.info.fps,
+            "bucket": str(it.bucket),
+            "fps": it.fps,
+            "changes": list(it.adjustments),
+            "caption": it.caption,
+            "caption_findings": list(it.caption_findings),
+        })
+    for ex in ds.excluded:
+        items.append({"id": ex.id, "source": str(ex.source), "status": "excluded", "reason": ex.reason})
+    statuses = Counter(i["status"] for i in items)
+    return {
+        "path": str(ds.config.path),
+        "root": str(ds.root),
+        "format": ds.kind,
+        "settings": ds.config.model_dump(mode="json"),
+        "summary": {
+            "total": len(items),
+            "ok": statuses["ok"],
+            "adjusted": statuses["adjusted"],
+            "excluded": statuses["excluded"],
+            "buckets": dict(Counter(str(i.bucket) for i in ds.items)),
+            "caption_findings": sum(len(i.caption_findings) for i in ds.items),
+        },
+        "items": items,
+        "vocabulary": [v.as_dict() for v in ds.vocabulary],
+        "ignored_files": list(ds.ignored_files),
+    }
+
+
+def summary_line(ds: PreparedDataset) -> str:
+    """One line: counts per status and per bucket."""
+    adjusted = sum(1 for i in ds.items if i.status == "adjusted")
+    buckets = Counter(str(i.bucket) for i in ds.items)
+    per_bucket = ", ".join(f"{b}: {n}" for b, n in sorted(buckets.items())) or "none"
+    return (
+        f"{len(ds.items)} usable ({len(ds.items) - adjusted} ok, {adjusted} adjusted), {len(ds.excluded)} excluded; "
+        f"buckets {per_bucket}"
+    )
+
+
+def report_text(ds: PreparedDataset) -> str:
+    """The report as readable text."""
+    lines = [f"Dataset {ds.config.path} ({ds.kind}, root {ds.root})", summary_line(ds), ""]
+    for it in ds.items:
+        fps = f" @ {it.fps:g} fps" if it.fps else ""
+        lines.append(f"[{it.status}] {it.id} -> {it.bucket}{fps}")
+        lines += [f"    - {c}" for c in it.adjustments]
+        lines += [f"    ! caption: {f}" for f in it.caption_findings]
+    for ex in ds.excluded:
+        lines += [f"[excluded] {ex.id}", f"    - {ex.reason}"]
+    if ds.vocabulary:
+        lines += ["", "Caption vocabulary (hints):"]
+        lines += [f"  - {v.message}" for v in ds.vocabulary]
+    if ds.ignored_files:
+        lines += ["", f"Ignored (not media or captions): {', '.join(ds.ignored_files)}"]
+    return "\n".join(lines)

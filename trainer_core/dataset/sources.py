@@ -1,0 +1,216 @@
+"""Finding the dataset's media files and captions: a folder with ``.txt`` sidecars, or an ltx-trainer manifest.
+
+``list_sources(path) -> SourceListing`` accepts
+- a folder of clips and images, each with a same-named ``.txt`` caption (``clip_001.mp4`` + ``clip_001.txt``);
+- an ltx-trainer manifest file: ``.json`` (a list of objects), ``.jsonl`` (one object per line) or ``.csv``,
+  with a ``video`` (or legacy ``media_path``) column and a ``caption`` column, paths relative to the manifest;
+- a folder holding exactly one ``dataset.json`` / ``dataset.jsonl`` / ``dataset.csv``, which is then used.
+
+Problems with one entry never stop the listing: the entry carries ``problem`` (why it is excluded), e.g. a
+missing file, a path that leaves the dataset folder (refused: an absolute path elsewhere or ``..``), a second
+entry for a file already listed (``duplicate``), an identical copy of another file, or a caption file that is
+not UTF-8. A manifest that cannot be read at all raises ``ConfigError``. Nothing here writes to the dataset.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from ..config import ConfigError
+from .media import MEDIA_EXTENSIONS
+
+MANIFEST_SUFFIXES = (".json", ".jsonl", ".csv")
+MANIFEST_NAMES = tuple(f"dataset{s}" for s in MANIFEST_SUFFIXES)
+MEDIA_COLUMNS = ("video", "media_path")
+_HEAD_BYTES = 1 << 16
+
+
+@dataclass(frozen=True)
+class SourceEntry:
+    """One listed media file. ``rel`` (POSIX, relative to the dataset root) doubles as the item's stable id."""
+
+    rel: str
+    path: Path
+    caption: str | None
+    caption_origin: str
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
+class SourceListing:
+    """All entries of a dataset and where they came from (``kind``: ``"folder"`` or the manifest's name)."""
+
+    root: Path
+    kind: str
+    entries: tuple[SourceEntry, ...]
+    ignored: tuple[str, ...] = ()
+
+
+def read_caption_file(path: Path) -> tuple[str | None, str | None]:
+    """(caption, problem): ``(None, None)`` when the file is absent; a problem when it is not UTF-8."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None, None
+    try:
+        return data.decode("utf-8-sig").strip(), None
+    except UnicodeDecodeError as err:
+        bad = data[err.start : err.start + 1].hex()
+        return None, (
+            f"caption file {path.name} is not UTF-8 text (byte 0x{bad} at position {err.start}); re-save it as "
+            "UTF-8 (most editors offer 'Save with encoding')"
+        )
+
+
+def _folder_entries(root: Path) -> tuple[list[SourceEntry], list[str]]:
+    entries, ignored = [], []
+    for p in sorted(root.iterdir()):
+        if not p.is_file() or p.name.startswith("."):
+            continue
+        if p.suffix.lower() not in MEDIA_EXTENSIONS:
+            if p.suffix.lower() != ".txt":
+                ignored.append(p.name)
+            continue
+        sidecar = p.with_suffix(".txt")
+        caption, problem = read_caption_file(sidecar)
+        entries.append(SourceEntry(p.name, p, caption, f"sidecar {sidecar.name}", problem))
+    return entries, ignored
+
+
+def _manifest_rows(manifest: Path) -> list[tuple[str, dict | None, str | None]]:
+    """(where, row, problem) per record; a problem is set for a record that cannot be parsed."""
+    try:
+        text = manifest.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"manifest {manifest} is not UTF-8 text ({err.reason} at byte {err.start})") from None
+    suffix = manifest.suffix.lower()
+    if suffix == ".csv":
+        return [(f"row {i}", dict(row), None) for i, row in enumerate(csv.DictReader(text.splitlines()), start=2)]
+    if suffix == ".jsonl":
+        rows = []
+        for i, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as err:
+                rows.append((f"line {i}", None, f"line {i} of {manifest.name} is not valid JSON ({err.msg})"))
+                continue
+            rows.append((f"line {i}", obj, None))
+        return rows
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"manifest {manifest} is not valid JSON: {err.msg} at line {err.lineno}") from None
+    if not isinstance(data, list):
+        raise ConfigError(f"manifest {manifest} must hold a JSON list of objects, not {type(data).__name__}")
+    return [(f"entry {i}", obj, None) for i, obj in enumerate(data, start=1)]
+
+
+def _resolve_inside(root: Path, value: str) -> tuple[Path, str | None]:
+    """The path ``value`` names under ``root`` and, if it leaves ``root``, why it is refused."""
+    candidate = Path(os.path.normpath(root / value))
+    try:
+        rel = candidate.relative_to(root)
+    except ValueError:
+        return candidate, f"path {value!r} points outside the dataset folder {root}; refused (copy the file in)"
+    return candidate, None if rel.parts else f"path {value!r} names the dataset folder itself"
+
+
+def _manifest_entries(manifest: Path) -> list[SourceEntry]:
+    root = Path(os.path.normpath(manifest.parent.absolute()))
+    rows = _manifest_rows(manifest)
+    columns = {k for _, row, _ in rows if isinstance(row, dict) for k in row}
+    media_col = next((c for c in MEDIA_COLUMNS if c in columns), None)
+    if rows and media_col is None:
+        raise ConfigError(
+            f"manifest {manifest} has no 'video' or 'media_path' column (found: {', '.join(sorted(columns)) or 'none'})"
+        )
+    entries = []
+    for where, row, problem in rows:
+        origin = f"{manifest.name} {where}"
+        if problem is None and not isinstance(row, dict):
+            problem = f"{where} of {manifest.name} is not an object with '{media_col}' and 'caption'"
+        value = str(row.get(media_col) or "").strip() if problem is None else ""
+        if problem is None and not value:
+            problem = f"{where} of {manifest.name} has no '{media_col}' value"
+        if problem:
+            entries.append(SourceEntry(f"<{where}>", manifest, None, origin, problem))
+            continue
+        path, problem = _resolve_inside(root, value)
+        rel = path.relative_to(root).as_posix() if problem is None else value
+        caption = row.get("caption")
+        caption = None if caption is None else str(caption).strip()
+        entries.append(SourceEntry(rel, path, caption, origin, problem))
+    return entries
+
+
+def _content_key(path: Path) -> tuple[int, str] | None:
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as fh:
+            head = fh.read(_HEAD_BYTES)
+            fh.seek(max(0, size - _HEAD_BYTES))
+            tail = fh.read(_HEAD_BYTES)
+    except OSError:
+        return None
+    return size, hashlib.sha1(head + tail, usedforsecurity=False).hexdigest()
+
+
+def _mark_missing_and_duplicates(entries: list[SourceEntry]) -> list[SourceEntry]:
+    seen_path: dict[Path, str] = {}
+    seen_content: dict[tuple[int, str], str] = {}
+    out = []
+    for e in entries:
+        if e.problem is None and not e.path.is_file():
+            e = replace(e, problem=f"media file {e.rel} not found at {e.path} ({e.caption_origin})")
+        if e.problem is None and e.path in seen_path:
+            e = replace(e, problem=f"duplicate entry: {e.rel} is already listed ({seen_path[e.path]}); used once")
+        if e.problem is None:
+            seen_path[e.path] = e.caption_origin
+            key = _content_key(e.path) if e.path.stat().st_size > 0 else None
+            if key in seen_content:
+                e = replace(e, problem=f"duplicate content: {e.rel} is an identical copy of {seen_content[key]}")
+            elif key is not None:
+                seen_content[key] = e.rel
+        out.append(e)
+    return out
+
+
+def _unique_ids(entries: list[SourceEntry]) -> list[SourceEntry]:
+    counts: dict[str, int] = {}
+    out = []
+    for e in entries:
+        n = counts.get(e.rel, 0)
+        counts[e.rel] = n + 1
+        out.append(e if n == 0 else replace(e, rel=f"{e.rel}#{n + 1}"))
+    return out
+
+
+def list_sources(path: str | Path) -> SourceListing:
+    """List every media entry of the dataset at ``path`` (folder or manifest); see the module docstring."""
+    if not str(path).strip():
+        raise ConfigError("dataset path is empty: set it to a folder of clips or a dataset.json/.jsonl/.csv")
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise ConfigError(f"dataset path {p} does not exist")
+    if p.is_dir():
+        manifests = [p / n for n in MANIFEST_NAMES if (p / n).is_file()]
+        if len(manifests) > 1:
+            raise ConfigError(f"{p} holds several manifests ({', '.join(m.name for m in manifests)}); pass one file")
+        if not manifests:
+            root = Path(os.path.normpath(p.absolute()))
+            entries, ignored = _folder_entries(root)
+            return SourceListing(root, "folder", tuple(_unique_ids(_mark_missing_and_duplicates(entries))),
+                                 tuple(ignored))
+        p = manifests[0]
+    if p.suffix.lower() not in MANIFEST_SUFFIXES:
+        raise ConfigError(f"{p} is neither a folder nor a manifest ({', '.join(MANIFEST_SUFFIXES)})")
+    entries = _manifest_entries(p)
+    root = Path(os.path.normpath(p.parent.absolute()))
+    return SourceListing(root, p.name, tuple(_unique_ids(_mark_missing_and_duplicates(entries))))
