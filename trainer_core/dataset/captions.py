@@ -86,8 +86,9 @@ def caption_findings(original: str | None, final: str, trigger: str, budget: int
     """The per-caption checks for one item (``origin`` says where its caption came from)."""
     found = []
     if original is None:
-        found.append(f"missing caption (no text in {origin}); it trains on {final!r} alone" if final
-                     else f"missing caption (no text in {origin})")
+        where = f"{origin} not found" if origin.startswith("sidecar") else f"no 'caption' in {origin}"
+        alone = f"; it trains on {final!r} alone" if final else ""
+        found.append(f"missing caption ({where}){alone}")
     elif not original.strip():
         found.append(f"empty caption in {origin}")
     if trigger and original and original.strip() and not _has_word(original, trigger):

@@ -214,3 +214,17 @@ def list_sources(path: str | Path) -> SourceListing:
     entries = _manifest_entries(p)
     root = Path(os.path.normpath(p.parent.absolute()))
     return SourceListing(root, p.name, tuple(_unique_ids(_mark_missing_and_duplicates(entries))))
+
+
+def dataset_fingerprint(path: str | Path) -> str:
+    """A cheap hash of names, sizes and modification times under the dataset's folder (changes when files do)."""
+    p = Path(path).expanduser()
+    root = p if p.is_dir() else p.parent
+    h = hashlib.sha256(str(p).encode())
+    if root.is_dir():
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            for name in sorted(filenames):
+                st = (Path(dirpath) / name).stat()
+                h.update(f"{Path(dirpath, name).relative_to(root)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
