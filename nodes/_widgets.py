@@ -51,7 +51,9 @@ def _widget_fields(section: type[Section], exclude: tuple[str, ...]) -> list[tup
     return [
         (name, f)
         for name, f in section.model_fields.items()
-        if name not in exclude and (f.json_schema_extra or {}).get("widget", True)
+        if name not in exclude
+        and (f.json_schema_extra or {}).get("widget", True)
+        and not (isinstance(f.annotation, type) and issubclass(f.annotation, Section))  # nested: own node
     ]
 
 
@@ -59,7 +61,7 @@ def section_inputs(section: type[Section], exclude: tuple[str, ...] = ()) -> lis
     """V3 widget inputs for every widget field of ``section``."""
     inputs: list[io.Input] = []
     for name, f in _widget_fields(section, exclude):
-        ann, optional = _unwrap_optional(f.annotation)
+        ann, _ = _unwrap_optional(f.annotation)
         default = f.default
         tip = f.description or name
         if get_origin(ann) is Literal:

@@ -1,0 +1,178 @@
+"""Training nodes: small settings nodes feeding one Train node, and a loss plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from comfy_api.latest import io, ui
+
+from ..trainer_core.config import ConfigError, load_yaml, parse_section
+from ..trainer_core.config.base import Section
+from ..trainer_core.config.training import (
+    CheckpointSettings,
+    LoraSettings,
+    MemorySettings,
+    OptimizationSettings,
+    RecipeSettings,
+    TrainConfig,
+)
+from ..trainer_core.plots import loss_curve, to_image_tensor
+from ._widgets import category, section_from_inputs, section_inputs
+
+TRAINING_DATA = "LTX_TRAINING_DATA"
+
+# (config field of TrainConfig, section class, socket type, node id, display name)
+_SETTINGS = (
+    ("lora", LoraSettings, "LTX_LORA_SETTINGS", "LtxLoraLoraSettings", "LTX LoRA Settings"),
+    (
+        "optimization",
+        OptimizationSettings,
+        "LTX_OPTIMIZER_SETTINGS",
+        "LtxLoraOptimizerSettings",
+        "LTX Optimizer Settings",
+    ),
+    ("recipe", RecipeSettings, "LTX_RECIPE_SETTINGS", "LtxLoraRecipeSettings", "LTX Training Recipe"),
+    ("memory", MemorySettings, "LTX_MEMORY_SETTINGS", "LtxLoraMemorySettings", "LTX Memory Settings"),
+)
+
+
+def _settings_node(section: type[Section], socket: str, node_id: str, display: str) -> type[io.ComfyNode]:
+    """A node whose widgets are one config section and whose output is that section, validated."""
+
+    class SettingsNode(io.ComfyNode):
+        @classmethod
+        def define_schema(cls) -> io.Schema:
+            return io.Schema(
+                node_id=node_id,
+                display_name=display,
+                category=category("Training"),
+                description=f"{display} for Train LTX LoRA. Unconnected, the Train node uses these defaults.",
+                inputs=section_inputs(section),
+                outputs=[io.Custom(socket).Output(display_name="settings")],
+            )
+
+        @classmethod
+        def execute(cls, **kwargs) -> io.NodeOutput:
+            return io.NodeOutput(section_from_inputs(section, kwargs))
+
+    SettingsNode.__name__ = SettingsNode.__qualname__ = node_id
+    return SettingsNode
+
+
+SETTINGS_NODES = [_settings_node(s, sock, nid, name) for _, s, sock, nid, name in _SETTINGS]
+
+
+def _train_config(kwargs: dict, output_dir: Path) -> TrainConfig:
+    yaml_path = kwargs.get("config_yaml", "").strip()
+    if yaml_path:  # a YAML file written by an earlier run (or by hand) reproduces that run
+        base = load_yaml(TrainConfig, yaml_path).model_dump()
+    else:
+        base = {field: (kwargs.get(field) or section()).model_dump() for field, section, *_ in _SETTINGS}
+        base["checkpoints"] = section_from_inputs(CheckpointSettings, kwargs).model_dump()
+        base.update(seed=kwargs["seed"], name=kwargs["name"])
+    base["output_dir"] = str(output_dir)
+    return parse_section(TrainConfig, base)
+
+
+class TrainLtxLora(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        top = section_inputs(TrainConfig)
+        sockets = [
+            io.Custom(sock).Input(field, optional=True, tooltip=f"{name} node; defaults when unconnected.")
+            for field, _, sock, _, name in _SETTINGS
+        ]
+        return io.Schema(
+            node_id="LtxLoraTrain",
+            display_name="Train LTX LoRA",
+            category=category("Training"),
+            description="Trains a LoRA on the LTX-2.3 MODEL that ComfyUI already loaded (no second copy) and "
+            "returns the MODEL with the LoRA applied, the LoRA file and the loss history.",
+            is_output_node=True,
+            inputs=[
+                io.Model.Input("model", tooltip="ComfyUI's loaded LTX-2.3 model. It is left exactly as it was."),
+                io.Custom(TRAINING_DATA).Input(
+                    "training_data", optional=True, tooltip="Cached clips from Cache LTX Training Latents."
+                ),
+                io.Latent.Input(
+                    "latent", optional=True, tooltip="Instead of training_data: video latents to train on."
+                ),
+                io.Conditioning.Input(
+                    "conditioning", optional=True, tooltip="With latent: the caption's LTX text-encoder conditioning."
+                ),
+                *sockets,
+                *top,
+                *section_inputs(CheckpointSettings),
+                io.String.Input(
+                    "config_yaml",
+                    default="",
+                    optional=True,
+                    tooltip="Optional YAML file with all settings (e.g. config.yaml of an earlier run); overrides "
+                    "the settings sockets and widgets.",
+                ),
+                io.String.Input(
+                    "resume_from",
+                    default="",
+                    optional=True,
+                    tooltip="Optional checkpoint (.safetensors written by this node) to continue from; step "
+                    "numbering, optimizer and RNG state continue.",
+                ),
+            ],
+            outputs=[
+                io.Model.Output(display_name="model", tooltip="The input MODEL with the trained LoRA applied."),
+                io.String.Output(display_name="lora_path", tooltip="The final LoRA file."),
+                io.LossMap.Output(display_name="loss", tooltip="Loss per step."),
+            ],
+            hidden=[io.Hidden.unique_id],
+        )
+
+    @classmethod
+    def execute(cls, model, training_data=None, latent=None, conditioning=None, **kwargs) -> io.NodeOutput:
+        import folder_paths
+
+        from ..trainer_core.comfy.training import apply_lora_file, direct_data, train_on_model
+
+        if training_data is None:
+            if latent is None or conditioning is None:
+                raise ConfigError(
+                    "Connect training_data (from Cache LTX Training Latents) or both latent and conditioning."
+                )
+            training_data = direct_data(latent, conditioning)
+        out_dir = Path(folder_paths.get_folder_paths("loras")[0]) / kwargs["name"]
+        cfg = _train_config(kwargs, out_dir)
+        resume = Path(kwargs["resume_from"]) if kwargs.get("resume_from", "").strip() else None
+        with torch.inference_mode(False):
+            result = train_on_model(model, training_data, cfg, resume=resume, node_id=cls.hidden.unique_id)
+        if result.status == "diverged":
+            raise RuntimeError(result.message)
+        patched = apply_lora_file(model, result.lora_path)
+        chart = to_image_tensor(loss_curve(result.losses))
+        return io.NodeOutput(
+            patched, str(result.lora_path), {"loss": result.losses}, ui=ui.PreviewImage(chart, cls=cls)
+        )
+
+
+class PlotLtxLoss(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="LtxLoraPlotLoss",
+            display_name="Plot LTX Loss",
+            category=category("Training"),
+            description="Loss curve (raw and smoothed) as an IMAGE.",
+            inputs=[
+                io.LossMap.Input("loss", tooltip="Loss history from Train LTX LoRA."),
+                io.Float.Input("smoothing", default=0.9, min=0.0, max=0.999, step=0.01, tooltip="EMA smoothing."),
+            ],
+            outputs=[io.Image.Output(display_name="image")],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, loss, smoothing) -> io.NodeOutput:
+        image = to_image_tensor(loss_curve(list(loss["loss"]), beta=smoothing))
+        return io.NodeOutput(image, ui=ui.PreviewImage(image, cls=cls))
+
+
+NODES = [*SETTINGS_NODES, TrainLtxLora, PlotLtxLoss]

@@ -1,0 +1,123 @@
+"""Training on ComfyUI's loaded MODEL: the glue between the engine and ComfyUI's progress, cancel and LoRA loader.
+
+Imported lazily by the Train node only (it imports ComfyUI). The engine itself stays ComfyUI-free.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..config.training import TrainConfig
+from ..engine.data import TrainingData
+from ..engine.trainer import Callbacks, StepInfo, Trainer, TrainResult
+from ..lorafile.read import read_lora_file
+
+log = logging.getLogger(__name__)
+
+PROGRESS_EVENT = "ltxlora.progress"
+
+
+@dataclass
+class NodeProgress:
+    """Feeds ComfyUI's progress bar, the text under the node and the live chart (web/ extension)."""
+
+    node_id: str | None
+    total: int
+
+    def __post_init__(self) -> None:
+        import comfy.utils
+
+        self.bar = comfy.utils.ProgressBar(self.total, node_id=self.node_id)
+
+    def on_step(self, info: StepInfo) -> None:
+        self.bar.update_absolute(info.step, self.total)
+        memory = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
+        payload = {
+            "node": self.node_id,
+            "step": info.step,
+            "total": info.total,
+            "loss": info.loss,
+            "lr": info.lr,
+            "seconds": info.seconds,
+            "gpu_gib": memory,
+        }
+        server = _server()
+        if server is not None:
+            server.send_sync(PROGRESS_EVENT, payload)
+            text = f"step {info.step}/{info.total}  loss {info.loss:.4f}  {info.seconds:.2f} s/step"
+            server.send_progress_text(text, self.node_id)
+
+    @staticmethod
+    def should_stop() -> bool:
+        import comfy.model_management
+
+        return comfy.model_management.processing_interrupted()
+
+
+def _server():
+    try:
+        from server import PromptServer
+    except ImportError:  # ComfyUI used as a library (tests): no server, no UI events
+        return None
+    return getattr(PromptServer, "instance", None)
+
+
+def train_on_model(
+    model_patcher,
+    data: TrainingData,
+    cfg: TrainConfig,
+    *,
+    resume: Path | None = None,
+    node_id: str | None = None,
+) -> TrainResult:
+    """Train a LoRA on ComfyUI's loaded MODEL without copying or changing it."""
+    from .backbone import ComfyBackbone
+
+    backbone = ComfyBackbone(model_patcher)
+    trainer = Trainer(backbone, data, cfg)
+    if resume is not None:
+        trainer.resume(resume)
+    progress = NodeProgress(node_id, cfg.optimization.steps)
+    return trainer.train(Callbacks(on_step=progress.on_step, should_stop=progress.should_stop))
+
+
+def apply_lora_file(model_patcher, lora_path: Path, strength: float = 1.0):
+    """A clone of the MODEL with the LoRA applied through ComfyUI's own loader (what LoraLoaderModelOnly does)."""
+    import comfy.sd
+
+    tensors, _ = read_lora_file(lora_path)
+    patched, _ = comfy.sd.load_lora_for_models(model_patcher, None, tensors, strength, 0)
+    return patched
+
+
+def direct_data(latent: dict, conditioning: list, trigger: str = "") -> TrainingData:
+    """Training data from a LATENT and a CONDITIONING wired straight into the Train node (no cache).
+
+    Every latent in the batch is one clip trained on that one caption. Caption dropout needs the cache (it
+    stores the empty caption), so this data has no usable empty caption.
+    """
+    from ..engine.data import InMemoryData, Sample
+
+    samples = latent["samples"]
+    video, audio = (samples.tensors[0], samples.tensors[1]) if hasattr(samples, "tensors") else (samples, None)
+    if video.ndim != 5:
+        raise ValueError(f"the LATENT must be a video latent [B, 128, F, H, W]; got shape {tuple(video.shape)}")
+    if not conditioning:
+        raise ValueError("the CONDITIONING input is empty: connect a CLIP Text Encode with the LTX text encoder")
+    text, extra = conditioning[0][0], conditioning[0][1]
+    frame_rate = float(extra.get("frame_rate", 25.0))
+    items = [
+        Sample(
+            key=f"latent_{i}",
+            video=video[i].float().clone(),
+            text=text.float().clone(),
+            frame_rate=frame_rate,
+            audio=None if audio is None or audio.numel() == 0 else audio[i].float().clone(),
+        )
+        for i in range(video.shape[0])
+    ]
+    return InMemoryData(items, empty_text=torch.zeros(1, 0, text.shape[-1]), trigger=trigger)
