@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .atomic import atomic_path
 from .ltx_core_model import build_modules, to_checkpoint_keys
 
 FAMILIES = ("ltx-2.3", "ltx-2")
@@ -197,14 +197,8 @@ def write_tiny_checkpoint(
     """Write a tiny single-file checkpoint (safetensors with the ``config`` header) atomically; return its path."""
     from safetensors.torch import save_file
 
-    path = Path(path)
     config = tiny_config(audio=audio, num_layers=num_layers, family=family)
     state = tiny_state_dict(copy.deepcopy(config), audio=audio, seed=seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata={"config": json.dumps(config)})
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return Path(path)
