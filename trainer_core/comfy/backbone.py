@@ -1,0 +1,191 @@
+"""The engine's ``Backbone`` on the LTX-2.x model ComfyUI already loaded (its ``MODEL``, a ``ModelPatcher``).
+
+Training reuses ComfyUI's own ``LTXAVModel`` and its weights as they are: no reload, no copy. What it takes to
+train through it, all of it undone when ``training_session()`` exits (normally, on error or on cancel):
+
+- ``comfy.model_management.in_training = True``: ComfyUI's fused kernels (RMS-AdaLN, RoPE, FFN) have no backward;
+  the flag makes the model use plain PyTorch ops.
+- The model is loaded through ``comfy.model_management.load_models_gpu`` like any sampler would, so ComfyUI's
+  memory manager decides what stays on the device and low-VRAM weight streaming keeps working.
+- Every transformer block runs ``blocks.av_block_forward`` (out of place, reference video-to-audio order,
+  optional per-block checkpointing), installed through ``patches_replace`` on a ``ModelPatcher.clone()``: the
+  user's MODEL never sees it.
+- Inference-mode weights are swapped for zero-copy aliases (``inference.trainable_aliases``).
+- ``torch.inference_mode(False)`` + ``enable_grad`` for the block.
+
+The diffusion model is called directly (not through ``BaseModel.apply_model``, which returns x0 and runs the
+text connectors inside ``extra_conds``): it takes ``[video, audio]`` latents in ComfyUI's layouts, per-token
+timesteps (sigma per token, 0 for clean conditioning tokens: how ComfyUI's ``LTXAV.process_timestep`` turns a
+``denoise_mask`` into first-frame conditioning) and returns the velocity.
+
+Cross-attention gates: ComfyUI derives the audio-to-video gate from ``max(audio timesteps)`` over the whole
+batch (and vice versa). Lightricks' reference uses each sample's own sigma of the other modality; both agree for
+batch 1, and for batches with per-sample sigmas we pass the reference gates (``blocks.OutOfPlaceBlock``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..backbone import ModelInput, TextContext
+from .blocks import OPTIONS_KEY, install_out_of_place_blocks
+from .inference import trainable_aliases
+
+logger = logging.getLogger(__name__)
+
+def _is_linear_like(module: nn.Module) -> bool:
+    """nn.Linear and ComfyUI's Linear flavours, including the quantized ones that do not subclass nn.Linear."""
+    if isinstance(module, nn.Linear):
+        return True
+    weight = getattr(module, "weight", None)
+    return hasattr(module, "in_features") and hasattr(module, "out_features") and weight is not None \
+        and weight.ndim == 2
+
+
+def _trainable_input(t: torch.Tensor, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``t`` on the model's device/dtype as a normal tensor: inputs made under inference mode cannot be saved."""
+    t = t.to(device=device, dtype=dtype or t.dtype)
+    return t.clone() if t.is_inference() else t
+
+
+class ComfyBackbone:
+    """``trainer_core.backbone.Backbone`` over a ComfyUI LTX-2.x ``ModelPatcher`` (the MODEL socket value).
+
+    ``memory_required`` (bytes) is what ComfyUI should keep free on the device beside the weights for
+    activations and optimizer state when it loads the model (0: ComfyUI's inference reserve).
+    """
+
+    def __init__(self, model_patcher: Any, memory_required: int = 0) -> None:
+        diffusion_model = getattr(getattr(model_patcher, "model", None), "diffusion_model", None)
+        blocks = getattr(diffusion_model, "transformer_blocks", None)
+        if blocks is None or not hasattr(diffusion_model, "audio_embeddings_connector"):
+            raise TypeError(
+                f"MODEL is a {type(diffusion_model).__name__}, not an LTX-2.x audio-video model (LTXAVModel): "
+                "load an LTX-2.3 checkpoint with ComfyUI's checkpoint loader"
+            )
+        self._patcher = model_patcher
+        self._dm = diffusion_model
+        self._memory_required = int(memory_required)
+        self._checkpointing = False
+        self._session_options: dict[str, Any] | None = None
+
+    # -- Backbone properties ---------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return torch.device(self._patcher.load_device)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._patcher.model.get_dtype_inference()
+
+    @property
+    def has_audio(self) -> bool:
+        return True  # every LTXAVModel has the audio stream; video-only training leaves it idle
+
+    @property
+    def model_patcher(self) -> Any:
+        return self._patcher
+
+    # -- text ----------------------------------------------------------------------------------------------------
+    def prepare_text(self, embeds: torch.Tensor) -> TextContext:
+        """Run the frozen connectors on ComfyUI's LTX-2.x text-encoder output ``[1, T, D]`` once, without autograd."""
+        import comfy.model_management
+
+        comfy.model_management.load_models_gpu([self._patcher], memory_required=self._memory_required)
+        dm = self._dm
+        with torch.inference_mode(False), torch.no_grad():
+            # Outside inference mode the result is a normal tensor that autograd may save later.
+            ctx = dm.preprocess_text_embeds(embeds.to(self.device, self.dtype), unprocessed=True)
+        video_width = dm.inner_dim if dm.caption_proj_before_connector else dm.caption_channels
+        return TextContext(ctx[..., :video_width], ctx[..., video_width:])
+
+    # -- forward ---------------------------------------------------------------------------------------------
+    def velocity(self, inp: ModelInput) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Predicted velocity for ``inp`` (ComfyUI layouts); inside ``training_session`` with our blocks."""
+        dev, dtype = self.device, self.dtype
+        video = _trainable_input(inp.video, dev, dtype)
+        latents = [video]
+        v_t = _trainable_input(inp.video_timesteps, dev, torch.float32)
+        audio = inp.audio is not None and inp.audio.shape[2] > 0
+        if audio:
+            latents.append(_trainable_input(inp.audio, dev, dtype))
+            a_t = _trainable_input(inp.audio_timesteps, dev, torch.float32)
+        else:
+            # ComfyUI's own video-only call: the audio stream gets the scalar sigma and no tokens.
+            a_t = _trainable_input(inp.video_sigma, dev, torch.float32)
+        if inp.text.audio is None:
+            raise ValueError("ComfyBackbone needs the audio text context too: build it with prepare_text()")
+        # The model splits one [B, L, D_video + D_audio] context; a batch-1 caption is shared by the batch.
+        context = _trainable_input(torch.cat([inp.text.video, inp.text.audio], -1), dev, dtype)
+        context = context.expand(video.shape[0], -1, -1)
+
+        options = self._transformer_options(inp, audio)
+        out = self._dm(latents, (v_t, a_t), context, attention_mask=None, frame_rate=float(inp.frame_rate),
+                       transformer_options=options)
+        if audio:
+            return out[0].to(inp.video.dtype), out[1].to(inp.audio.dtype)
+        return out.to(inp.video.dtype), None
+
+    def _transformer_options(self, inp: ModelInput, audio: bool) -> dict[str, Any]:
+        if self._session_options is None:  # outside training: ComfyUI's stock blocks, as its samplers run them
+            options = dict(self._patcher.model_options.get("transformer_options", {}))
+            options["prefetch_dynamic_vbars"] = self._patcher.is_dynamic()
+            return options
+        options = dict(self._session_options)
+        settings: dict[str, Any] = {"checkpoint": self._checkpointing and torch.is_grad_enabled()}
+        if audio and inp.audio_sigma is not None and inp.video.shape[0] > 1:
+            settings["cross_gates"] = self._reference_cross_gates(inp)
+        options[OPTIONS_KEY] = settings
+        return options
+
+    def _reference_cross_gates(self, inp: ModelInput) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-sample a2v / v2a gate embeddings from the other modality's sigma (Lightricks' reference)."""
+        dm, batch, dtype = self._dm, inp.video.shape[0], self.dtype
+        factor = dm.av_ca_timestep_scale_multiplier  # sigma * 1000 * (av_ca_multiplier / 1000)
+        gates = []
+        for adaln, sigma in ((dm.av_ca_a2v_gate_adaln_single, inp.audio_sigma),
+                             (dm.av_ca_v2a_gate_adaln_single, inp.video_sigma)):
+            sigma = _trainable_input(sigma.reshape(batch), self.device, torch.float32)
+            emb, _ = adaln(sigma * factor, {"resolution": None, "aspect_ratio": None}, batch_size=batch,
+                           hidden_dtype=dtype)
+            gates.append(emb.view(batch, 1, -1))
+        return gates[0], gates[1]
+
+    # -- LoRA and memory -------------------------------------------------------------------------------------
+    def lora_targets(self) -> dict[str, nn.Module]:
+        """Every Linear-like module under ``transformer_blocks``, named as ltx-core names them (same set)."""
+        return {
+            f"transformer_blocks.{name}": module
+            for name, module in self._dm.transformer_blocks.named_modules()
+            if _is_linear_like(module)
+        }
+
+    def set_gradient_checkpointing(self, enabled: bool) -> None:
+        self._checkpointing = bool(enabled)
+
+    @contextmanager
+    def training_session(self) -> Iterator[None]:
+        """Make the shared model trainable through hooks for the block; undo everything on any exit."""
+        import comfy.model_management as mm
+
+        previous_flag = mm.in_training
+        try:
+            with torch.inference_mode(False), torch.enable_grad():
+                mm.in_training = True
+                mm.load_models_gpu([self._patcher], memory_required=self._memory_required)
+                patched = self._patcher.clone()  # shares the weights; only its options differ
+                install_out_of_place_blocks(patched, self._dm.transformer_blocks)
+                options = dict(patched.model_options["transformer_options"])
+                options["prefetch_dynamic_vbars"] = self._patcher.is_dynamic()
+                with trainable_aliases(self._dm):
+                    self._session_options = options
+                    yield
+        finally:
+            self._session_options = None
+            mm.in_training = previous_flag
