@@ -13,7 +13,7 @@ from pathlib import Path
 
 
 class _Hook(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):  # noqa: ARG002 - MetaPathFinder signature
+    def find_spec(self, name, path=None, target=None):
         if name != "torchvision":
             return None
         sys.meta_path.remove(self)
