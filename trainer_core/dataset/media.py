@@ -93,9 +93,11 @@ def probe(path: Path) -> MediaInfo:
 def _probe_image(path: Path) -> MediaInfo:
     try:
         with Image.open(path) as img:
+            img.verify()  # checks structure and checksums without decoding the pixels
+        with Image.open(path) as img:
             width, height, mode = img.width, img.height, img.mode
             orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
-            img.verify()
+            transparent = "A" in mode or "transparency" in img.info
     except (UnidentifiedImageError, OSError, SyntaxError) as err:
         raise MediaError(f"{path.name} cannot be read as an image ({err}); the file is corrupt or truncated") from None
     notes = []
@@ -103,7 +105,7 @@ def _probe_image(path: Path) -> MediaInfo:
         width, height = height, width
     if orientation not in (0, 1):
         notes.append(f"EXIF orientation {orientation} applied")
-    if "A" in mode or mode == "P":
+    if transparent:
         notes.append(f"{mode} image: transparency flattened onto white")
     elif mode in ("L", "1", "I", "I;16", "F"):
         notes.append(f"greyscale ({mode}) image converted to RGB")
@@ -276,7 +278,7 @@ def _image_to_rgb(img: Image.Image) -> Image.Image:
         arr = np.asarray(img, dtype=np.float32)
         top = 65535.0 if img.mode != "F" else max(float(arr.max()), 1.0)
         img = Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
-    if img.mode == "P":
+    if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
     if "A" in img.mode:
         rgba = img.convert("RGBA")

@@ -78,6 +78,7 @@ def _folder_entries(root: Path) -> tuple[list[SourceEntry], list[str]]:
             continue
         sidecar = p.with_suffix(".txt")
         caption, problem = read_caption_file(sidecar)
+        problem = f"{p.name}: {problem}" if problem else None
         entries.append(SourceEntry(p.name, p, caption, f"sidecar {sidecar.name}", problem))
     return entries, ignored
 
@@ -170,7 +171,8 @@ def _mark_missing_and_duplicates(entries: list[SourceEntry]) -> list[SourceEntry
         if e.problem is None and not e.path.is_file():
             e = replace(e, problem=f"media file {e.rel} not found at {e.path} ({e.caption_origin})")
         if e.problem is None and e.path in seen_path:
-            e = replace(e, problem=f"duplicate entry: {e.rel} is already listed ({seen_path[e.path]}); used once")
+            first = seen_path[e.path]
+            e = replace(e, problem=f"duplicate entry: {e.rel} ({e.caption_origin}) is already listed ({first})")
         if e.problem is None:
             seen_path[e.path] = e.caption_origin
             key = _content_key(e.path) if e.path.stat().st_size > 0 else None
@@ -192,13 +194,21 @@ def _unique_ids(entries: list[SourceEntry]) -> list[SourceEntry]:
     return out
 
 
+def check_dataset_path(path: str | Path) -> str | None:
+    """Why ``path`` cannot be a dataset (empty, missing), or None."""
+    if not str(path).strip():
+        return "dataset path is empty: set it to a folder of clips or a dataset.json/.jsonl/.csv"
+    if not Path(path).expanduser().exists():
+        return f"dataset path {path} does not exist"
+    return None
+
+
 def list_sources(path: str | Path) -> SourceListing:
     """List every media entry of the dataset at ``path`` (folder or manifest); see the module docstring."""
-    if not str(path).strip():
-        raise ConfigError("dataset path is empty: set it to a folder of clips or a dataset.json/.jsonl/.csv")
+    problem = check_dataset_path(path)
+    if problem:
+        raise ConfigError(problem)
     p = Path(path).expanduser()
-    if not p.exists():
-        raise ConfigError(f"dataset path {p} does not exist")
     if p.is_dir():
         manifests = [p / n for n in MANIFEST_NAMES if (p / n).is_file()]
         if len(manifests) > 1:
@@ -225,6 +235,6 @@ def dataset_fingerprint(path: str | Path) -> str:
         for dirpath, dirnames, filenames in os.walk(root):
             dirnames.sort()
             for name in sorted(filenames):
-                st = (Path(dirpath) / name).stat()
+                st = (Path(dirpath) / name).lstat()
                 h.update(f"{Path(dirpath, name).relative_to(root)}|{st.st_size}|{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
