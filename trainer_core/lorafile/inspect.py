@@ -11,6 +11,7 @@ has no audio modules and its 2B model is 2048 wide with 28 blocks (the 13B one i
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
@@ -20,7 +21,8 @@ from typing import Any
 import torch
 
 from . import metadata as md
-from .layouts import ParsedLora
+from .layouts import ParsedLora, parse_lora
+from .read import LoraFileError, read_lora_file
 
 NOT_LTX = "not-ltx"
 FAMILY_NAMES = {
@@ -127,10 +129,11 @@ def family_from_structure(parsed: ParsedLora) -> FamilyGuess:
         width_note = f"; its video width {video} matches no released model (a test or custom model)"
     if any(".to_gate_logits" in s or s.startswith(("prompt_adaln_single", "audio_prompt_adaln_single")) for s in subs):
         return FamilyGuess(
-            _GATED_FAMILIES, "structure",
+            _GATED_FAMILIES,
+            "structure",
             "it targets gated-attention / prompt-AdaLN layers, which only LTX-2.3 and later have; 2.3 and 2.5 share "
             "them" + width_note,
-        )  # fmt: skip
+        )
     caption = any(s.startswith(("caption_projection.", "audio_caption_projection.")) for s in subs)
     if has_audio and caption:
         return FamilyGuess(
@@ -140,17 +143,19 @@ def family_from_structure(parsed: ParsedLora) -> FamilyGuess:
         )
     if has_audio:
         return FamilyGuess(
-            _AV_FAMILIES, "structure",
+            _AV_FAMILIES,
+            "structure",
             "audio+video modules that LTX-2, 2.3 and 2.5 share with identical names and widths; without our metadata "
             "the base model cannot be told from the file" + width_note,
-        )  # fmt: skip
+        )
     if video == 2048:
         return FamilyGuess((md.FAMILY_LTXV09,), "structure", "video-only, 2048 wide (LTXV 0.9.x 2B)")
     candidates = (md.FAMILY_LTXV09, md.FAMILY_LTX2) if caption else (md.FAMILY_LTXV09, *_AV_FAMILIES)
     return FamilyGuess(
-        candidates, "structure",
+        candidates,
+        "structure",
         "video-only modules; LTXV 0.9.x 13B and the video stream of LTX-2.x share names and widths" + width_note,
-    )  # fmt: skip
+    )
 
 
 def detect_family(parsed: ParsedLora, metadata: Mapping[str, str]) -> FamilyGuess:
@@ -235,10 +240,17 @@ def _ranges(values: list[int]) -> str:
 def inspect_lora(parsed: ParsedLora, metadata: Mapping[str, str]) -> LoraReport:
     """Inspect a parsed LoRA (see ``layouts.parse_lora``) with its file's metadata."""
     infos = [
-        ModuleInfo(name, module_group(name), m.rank, m.alpha, int(m.down.shape[1]), int(m.up.shape[0]),
-                   str(m.up.dtype).removeprefix("torch."))
+        ModuleInfo(
+            name,
+            module_group(name),
+            m.rank,
+            m.alpha,
+            int(m.down.shape[1]),
+            int(m.up.shape[0]),
+            str(m.up.dtype).removeprefix("torch."),
+        )
         for name, m in parsed.modules.items()
-    ]  # fmt: skip
+    ]
     blocks = sorted({int(b.group(1)) for n in parsed.modules if (b := _BLOCK.match(n))})
     groups = Counter(i.group for i in infos)
     return LoraReport(
@@ -268,10 +280,17 @@ class MatchReport:
     def ok(self) -> bool:
         return not (self.missing or self.shape_mismatch or self.family_conflict)
 
+    def text(self) -> str:
+        total = len(self.matched) + len(self.missing) + len(self.shape_mismatch)
+        lines = [f"Model: {self.model_family.describe()}", f"Matching layers: {len(self.matched)} of {total}"]
+        return "\n".join(lines + [f"PROBLEM: {p}" for p in self.problems()])
+
     def problems(self) -> list[str]:
         out = [self.family_conflict] if self.family_conflict else []
-        for label, keys in (("not in the model (would be skipped)", self.missing),
-                            ("shape differs from the model's", self.shape_mismatch)):  # fmt: skip
+        for label, keys in (
+            ("not in the model (would be skipped)", self.missing),
+            ("shape differs from the model's", self.shape_mismatch),
+        ):
             if keys:
                 shown = ", ".join(keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
                 out.append(f"{len(keys)} LoRA modules {label}: {shown}")
@@ -292,8 +311,10 @@ def match_model(parsed: ParsedLora, family: FamilyGuess, model_weights: Mapping[
             matched.append(name)
     conflict = None
     if target.family and target.family not in family.candidates:
-        conflict = (f"this LoRA is for {' or '.join(FAMILY_NAMES.get(c, c) for c in family.candidates)} "
-                    f"({family.source}: {family.reason}) but the model is {FAMILY_NAMES[target.family]}")  # fmt: skip
+        conflict = (
+            f"this LoRA is for {' or '.join(FAMILY_NAMES.get(c, c) for c in family.candidates)} "
+            f"({family.source}: {family.reason}) but the model is {FAMILY_NAMES[target.family]}"
+        )
     return MatchReport(target, matched, missing, mismatch, conflict)
 
 
@@ -303,3 +324,28 @@ def report_json(report: LoraReport, match: MatchReport | None = None) -> str:
     if match is not None:
         out["model"] = {**asdict(match), "ok": match.ok}
     return json.dumps(out, indent=2, default=str)
+
+
+def inspect_file(path: str | os.PathLike, module_names: Iterable[str] | None = None) -> tuple[LoraReport, ParsedLora]:
+    """Read, parse and inspect a LoRA file; ``LoraFileError`` names the file when it is unusable."""
+    tensors, metadata = read_lora_file(path)
+    try:
+        parsed = parse_lora(tensors, module_names)
+    except LoraFileError as err:
+        raise LoraFileError(f"{path}: {err}") from None
+    return inspect_lora(parsed, metadata), parsed
+
+
+def checkpoint_weight_shapes(path: str | os.PathLike, prefix: str = "model.diffusion_model.") -> dict[str, torch.Size]:
+    """``{weight name: shape}`` of the diffusion model in a single-file checkpoint, read from the header only."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            keys = [k for k in fh.keys() if k.startswith(prefix)]  # noqa: SIM118 - safe_open is not a mapping
+            shapes = {k[len(prefix) :]: torch.Size(fh.get_slice(k).get_shape()) for k in keys}
+    except (OSError, SafetensorError) as err:
+        raise LoraFileError(f"Cannot read the model checkpoint {path}: {err}") from None
+    if not shapes:
+        raise LoraFileError(f"{path} has no '{prefix}*' weights; give a single-file LTX checkpoint")
+    return shapes

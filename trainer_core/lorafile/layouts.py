@@ -51,15 +51,39 @@ _SUFFIXES = (
 # Dotted-path components of LTX module names that contain underscores; kohya names flatten the dots to
 # underscores, so these are the words needed to put the dots back (longest match wins).
 _LTX_WORDS = (
-    "transformer_blocks", "transformer_1d_blocks", "video_embeddings_connector", "audio_embeddings_connector",
-    "audio_attn1", "audio_attn2", "audio_to_video_attn", "video_to_audio_attn",
-    "to_q", "to_k", "to_v", "to_out", "to_gate_logits", "audio_ff",
-    "patchify_proj", "audio_patchify_proj", "proj_out", "audio_proj_out", "proj_in",
-    "adaln_single", "audio_adaln_single", "prompt_adaln_single", "audio_prompt_adaln_single",
-    "av_ca_a2v_gate_adaln_single", "av_ca_v2a_gate_adaln_single",
-    "av_ca_audio_scale_shift_adaln_single", "av_ca_video_scale_shift_adaln_single",
-    "timestep_embedder", "linear_1", "linear_2", "caption_projection", "audio_caption_projection",
-)  # fmt: skip
+    "transformer_blocks",
+    "transformer_1d_blocks",
+    "video_embeddings_connector",
+    "audio_embeddings_connector",
+    "audio_attn1",
+    "audio_attn2",
+    "audio_to_video_attn",
+    "video_to_audio_attn",
+    "to_q",
+    "to_k",
+    "to_v",
+    "to_out",
+    "to_gate_logits",
+    "audio_ff",
+    "patchify_proj",
+    "audio_patchify_proj",
+    "proj_out",
+    "audio_proj_out",
+    "proj_in",
+    "adaln_single",
+    "audio_adaln_single",
+    "prompt_adaln_single",
+    "audio_prompt_adaln_single",
+    "av_ca_a2v_gate_adaln_single",
+    "av_ca_v2a_gate_adaln_single",
+    "av_ca_audio_scale_shift_adaln_single",
+    "av_ca_video_scale_shift_adaln_single",
+    "timestep_embedder",
+    "linear_1",
+    "linear_2",
+    "caption_projection",
+    "audio_caption_projection",
+)
 _WORD_PARTS = sorted((tuple(w.split("_")) for w in _LTX_WORDS), key=len, reverse=True)
 
 

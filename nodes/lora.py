@@ -1,0 +1,179 @@
+"""LoRA file nodes: *Convert LoRA for ComfyUI*, *Inspect LoRA* and *Load LTX LoRA (checked)*.
+
+Files are read from and written to ComfyUI's ``models/loras`` folder (the first ``loras`` path).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import folder_paths
+from comfy_api.latest import io, ui
+
+from ..trainer_core.lorafile import LoraFileError, read_lora_file
+from ..trainer_core.lorafile.apply import apply_lora, model_weight_shapes
+from ..trainer_core.lorafile.inspect import inspect_file, match_model
+from ..trainer_core.lorafile.layouts import DTYPES, convert_file
+from ._widgets import category
+
+
+def _lora_input(tooltip: str) -> io.Combo.Input:
+    return io.Combo.Input("lora_name", options=folder_paths.get_filename_list("loras"), tooltip=tooltip)
+
+
+def _source_path(source: str) -> Path:
+    """An absolute path, or a file name inside the loras folders."""
+    path = Path(source.strip()).expanduser()
+    if path.is_absolute():
+        return path
+    found = folder_paths.get_full_path("loras", source.strip())
+    if found is None:
+        raise LoraFileError(f"LoRA {source!r} not found: give an absolute path or a file name in models/loras")
+    return Path(found)
+
+
+def _output_path(source: Path, output_name: str, overwrite: bool) -> Path:
+    name = output_name.strip() or f"{source.stem}_comfy.safetensors"
+    if Path(name).name != name or name.startswith("."):
+        raise LoraFileError(
+            f"output_name {name!r} must be a plain file name (no folders); it is written to models/loras"
+        )
+    if not name.endswith(".safetensors"):
+        name += ".safetensors"
+    out = Path(folder_paths.get_folder_paths("loras")[0]) / name
+    if out.exists() and not overwrite:
+        raise LoraFileError(f"{out} already exists; choose another output_name or enable overwrite")
+    return out
+
+
+class ConvertLora(io.ComfyNode):
+    """Any supported LoRA layout in, a ComfyUI-layout file in models/loras out."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="LtxLoraConvert",
+            display_name="Convert LoRA for ComfyUI",
+            category=category("LoRA"),
+            description="Rewrites a PEFT/diffusers (transformer.), kohya/musubi (lora_unet_) or LTX-Video-Trainer "
+            "LoRA with ComfyUI's key names so no key is silently skipped. The source file is never modified.",
+            inputs=[
+                io.String.Input(
+                    "source", default="", tooltip="Absolute path of the LoRA, or its name in models/loras."
+                ),
+                io.String.Input(
+                    "output_name",
+                    default="",
+                    tooltip="File name to write in models/loras; empty: <source>_comfy.safetensors.",
+                ),
+                io.Boolean.Input(
+                    "fold_alpha",
+                    default=False,
+                    tooltip="Multiply alpha/rank into the weights instead of keeping .alpha tensors.",
+                ),
+                io.Combo.Input("dtype", options=list(DTYPES), default="keep", tooltip="Weight dtype of the new file."),
+                io.Boolean.Input("overwrite", default=False, tooltip="Replace an existing file of that name."),
+            ],
+            outputs=[
+                io.String.Output(display_name="lora_name", tooltip="Name of the written file in models/loras."),
+                io.String.Output(display_name="report", tooltip="Inspection report of the converted LoRA."),
+            ],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, source, output_name, fold_alpha, dtype, overwrite) -> io.NodeOutput:
+        src = _source_path(source)
+        out, parsed = convert_file(
+            src, _output_path(src, output_name, overwrite), "comfy", fold_alpha=fold_alpha, dtype=dtype
+        )
+        report = f"Converted {src.name} ({parsed.layout} layout) -> {out.name}\n" + inspect_file(out)[0].text()
+        return io.NodeOutput(out.name, report, ui=ui.PreviewText(report))
+
+
+class InspectLora(io.ComfyNode):
+    """A LoRA file in (and optionally the MODEL it is meant for); a text report out."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="LtxLoraInspect",
+            display_name="Inspect LoRA",
+            category=category("LoRA"),
+            description="Reports a LoRA's base model family (LTX-2, LTX-2.3, LTX-2.5, LTXV 0.9.x or not LTX), key "
+            "layout, rank and alpha per module and targeted streams; with a MODEL, which layers match and which "
+            "ComfyUI would skip.",
+            inputs=[
+                _lora_input("LoRA file in models/loras."),
+                io.Model.Input("model", optional=True, tooltip="Optional: the model to check the LoRA against."),
+            ],
+            outputs=[io.String.Output(display_name="report", tooltip="The inspection report.")],
+            is_output_node=True,
+        )
+
+    @classmethod
+    def execute(cls, lora_name, model=None) -> io.NodeOutput:
+        shapes = None if model is None else model_weight_shapes(model)
+        names = None if shapes is None else [k.removesuffix(".weight") for k in shapes]
+        report, parsed = inspect_file(folder_paths.get_full_path_or_raise("loras", lora_name), names)
+        text = f"{lora_name}\n{report.text()}"
+        if shapes is not None:
+            text += "\n" + match_model(parsed, report.family, shapes).text()
+        return io.NodeOutput(text, ui=ui.PreviewText(text))
+
+
+class LoadLoraChecked(io.ComfyNode):
+    """MODEL and LoRA in; a patched MODEL (with separate video and audio strengths) and a report out."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        strength = {"default": 1.0, "min": -10.0, "max": 10.0, "step": 0.01}
+        return io.Schema(
+            node_id="LtxLoraLoadChecked",
+            display_name="Load LTX LoRA (checked)",
+            category=category("LoRA"),
+            description="Applies a LoRA like LoraLoaderModelOnly, with one strength for the video stream and one for "
+            "the audio stream. Refuses a LoRA made for another LTX version or with layers the model lacks (which "
+            "ComfyUI would skip silently) unless 'force' is on.",
+            inputs=[
+                io.Model.Input("model", tooltip="The LTX model to patch (left unchanged; a patched copy is returned)."),
+                _lora_input("LoRA file in models/loras (any supported layout)."),
+                io.Float.Input(
+                    "strength_video",
+                    tooltip="Strength on the video stream: video self/text attention, "
+                    "video FFN and the audio-to-video attention.",
+                    **strength,
+                ),
+                io.Float.Input(
+                    "strength_audio",
+                    tooltip="Strength on the audio stream: audio self/text attention, "
+                    "audio FFN and the video-to-audio attention.",
+                    **strength,
+                ),
+                io.Boolean.Input(
+                    "force", default=False, tooltip="Apply the matching layers even if the LoRA is for another model."
+                ),
+            ],
+            outputs=[
+                io.Model.Output(display_name="model", tooltip="The patched model."),
+                io.String.Output(display_name="report", tooltip="What was applied, and any problem found."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, model, lora_name, strength_video, strength_audio, force) -> io.NodeOutput:
+        tensors, metadata = read_lora_file(folder_paths.get_full_path_or_raise("loras", lora_name))
+        patched, report = apply_lora(
+            model,
+            tensors,
+            metadata,
+            strength_video=strength_video,
+            strength_audio=strength_audio,
+            force=force,
+            name=lora_name,
+        )
+        text = report.text()
+        return io.NodeOutput(patched, text, ui=ui.PreviewText(text))
+
+
+NODES = [ConvertLora, InspectLora, LoadLoraChecked]

@@ -1,0 +1,66 @@
+"""``python -m trainer_core lora``: inspect LoRA files and convert them between key layouts."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+HELP = "inspect a LoRA file (family, ranks, targets) or convert it between ComfyUI / PEFT / diffusers / kohya layouts"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..lorafile.layouts import DTYPES, LAYOUTS
+
+    sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    ins = sub.add_parser("inspect", help="report a LoRA's family, layout, ranks, alpha and targeted modules")
+    ins.add_argument("file", help="LoRA .safetensors file")
+    ins.add_argument("--json", action="store_true", help="print the report as JSON")
+    ins.add_argument("--model", help="single-file LTX checkpoint: also report which LoRA layers it would skip")
+    conv = sub.add_parser("convert", help="write the LoRA in another key layout (the source is never modified)")
+    conv.add_argument("src", metavar="IN", help="LoRA .safetensors file to read")
+    conv.add_argument("dst", metavar="OUT", help="file to write")
+    conv.add_argument("--to", required=True, choices=LAYOUTS, help="target layout (comfy = ComfyUI and this pack)")
+    conv.add_argument(
+        "--fold-alpha",
+        action="store_true",
+        help="multiply alpha/rank into lora_B instead of writing .alpha (always done for peft/diffusers)",
+    )
+    conv.add_argument("--dtype", choices=list(DTYPES), default="keep", help="weight dtype of the output")
+
+
+def _out(text: str) -> None:
+    sys.stdout.write(text + "\n")
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from ..lorafile.inspect import checkpoint_weight_shapes, inspect_file, match_model, report_json
+
+    shapes = checkpoint_weight_shapes(args.model) if args.model else None
+    names = None if shapes is None else [k.removesuffix(".weight") for k in shapes]
+    report, parsed = inspect_file(args.file, names)
+    match = None if shapes is None else match_model(parsed, report.family, shapes)
+    if args.json:
+        _out(report_json(report, match))
+        return 0
+    _out(report.text())
+    if match is not None:
+        _out(match.text())
+    return 0 if match is None or match.ok else 1
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from ..lorafile.layouts import convert_file
+
+    path, parsed = convert_file(args.src, args.dst, args.to, fold_alpha=args.fold_alpha, dtype=args.dtype)
+    _out(f"Wrote {path}: {len(parsed.modules)} modules, {parsed.layout} -> {args.to}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..lorafile import LoraFileError
+
+    try:
+        return _inspect(args) if args.action == "inspect" else _convert(args)
+    except LoraFileError as err:
+        sys.stderr.write(f"error: {err}\n")
+        return 2
