@@ -1,0 +1,20 @@
+"""Latent and text-feature cache: encode a prepared dataset once, train from the files many times.
+
+Public API::
+
+    from trainer_core.cache import build_cache, CachedData
+    report = build_cache(dataset.items, "cache/", video_encoder, text_encoder, trigger=dataset.config.trigger)
+    data = CachedData("cache/")          # the engine's TrainingData: data[i] -> Sample, data.empty_text
+
+Modules: ``encoders`` (VideoEncoder / VideoDecoder / TextEncoder protocols, weight identities, CacheError),
+``manifest`` (manifest.json), ``store`` (safetensors files), ``writer`` (``build_cache``), ``reader``
+(``CachedData``), ``ltx_trainer_import`` (read an ltx-trainer ``.precomputed`` folder), ``ltx_core_encoders``
+(headless VAE via ltx-core), ``standin_text`` (a documented stand-in text encoder for tests and the demo).
+ComfyUI's VAE and CLIP are wrapped in ``trainer_core.comfy.cache_encoders``.
+"""
+
+from .encoders import CacheError, TextEncoder, VideoDecoder, VideoEncoder
+from .reader import CachedData
+from .writer import CacheReport, build_cache
+
+__all__ = ["CacheError", "CacheReport", "CachedData", "TextEncoder", "VideoDecoder", "VideoEncoder", "build_cache"]

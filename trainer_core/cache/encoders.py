@@ -1,0 +1,94 @@
+"""What the cache needs from a VAE and a text encoder, independent of where they come from.
+
+ComfyUI's loaded VAE / CLIP (``trainer_core.comfy.cache_encoders``), ltx-core's VAE loaded from a checkpoint
+(``trainer_core.cache.ltx_core_encoders``) and the demo's stand-in text encoder (``standin_text``) all follow
+these protocols, so the cache code never imports ComfyUI. ``identity()`` is a short string derived from the
+model's weights: a different model gives a different identity, which invalidates what it encoded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from typing import Protocol
+
+import torch
+
+LATENT_CHANNELS = 128  # LTX-2.x video latents
+SPATIAL_FACTOR = 32
+TEMPORAL_FACTOR = 8
+
+
+class CacheError(ValueError):
+    """The cache cannot be built or read; the message names the file or model and what to do."""
+
+
+class VideoEncoder(Protocol):
+    """Frames ``[F, H, W, 3]`` float 0..1 -> normalized latent ``[128, F', H/32, W/32]``."""
+
+    family: str  # e.g. "ltx-2.x-video-vae"
+
+    def identity(self) -> str: ...
+
+    def encode(self, frames: torch.Tensor) -> torch.Tensor: ...
+
+
+class VideoDecoder(Protocol):
+    """Normalized latent ``[128, F', H', W']`` -> frames ``[F, H, W, 3]`` float 0..1 (for previews)."""
+
+    def identity(self) -> str: ...
+
+    def decode(self, latent: torch.Tensor) -> torch.Tensor: ...
+
+
+class TextEncoder(Protocol):
+    """Caption -> features ``[1, T, D]`` exactly as ComfyUI's LTX-2.3 text encoder returns them."""
+
+    family: str  # e.g. "ltx-2.3-gemma"
+    width: int  # D: 6144 (4096 video + 2048 audio) for LTX-2.3
+
+    def identity(self) -> str: ...
+
+    def encode(self, caption: str) -> torch.Tensor: ...
+
+
+def latent_shape(frames: int, height: int, width: int) -> tuple[int, int, int, int]:
+    """The latent shape LTX-2.x's VAE gives ``frames`` x ``height`` x ``width`` pixels (8n+1, multiples of 32)."""
+    return (LATENT_CHANNELS, (frames - 1) // TEMPORAL_FACTOR + 1, height // SPATIAL_FACTOR, width // SPATIAL_FACTOR)
+
+
+def check_latent(latent: torch.Tensor, frames: torch.Tensor, where: str) -> None:
+    """Raise ``CacheError`` unless ``latent`` has the shape the VAE must give for ``frames`` ``[F, H, W, 3]``."""
+    want = latent_shape(*frames.shape[:3])
+    if tuple(latent.shape) != want:
+        raise CacheError(
+            f"{where}: the VAE returned a latent of shape {tuple(latent.shape)} for frames {tuple(frames.shape)}; "
+            f"an LTX-2.x video VAE gives {want}. Is the VAE input LTX-2.3's video VAE?"
+        )
+    if not torch.isfinite(latent).all():
+        raise CacheError(f"{where}: the VAE returned non-finite values (NaN/inf); try the float32 VAE or tiling off")
+
+
+def weights_identity(tensors: Iterable[tuple[str, torch.Tensor]], samples: int = 4096) -> str:
+    """A short hash of a model's weights: every name and shape plus ``samples`` strided values of each.
+
+    Values are rounded to bfloat16 and dtypes are left out, so the same checkpoint loaded in fp32 or bf16 (or
+    by ComfyUI and by ltx-core) has one identity. Reading a strided sample rather than every byte keeps this
+    fast for multi-GB models; two checkpoints that differ in a tensor almost surely differ in its samples.
+    """
+    h = hashlib.sha256()
+    for name, t in sorted(tensors, key=lambda kv: kv[0]):
+        h.update(f"{name}:{tuple(t.shape)};".encode())
+        if t.is_meta or t.numel() == 0:
+            continue
+        flat = t.detach().reshape(-1)
+        step = max(1, flat.numel() // samples)
+        sample = flat[::step][:samples].to("cpu").to(torch.bfloat16).to(torch.float32)
+        h.update(sample.numpy().tobytes())
+    return h.hexdigest()[:24]
+
+
+def vae_encoder_tensors(state: dict[str, torch.Tensor]) -> list[tuple[str, torch.Tensor]]:
+    """The tensors a video latent depends on (encoder and latent statistics), named as in the checkpoint."""
+    keep = ("per_channel_statistics.mean-of-means", "per_channel_statistics.std-of-means")
+    return [(k, v) for k, v in state.items() if k.startswith("encoder.") or k in keep]

@@ -1,0 +1,141 @@
+"""``manifest.json``: what a cache folder holds and what each entry was made from.
+
+One JSON file per cache folder::
+
+    {"format": "ltx-lora-latent-cache", "version": 1,
+     "model": {"video_family", "text_family", "text_width", "vae", "text_encoder"},   # identities
+     "dataset": {"root", "trigger", "settings"},
+     "empty_text": {"file", "bytes", "sha256", "shape", "text_encoder"} | null,
+     "items": {id: ItemRecord as dict}, "failed": {id: reason}}
+
+An item record names its source (path, size, mtime_ns, sha256), its preparation settings (``prep``), caption
+and trigger, the identities of the VAE and text encoder that made it, and its two files (``latent``,
+``text``) with their sizes and hashes. The manifest is rewritten atomically; a file that exists but is not
+in the manifest (an interrupted run) is simply encoded again.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..atomic import write_atomic
+from .encoders import CacheError
+
+FORMAT = "ltx-lora-latent-cache"
+VERSION = 1
+MANIFEST_NAME = "manifest.json"
+LATENT_DIR = "latents"
+TEXT_DIR = "text"
+
+
+@dataclass
+class ItemRecord:
+    """One cached clip (all paths relative to the cache folder)."""
+
+    id: str
+    source: str
+    source_size: int
+    source_mtime_ns: int
+    source_sha256: str
+    prep: dict[str, Any]
+    caption: str
+    trigger: str
+    frame_rate: float
+    vae: str
+    text_encoder: str
+    latent: str
+    latent_shape: list[int]
+    latent_bytes: int
+    latent_sha256: str
+    text: str
+    text_shape: list[int]
+    text_bytes: int
+    text_sha256: str
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str) -> ItemRecord:
+        try:
+            return cls(**data)
+        except TypeError as err:
+            raise CacheError(f"{where}: damaged item record ({err}); delete the folder and cache again") from None
+
+
+@dataclass
+class Manifest:
+    """The parsed ``manifest.json`` of one cache folder."""
+
+    model: dict[str, Any] = field(default_factory=dict)
+    dataset: dict[str, Any] = field(default_factory=dict)
+    empty_text: dict[str, Any] | None = None
+    items: dict[str, ItemRecord] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+
+    @staticmethod
+    def path(folder: Path) -> Path:
+        return Path(folder) / MANIFEST_NAME
+
+    @classmethod
+    def load(cls, folder: Path) -> Manifest | None:
+        """The folder's manifest, or None where there is none; a foreign or damaged one raises ``CacheError``."""
+        path = cls.path(folder)
+        if not path.is_file():
+            return None
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise CacheError(f"{path} is unreadable ({err}); delete the cache folder and cache again") from None
+        found = data.get("format") if isinstance(data, dict) else None
+        if found != FORMAT:
+            raise CacheError(
+                f"{path} is not a latent cache of this node pack (format {found!r}); choose another cache folder"
+            )
+        if data.get("version") != VERSION:
+            raise CacheError(
+                f"{path} has cache format version {data.get('version')}, this version reads {VERSION}; "
+                "cache into a new folder"
+            )
+        return cls(
+            model=data.get("model") or {},
+            dataset=data.get("dataset") or {},
+            empty_text=data.get("empty_text"),
+            items={k: ItemRecord.from_dict(v, f"{path} item {k!r}") for k, v in (data.get("items") or {}).items()},
+            failed=data.get("failed") or {},
+        )
+
+    def save(self, folder: Path) -> None:
+        """Write the manifest atomically (the previous one stays valid until the new one is complete)."""
+        data = {
+            "format": FORMAT,
+            "version": VERSION,
+            "model": self.model,
+            "dataset": self.dataset,
+            "empty_text": self.empty_text,
+            "items": {k: asdict(self.items[k]) for k in sorted(self.items)},
+            "failed": dict(sorted(self.failed.items())),
+        }
+        write_atomic(self.path(folder), json.dumps(data, indent=1, ensure_ascii=False))
+
+    def referenced_files(self) -> set[str]:
+        """Relative paths of every tensor file the manifest points at."""
+        files = {r.latent for r in self.items.values()} | {r.text for r in self.items.values()}
+        if self.empty_text:
+            files.add(self.empty_text["file"])
+        return files
+
+
+def check_same_model(manifest: Manifest, model: dict[str, Any], folder: Path) -> None:
+    """Refuse to mix models in one folder: another family or text width means another model's cache.
+
+    A different VAE or text encoder of the same family (another checkpoint file) is not an error: its items are
+    re-encoded. A different family is, because re-encoding would silently destroy another model's cache.
+    """
+    old = manifest.model
+    for key in ("video_family", "text_family", "text_width"):
+        if old.get(key) not in (None, model.get(key)):
+            raise CacheError(
+                f"cache folder {folder} holds a cache made for another model ({key} {old.get(key)!r}, now "
+                f"{model.get(key)!r}); choose another cache folder, or delete this one to re-cache it"
+            )

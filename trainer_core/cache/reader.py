@@ -1,0 +1,126 @@
+"""``CachedData``: a cache folder as the engine's ``TrainingData``, one item read per ``__getitem__``.
+
+Opening checks the manifest and that every file it lists is present with the recorded size, so a missing or
+truncated file is reported before training starts, not at step 3,000. Items are read with safetensors'
+memory-mapped reader; nothing but the manifest and the empty caption stays in memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from ..engine.data import Sample
+from .encoders import CacheError
+from .manifest import ItemRecord, Manifest
+from .store import file_sha256, load_tensors
+
+logger = logging.getLogger(__name__)
+
+
+class CachedData:
+    """The cached clips of ``folder`` (implements ``trainer_core.engine.data.TrainingData``)."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+        manifest = Manifest.load(self.folder)
+        if manifest is None:
+            raise CacheError(
+                f"{self.folder} is not a latent cache (no manifest.json); run Cache LTX Training Latents "
+                "(or `python -m trainer_core cache`) into it first"
+            )
+        self.manifest = manifest
+        self.records: list[ItemRecord] = [manifest.items[k] for k in sorted(manifest.items)]
+        if not self.records:
+            raise CacheError(f"cache {self.folder} has no items; check the dataset and run the cache step again")
+        self._check_files()
+        self.trigger: str = manifest.dataset.get("trigger", "")
+        self.fingerprint: str = self._fingerprint()
+        self._empty_text: torch.Tensor | None = None
+
+    @property
+    def model(self) -> dict:
+        """Families, text width and identities of the VAE and text encoder that made the cache."""
+        return self.manifest.model
+
+    @property
+    def text_width(self) -> int:
+        return int(self.manifest.model.get("text_width") or self.records[0].text_shape[-1])
+
+    @property
+    def empty_text(self) -> torch.Tensor:
+        """The empty caption's features ``[1, T, D]`` (caption dropout)."""
+        if self._empty_text is None:
+            info = self.manifest.empty_text
+            if not info:
+                raise CacheError(
+                    f"cache {self.folder} has no empty-caption features (imported from ltx-trainer without a text "
+                    "encoder); set caption dropout to 0, or run the cache step with a text encoder"
+                )
+            self._empty_text = load_tensors(self.folder / info["file"], ("text",))["text"]
+        return self._empty_text
+
+    def _check_files(self) -> None:
+        bad = []
+        entries = [(r.latent, r.latent_bytes) for r in self.records] + [(r.text, r.text_bytes) for r in self.records]
+        if self.manifest.empty_text:
+            entries.append((self.manifest.empty_text["file"], self.manifest.empty_text["bytes"]))
+        for rel, size in dict(entries).items():
+            path = self.folder / rel
+            if not path.is_file():
+                bad.append(f"{rel} (missing)")
+            elif path.stat().st_size != size:
+                bad.append(f"{rel} ({path.stat().st_size} bytes, expected {size})")
+        if bad:
+            shown = "\n  ".join(bad[:10]) + (f"\n  ... and {len(bad) - 10} more" if len(bad) > 10 else "")
+            raise CacheError(
+                f"cache {self.folder}: {len(bad)} file(s) missing or damaged:\n  {shown}\n"
+                "Run the cache step again on this folder: it re-encodes exactly those items."
+            )
+
+    def _fingerprint(self) -> str:
+        h = hashlib.sha256(json.dumps(self.manifest.model, sort_keys=True).encode())
+        for r in self.records:
+            h.update(f"{r.id}\0{r.latent_sha256}\0{r.text_sha256}\0{r.frame_rate}\0".encode())
+        return h.hexdigest()[:16]
+
+    def verify(self) -> list[str]:
+        """Re-hash every file against the manifest; return the damaged ones (empty list: all good)."""
+        bad = []
+        for r in self.records:
+            for rel, digest in ((r.latent, r.latent_sha256), (r.text, r.text_sha256)):
+                if file_sha256(self.folder / rel) != digest:
+                    bad.append(rel)
+        return sorted(set(bad))
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def shape_of(self, index: int) -> tuple[int, ...]:
+        return tuple(self.records[index].latent_shape)
+
+    def index_of(self, item_id: str) -> int:
+        """Position of the item with id ``item_id`` (raises ``CacheError`` naming the known ids)."""
+        for i, r in enumerate(self.records):
+            if r.id == item_id:
+                return i
+        known = ", ".join(r.id for r in self.records[:8])
+        raise CacheError(f"cache {self.folder} has no item {item_id!r} (items: {known}, ...)")
+
+    def __getitem__(self, index: int) -> Sample:
+        r = self.records[index]
+        video = load_tensors(self.folder / r.latent, ("video",))["video"]
+        text = load_tensors(self.folder / r.text, ("text",))["text"]
+        if list(video.shape) != r.latent_shape or list(text.shape) != r.text_shape:
+            raise CacheError(
+                f"cache {self.folder}: {r.latent} or {r.text} does not match the manifest's shapes; "
+                "run the cache step again"
+            )
+        return Sample(key=r.id, video=video, text=text, frame_rate=r.frame_rate, audio=None, caption=r.caption)
+
+    def __repr__(self) -> str:
+        return f"CachedData({str(self.folder)!r}, {len(self)} items, fingerprint {self.fingerprint})"
