@@ -90,8 +90,10 @@ class LtxCoreBackbone:
                 raise ValueError(f"LTX-2 text embeddings must be {expected} wide, got {width}; wrong text encoder?")
             return embeds, embeds
         video_width = int(t_cfg["cross_attention_dim"])
-        audio_width = int(t_cfg.get("audio_cross_attention_dim", 0))
-        if width not in (video_width + audio_width, video_width) or (self.has_audio and width == video_width):
+        if not self.has_audio and width >= video_width:  # a video-only model ignores the audio features
+            return embeds[..., :video_width], embeds[..., video_width:]
+        audio_width = int(t_cfg["audio_cross_attention_dim"])
+        if width != video_width + audio_width:
             raise ValueError(
                 f"LTX-2.3 text embeddings must be {video_width} (video) + {audio_width} (audio) = "
                 f"{video_width + audio_width} wide, got {width}; was the caption encoded with the LTX-2.3 text "
