@@ -102,8 +102,12 @@ def describe_changes(info: MediaInfo, plan: ClipPlan, *, target_fps: float | Non
     b = plan.bucket
     if (info.width, info.height) != (b.width, b.height):
         where = "centre" if crop == "center" else f"random window at x={plan.crop[0]}, y={plan.crop[1]}"
-        cut = f", cropped ({where}) to {b.width}x{b.height}" if plan.resize != (b.width, b.height) else ""
-        changes.append(f"resized {info.width}x{info.height} -> {plan.resize[0]}x{plan.resize[1]}{cut}")
+        cut = f"cropped ({where}) to {b.width}x{b.height}" if plan.resize != (b.width, b.height) else ""
+        if plan.resize == (info.width, info.height):
+            changes.append(f"{info.width}x{info.height} {cut}")
+        else:
+            resized = f"resized {info.width}x{info.height} -> {plan.resize[0]}x{plan.resize[1]}"
+            changes.append(f"{resized}, {cut}" if cut else resized)
     if info.kind == "video" and info.frames > 1 and b.frames == 1:
         changes.append(f"video used as a still image: frame {plan.start_frame} only (no video bucket fits)")
     elif info.kind == "video" and info.frames == 1:
