@@ -152,3 +152,35 @@ def test_loads_in_comfyui(comfy, tiny_av, caplog):
     assert tuple(latent.shape) == (1, 128, 2, 2, 2)
     decoded = vae.decode(latent)
     assert decoded.shape[-1] == 3 and torch.isfinite(decoded).all()
+
+
+@pytest.mark.comfyui
+def test_forward_parity_with_comfyui(comfy, tiny_av):
+    """Video-only forward: ComfyUI v0.33 and ltx-core agree. Audio+video: ComfyUI >= v0.31 (#15138) feeds the
+    video-to-audio attention the video stream normalised *after* the audio-to-video update (ltx-core: before),
+    so AV outputs differ by ~1e-3 (video) / ~1e-2 (audio) on this model; only a loose bound is asserted there."""
+    import comfy.sd
+
+    from trainer_core.backbone import ModelInput
+    from trainer_core.ltx_core_backbone import LtxCoreBackbone
+
+    model, _, _, _ = comfy.sd.load_checkpoint_guess_config(str(tiny_av), output_vae=False, output_clip=False)
+    dm = model.model.diffusion_model
+    backbone = LtxCoreBackbone.from_checkpoint(tiny_av, dtype=torch.float32)
+    g = torch.Generator().manual_seed(0)
+    text = backbone.prepare_text(torch.randn(1, 9, 96, generator=g))
+    context = torch.cat([text.video, text.audio], dim=-1)
+    video, audio = torch.randn(1, 128, 3, 2, 2, generator=g), torch.randn(1, 8, 10, 16, generator=g)
+    sigma = torch.tensor([0.6])
+    video_only = ModelInput(video, torch.full((1, 12), 0.6), sigma, text, 24.0)
+    av = ModelInput(video, torch.full((1, 12), 0.6), sigma, text, 24.0, audio, torch.full((1, 10), 0.6), sigma)
+    with torch.no_grad():
+        comfy_v = dm([video], sigma, context, None, frame_rate=24)
+        ours_v, _ = backbone.velocity(video_only)
+        comfy_av = dm([video, audio], sigma, context, None, frame_rate=24)
+        ours_av = backbone.velocity(av)
+    assert ours_v.abs().max() > 0.5
+    torch.testing.assert_close(ours_v, comfy_v, rtol=0, atol=5e-5)
+    for ours, theirs in zip(ours_av, comfy_av, strict=True):
+        assert ours.shape == theirs.shape
+        assert (ours - theirs).abs().max() < 0.1 * theirs.abs().max()
