@@ -116,6 +116,32 @@ def test_strict_key_check_names_the_keys(tmp_path, tiny_av):
     text = str(err.value)
     assert "transformer_blocks.0.attn1.to_q.weight" in text and "transformer_blocks.0.attn1.bogus" in text
     assert str(broken) in text
+    with pytest.raises(CheckpointKeyError, match="1 missing"):  # missing keys raise even when not strict
+        load_ltx_core_model(broken, strict=False)
+    del state["model.diffusion_model.transformer_blocks.0.attn1.bogus"]
+    del state["vae.per_channel_statistics.std-of-means"]
+    save_file(state, str(broken), metadata=metadata)
+    with pytest.raises(CheckpointKeyError, match=r"vae\.per_channel_statistics\.std-of-means"):
+        load_ltx_core_model(broken)
+
+
+def test_unexpected_keys_tolerated_when_not_strict(tmp_path, tiny_av, caplog):
+    from safetensors.torch import save_file
+
+    with safe_open(str(tiny_av), framework="pt") as f:
+        names = f.keys()
+        state = {k: f.get_tensor(k) for k in names}
+        metadata = f.metadata()
+    state["model.diffusion_model.extra_future_table"] = torch.zeros(3)
+    state["audio_vae.encoder.conv_in.weight"] = torch.zeros(3)  # other components are not our business
+    path = tmp_path / "extra.safetensors"
+    save_file(state, str(path), metadata=metadata)
+    with pytest.raises(CheckpointKeyError, match="extra_future_table"):
+        load_ltx_core_model(path)
+    with caplog.at_level(logging.WARNING):
+        model = load_ltx_core_model(path, strict=False, vae=False)
+    assert model.vae_encoder is None and "extra_future_table" in caplog.text
+    assert "audio_vae" not in caplog.text
 
 
 def test_missing_config_is_a_clear_error(tmp_path):
@@ -184,3 +210,21 @@ def test_forward_parity_with_comfyui(comfy, tiny_av):
     for ours, theirs in zip(ours_av, comfy_av, strict=True):
         assert ours.shape == theirs.shape
         assert (ours - theirs).abs().max() < 0.1 * theirs.abs().max()
+
+
+@pytest.mark.comfyui
+def test_ltx2_family_loads_in_comfyui(comfy, tmp_path, caplog):
+    import comfy.sd
+
+    path = write_tiny_checkpoint(tmp_path / "ltx2.safetensors", family="ltx-2")
+    with caplog.at_level(logging.DEBUG):
+        model, _, _, _ = comfy.sd.load_checkpoint_guess_config(str(path), output_vae=False, output_clip=False)
+    dm = model.model.diffusion_model
+    assert type(dm).__name__ == "LTXAVModel"
+    assert not dm.apply_gated_attention and not dm.cross_attention_adaln and not dm.caption_proj_before_connector
+    assert dm.transformer_blocks[0].scale_shift_table.shape[0] == 6
+    keys, _ = _keys(path)
+    assert {f"model.diffusion_model.{k}" for k in dm.state_dict()} == keys - {
+        k for k in keys if not k.startswith("model.diffusion_model.")
+    }
+    assert not [r for r in caplog.records if r.getMessage().startswith(("unet missing", "unet unexpected"))]

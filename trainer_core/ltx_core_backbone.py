@@ -46,9 +46,10 @@ class LtxCoreBackbone:
         *,
         dtype: torch.dtype = torch.bfloat16,
         device: torch.device | str = "cpu",
+        strict: bool = True,
     ) -> LtxCoreBackbone:
         """Load the transformer and text connectors of a single-file LTX-2.x checkpoint (no VAE)."""
-        return cls(load_ltx_core_model(path, dtype=dtype, device=device, vae=False))
+        return cls(load_ltx_core_model(path, dtype=dtype, device=device, vae=False, strict=strict))
 
     # -- properties ---------------------------------------------------------------------------------------------
     @property

@@ -189,12 +189,13 @@ def _component_of(key: str, names: Iterable[str]) -> list[tuple[str, str]]:
 
 
 def split_checkpoint_keys(
-    keys: Iterable[str], modules: dict[str, nn.Module], path: str | Path
+    keys: Iterable[str], modules: dict[str, nn.Module], path: str | Path, *, strict: bool = True
 ) -> dict[str, dict[str, str]]:
     """Assign checkpoint keys to modules: ``{component: {module_key: checkpoint_key}}``.
 
-    Raises :class:`CheckpointKeyError` listing every missing and unexpected key of the components being built.
-    Keys of components that are not built (audio VAE, vocoder, Gemma projection, a skipped VAE) are ignored.
+    Raises :class:`CheckpointKeyError` listing every missing and unexpected key of the components being built
+    (with ``strict=False`` unexpected keys are only logged; missing keys always raise). Keys of components that
+    are not built (audio VAE, vocoder, Gemma projection, a skipped VAE) are ignored.
     """
     keys = list(keys)
     wanted_prefixes = tuple(p for n in modules for p in checkpoint_prefixes(n))
@@ -213,14 +214,17 @@ def split_checkpoint_keys(
     missing = []
     for name, module in modules.items():
         expected = set(module.state_dict().keys())
-        for module_key in sorted(expected - plan[name].keys()):
-            missing.append(f"{checkpoint_prefixes(name)[0]}{module_key}")
+        absent = dict.fromkeys(sorted(expected - plan[name].keys()))
+        missing.extend(to_checkpoint_keys(name, absent))
         for module_key in sorted(plan[name].keys() - expected):
             if not _is_unused_stat(plan[name][module_key]):
                 unexpected.append(plan[name][module_key])
             del plan[name][module_key]
-    if missing or unexpected:
-        raise CheckpointKeyError(_key_report(path, sorted(set(missing)), sorted(set(unexpected))))
+    report = _key_report(path, sorted(set(missing)), sorted(set(unexpected)))
+    if missing or (unexpected and strict):
+        raise CheckpointKeyError(report)
+    if unexpected:
+        logger.warning("ignoring unexpected keys (strict=False): %s", report)
     return plan
 
 
@@ -249,13 +253,15 @@ def load_ltx_core_model(
     vae: bool = True,
     vae_dtype: torch.dtype | None = None,
     meta_init: bool = True,
+    strict: bool = True,
 ) -> LtxCoreModel:
     """Load the transformer, text connectors and (optionally) video VAE of a single-file LTX-2.x checkpoint.
 
     ``dtype``/``device``: where the weights live (floating tensors are cast; the VAE uses ``vae_dtype``, default
     ``dtype``). ``meta_init``: build the modules on the meta device and adopt the loaded tensors directly
     (``load_state_dict(assign=True)``), so the weights exist once in memory; with False the modules are built
-    for real first and the weights copied in. Key mismatches raise :class:`CheckpointKeyError`.
+    for real first and the weights copied in. Key mismatches raise :class:`CheckpointKeyError` (``strict=False``
+    tolerates unexpected keys under the loaded prefixes, e.g. from a newer checkpoint revision).
     """
     from safetensors import safe_open
 
@@ -271,7 +277,7 @@ def load_ltx_core_model(
                 modules = build_modules(config, audio=has_audio, vae=vae)
         else:
             modules = build_modules(config, audio=has_audio, vae=vae)
-        plan = split_checkpoint_keys(keys, modules, path)
+        plan = split_checkpoint_keys(keys, modules, path, strict=strict)
         for name, module in modules.items():
             target_dtype = (vae_dtype or dtype) if name.startswith("vae_") else dtype
             state = {k: _cast(f.get_tensor(ck), target_dtype, device) for k, ck in plan[name].items()}
