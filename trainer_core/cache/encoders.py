@@ -17,6 +17,9 @@ import torch
 LATENT_CHANNELS = 128  # LTX-2.x video latents
 SPATIAL_FACTOR = 32
 TEMPORAL_FACTOR = 8
+VIDEO_FAMILY = "ltx-2.x-video-vae"
+TEXT_FAMILY_LTX23 = "ltx-2.3-gemma"  # [1, T, 6144]: 4096 video + 2048 audio features
+TEXT_FAMILY_LTX2 = "ltx-2-gemma"  # [1, T, 3840]
 
 
 class CacheError(ValueError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 import torch
@@ -43,3 +44,13 @@ def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def file_stem(item_id: str) -> str:
+    """A readable, filesystem-safe file name stem for an item id (uniqueness comes from a digest beside it)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", item_id)[-60:].strip("._") or "item"
+
+
+def short_digest(*parts: str) -> str:
+    """16 hex digits of sha256 over ``parts``."""
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:16]

@@ -10,9 +10,7 @@ resumes from there.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -24,7 +22,7 @@ import torch
 from ..dataset.media import MediaError
 from .encoders import CacheError, TextEncoder, VideoEncoder, check_latent
 from .manifest import LATENT_DIR, TEXT_DIR, ItemRecord, Manifest, check_same_model
-from .store import file_sha256, save_tensors
+from .store import file_sha256, file_stem, save_tensors, short_digest
 
 logger = logging.getLogger(__name__)
 
@@ -89,14 +87,6 @@ def model_record(video: VideoEncoder, text: TextEncoder) -> dict[str, Any]:
     }
 
 
-def _slug(item_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", item_id)[-60:].strip("._") or "item"
-
-
-def _digest(*parts: str) -> str:
-    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:16]
-
-
 def _source_hash(item: CacheItem, old: ItemRecord | None) -> str:
     """The source's sha256, re-read only when its size or mtime changed since the last run."""
     if old and (old.source_size, old.source_mtime_ns) == (item.source_size, item.source_mtime_ns):
@@ -118,7 +108,7 @@ def _check_text(emb: torch.Tensor, text: TextEncoder, where: str) -> None:
 
 def encode_text_file(folder: Path, caption: str, text: TextEncoder, text_id: str) -> dict[str, Any]:
     """Encode ``caption`` into ``text/<hash>.safetensors`` (shared by identical captions); return its record."""
-    rel = f"{TEXT_DIR}/{_digest(text_id, caption)}.safetensors"
+    rel = f"{TEXT_DIR}/{short_digest(text_id, caption)}.safetensors"
     emb = text.encode(caption)
     _check_text(emb, text, f"caption {caption[:60]!r}")
     info = save_tensors(folder / rel, {"text": emb}, {"caption": caption, "text_encoder": text_id})
@@ -199,10 +189,11 @@ class _Run:
         check_latent(latent, frames, f"{item.id}")
         del frames
         # The name depends on everything the latent is made of, so a record never points at a newer file.
-        rel = f"{LATENT_DIR}/{_slug(item.id)}-{_digest(item.id, source_sha, repr(sorted(prep.items())), self.vae_id)}"
-        info = save_tensors(self.folder / f"{rel}.safetensors", {"video": latent}, {"id": item.id})
+        key = short_digest(item.id, source_sha, repr(sorted(prep.items())), self.vae_id)
+        rel = f"{LATENT_DIR}/{file_stem(item.id)}-{key}.safetensors"
+        info = save_tensors(self.folder / rel, {"video": latent}, {"id": item.id})
         self.report.encoded_latents.append(item.id)
-        return {"file": f"{rel}.safetensors", "shape": list(latent.shape), **info}
+        return {"file": rel, "shape": list(latent.shape), **info}
 
     def remove_unlisted(self, ids: set[str]) -> None:
         for key in sorted(set(self.manifest.items) - ids):

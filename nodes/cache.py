@@ -1,0 +1,120 @@
+"""Cache nodes: *Cache LTX Training Latents* and *Preview Cached Latents*.
+
+The cache node encodes the prepared dataset with the VAE and text encoder already loaded in ComfyUI (no second
+copy) into a folder of safetensors files plus ``manifest.json``, and outputs a ``CachedData`` on the
+``LTX_TRAINING_DATA`` socket the Train node takes.
+"""
+
+from __future__ import annotations
+
+from comfy_api.latest import io, ui
+
+from ..trainer_core.cache.settings import CacheConfig, PreviewConfig, parse_items, resolve_folder
+from ..trainer_core.config import ConfigError
+from ._widgets import category, section_from_inputs, section_inputs
+
+TrainingDataset = io.Custom("LTX_TRAINING_DATASET")
+TrainingData = io.Custom("LTX_TRAINING_DATA")
+
+
+def _progress(node_id: str | None):
+    """A progress callback that moves the node's bar and stops at ComfyUI's cancel button."""
+    import comfy.model_management
+    import comfy.utils
+
+    bar: list = []
+
+    def update(done: int, total: int, item_id: str) -> None:
+        comfy.model_management.throw_exception_if_processing_interrupted()
+        if not bar:
+            bar.append(comfy.utils.ProgressBar(total, node_id=node_id))
+        bar[0].update_absolute(done, total)
+
+    return update
+
+
+class CacheLatents(io.ComfyNode):
+    """Dataset + VAE + CLIP in; cached training data out."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="LtxLoraCacheLatents",
+            display_name="Cache LTX Training Latents",
+            category=category("Cache"),
+            description="Encodes every prepared clip with the VAE and every caption (plus the empty caption, for "
+            "caption dropout) with the text encoder, one item at a time, into a cache folder. Re-runs only encode "
+            "what changed (source file, preparation, caption, or model).",
+            inputs=[
+                TrainingDataset.Input("dataset", tooltip="From Load LTX Training Dataset."),
+                io.Vae.Input("vae", tooltip="LTX-2.3's video VAE, as loaded by the checkpoint loader."),
+                io.Clip.Input("clip", tooltip="LTX-2.3's text encoder (Gemma 3 with the checkpoint's projection)."),
+                *section_inputs(CacheConfig),
+            ],
+            outputs=[
+                TrainingData.Output(display_name="training_data", tooltip="The cached clips, for the Train node."),
+                io.String.Output(display_name="report", tooltip="What was encoded, skipped, removed or failed."),
+            ],
+        )
+
+    @classmethod
+    def validate_inputs(cls, **kwargs) -> bool | str:
+        try:
+            section_from_inputs(CacheConfig, kwargs)
+        except ConfigError as err:
+            return str(err)
+        return True
+
+    @classmethod
+    def execute(cls, dataset, vae, clip, **kwargs) -> io.NodeOutput:
+        import folder_paths
+
+        from ..trainer_core.cache import CachedData, build_cache
+        from ..trainer_core.comfy.cache_encoders import ComfyLtxTextEncoder, ComfyVideoVae
+
+        cfg = section_from_inputs(CacheConfig, kwargs)
+        folder = resolve_folder(cfg.folder, folder_paths.get_output_directory())
+        report = build_cache(
+            dataset.items, folder, ComfyVideoVae(vae, tiled=cfg.tiled_vae), ComfyLtxTextEncoder(clip),
+            trigger=dataset.config.trigger, dataset_info={"root": str(dataset.root)},
+            on_progress=_progress(cls.hidden.unique_id),
+        )
+        data = CachedData(folder)
+        text = report.summary()
+        return io.NodeOutput(data, text, ui=ui.PreviewText(text))
+
+
+class PreviewCachedLatents(io.ComfyNode):
+    """Cached training data + VAE in; decoded frames out."""
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="LtxLoraPreviewCachedLatents",
+            display_name="Preview Cached Latents",
+            category=category("Cache"),
+            description="Decodes chosen cached clips back to frames with the VAE, to check what the trainer will "
+            "see.",
+            inputs=[
+                TrainingData.Input("training_data", tooltip="From Cache LTX Training Latents."),
+                io.Vae.Input("vae", tooltip="The VAE that made the cache (LTX-2.3's video VAE)."),
+                *section_inputs(PreviewConfig),
+            ],
+            outputs=[
+                io.Image.Output(display_name="images", tooltip="The decoded frames of the chosen items, in order."),
+                io.String.Output(display_name="info", tooltip="Which items were decoded, and any VAE mismatch."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, training_data, vae, **kwargs) -> io.NodeOutput:
+        from ..trainer_core.cache.preview import decode_items
+        from ..trainer_core.comfy.cache_encoders import ComfyVideoVae
+
+        cfg = section_from_inputs(PreviewConfig, kwargs)
+        indices = parse_items(cfg.items, [r.id for r in training_data.records])
+        frames, note = decode_items(training_data, ComfyVideoVae(vae), indices)
+        return io.NodeOutput(frames, note, ui=ui.PreviewText(note))
+
+
+NODES = [CacheLatents, PreviewCachedLatents]

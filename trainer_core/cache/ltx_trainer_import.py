@@ -1,0 +1,182 @@
+"""Import an ltx-trainer ``.precomputed`` folder into our cache, so its users can continue in ComfyUI.
+
+ltx-trainer (``process_dataset.py``) writes ``latents/<media path>.pt`` (``{"latents": [128, F', H', W'],
+"fps", ...}``; very old versions stored them patchified as ``[F'*H'*W', 128]``) and
+``conditions/<media path>.pt`` (``{"video_prompt_embeds": [1024, 4096], "audio_prompt_embeds": [1024, 2048],
+"prompt_attention_mask": [1024]}``: the Gemma feature projection's output, left-padded to 1,024 tokens).
+Files are read with ``torch.load(weights_only=True)`` only, never full pickle.
+
+ComfyUI's LTX-2.3 text encoder returns the same projection output with the padding stripped and video and
+audio features concatenated: ``[1, T, 6144]`` where T is the number of real tokens. Both projections apply a
+per-token norm, so a real token's features do not depend on the padding; keeping the masked-in rows and
+concatenating is therefore exact (``tests/test_cache_import.py`` checks it against ltx-core's feature
+extractor and, with ComfyUI present, against ComfyUI's text encoder). LTX-2 (19B) conditions carry the same
+3840-wide features twice; ComfyUI returns them once.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .encoders import LATENT_CHANNELS, TEXT_FAMILY_LTX2, TEXT_FAMILY_LTX23, VIDEO_FAMILY, CacheError, TextEncoder
+from .manifest import LATENT_DIR, TEXT_DIR, ItemRecord, Manifest, check_same_model
+from .store import file_sha256, file_stem, save_tensors, short_digest
+from .writer import CacheReport, encode_text_file
+
+logger = logging.getLogger(__name__)
+
+IMPORTED = "imported-from-ltx-trainer"
+
+
+def find_precomputed(path: str | Path) -> Path:
+    """``path`` itself when it holds ``latents/`` and ``conditions/``, else its ``.precomputed`` child."""
+    path = Path(path).expanduser()
+    for candidate in (path, path / ".precomputed"):
+        if (candidate / "latents").is_dir() and (candidate / "conditions").is_dir():
+            return candidate
+    raise CacheError(
+        f"{path} is not an ltx-trainer preprocessed folder: expected latents/ and conditions/ in it or in its "
+        ".precomputed/ child (made by ltx-trainer's process_dataset.py)"
+    )
+
+
+def load_pt(path: Path) -> dict[str, Any]:
+    """A ``.pt`` dict loaded with ``weights_only=True`` (a file needing full pickle is refused)."""
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as err:
+        raise CacheError(f"{path}: cannot be read as a tensor file with weights_only=True ({err})") from err
+    if not isinstance(data, dict):
+        raise CacheError(f"{path}: expected a dict of tensors, found {type(data).__name__}")
+    return data
+
+
+def latent_from_ltx_trainer(data: dict[str, Any], where: str) -> tuple[torch.Tensor, float]:
+    """``([128, F', H', W'] float32, fps)`` from an ltx-trainer latent file's dict."""
+    if "latents" not in data:
+        raise CacheError(f"{where}: no 'latents' entry (keys: {sorted(data)})")
+    latent = data["latents"]
+    if latent.ndim == 2:  # patchified [F'*H'*W', C] (early ltx-trainer versions)
+        f, h, w = (int(data[k]) for k in ("num_frames", "height", "width"))
+        latent = latent.reshape(f, h, w, -1).permute(3, 0, 1, 2)
+    if latent.ndim != 4 or latent.shape[0] != LATENT_CHANNELS:
+        raise CacheError(f"{where}: latents have shape {tuple(latent.shape)}, expected [128, F', H', W']")
+    return latent.float().contiguous(), float(data.get("fps", 25.0))
+
+
+def conditions_to_comfy(data: dict[str, Any], where: str) -> tuple[torch.Tensor, str]:
+    """ltx-trainer's padded features + mask -> ``([1, T, D], text family)`` in ComfyUI's text encoder layout."""
+    try:
+        video, mask = data["video_prompt_embeds"], data["prompt_attention_mask"]
+    except KeyError as err:
+        raise CacheError(
+            f"{where}: no {err} entry (keys: {sorted(data)}); is this an LTX-2.x conditions file?"
+        ) from None
+    audio = data.get("audio_prompt_embeds")
+    video, mask = video.reshape(-1, video.shape[-1]), mask.reshape(-1).bool()
+    if mask.shape[0] != video.shape[0] or not mask.any():
+        raise CacheError(f"{where}: the attention mask ({tuple(mask.shape)}) does not fit the features "
+                         f"({tuple(video.shape)}) or masks out every token")
+    parts = [video[mask]]
+    family = TEXT_FAMILY_LTX2 if audio is None or torch.equal(audio, data["video_prompt_embeds"]) else TEXT_FAMILY_LTX23
+    if family == TEXT_FAMILY_LTX23:
+        parts.append(audio.reshape(-1, audio.shape[-1])[mask])
+    return torch.cat(parts, dim=-1).float().unsqueeze(0), family
+
+
+def _source_key(latent_pt: Path, cond_pt: Path) -> dict[str, Any]:
+    a, b = latent_pt.stat(), cond_pt.stat()
+    return {"from": IMPORTED, "conditions": str(cond_pt), "sizes": [a.st_size, b.st_size],
+            "mtimes_ns": [a.st_mtime_ns, b.st_mtime_ns]}
+
+
+def _pairs(root: Path) -> tuple[list[tuple[str, Path, Path]], list[str]]:
+    pairs, unmatched = [], []
+    for latent_pt in sorted((root / "latents").rglob("*.pt")):
+        rel = latent_pt.relative_to(root / "latents").as_posix()
+        cond_pt = root / "conditions" / rel
+        if cond_pt.is_file():
+            pairs.append((rel.removesuffix(".pt"), latent_pt, cond_pt))
+        else:
+            unmatched.append(rel)
+    return pairs, unmatched
+
+
+def _import_item(folder: Path, item_id: str, latent_pt: Path, cond_pt: Path, trigger: str) -> tuple[ItemRecord, str]:
+    latent, fps = latent_from_ltx_trainer(load_pt(latent_pt), str(latent_pt))
+    text, family = conditions_to_comfy(load_pt(cond_pt), str(cond_pt))
+    sha = short_digest(file_sha256(latent_pt), file_sha256(cond_pt))
+    lat_rel = f"{LATENT_DIR}/{file_stem(item_id)}-{short_digest(item_id, sha)}.safetensors"
+    txt_rel = f"{TEXT_DIR}/{short_digest(IMPORTED, item_id, sha)}.safetensors"
+    lat = save_tensors(folder / lat_rel, {"video": latent}, {"id": item_id, "from": str(latent_pt)})
+    txt = save_tensors(folder / txt_rel, {"text": text}, {"id": item_id, "from": str(cond_pt)})
+    st = latent_pt.stat()
+    rec = ItemRecord(
+        id=item_id, source=str(latent_pt), source_size=st.st_size, source_mtime_ns=st.st_mtime_ns,
+        source_sha256=sha, prep=_source_key(latent_pt, cond_pt), caption="", trigger=trigger, frame_rate=fps,
+        vae=IMPORTED, text_encoder=IMPORTED, latent=lat_rel, latent_shape=list(latent.shape),
+        latent_bytes=lat["bytes"], latent_sha256=lat["sha256"], text=txt_rel, text_shape=list(text.shape),
+        text_bytes=txt["bytes"], text_sha256=txt["sha256"],
+    )
+    return rec, family
+
+
+def import_ltx_trainer(
+    precomputed: str | Path,
+    folder: str | Path,
+    *,
+    trigger: str = "",
+    text_encoder: TextEncoder | None = None,
+    on_progress: Callable[[int, int, str], None] | None = None,
+) -> CacheReport:
+    """Convert ``precomputed`` (or its ``.precomputed`` child) into the cache at ``folder``; incremental.
+
+    ``trigger``: the ``--lora-trigger`` ltx-trainer used (recorded, captions are not stored by ltx-trainer).
+    ``text_encoder``: optional, to encode the empty caption for caption dropout (ltx-trainer has none).
+    """
+    root, folder = find_precomputed(precomputed), Path(folder)
+    start = time.monotonic()
+    pairs, unmatched = _pairs(root)
+    if not pairs:
+        raise CacheError(f"{root}: no latents/*.pt with a matching conditions/*.pt found")
+    for rel in unmatched:
+        logger.warning("import: %s has no conditions file; skipped", rel)
+    manifest = Manifest.load(folder) or Manifest()
+    report = CacheReport(folder)
+    report.failed.update({rel: "no matching conditions/*.pt" for rel in unmatched})
+    try:
+        for done, (item_id, latent_pt, cond_pt) in enumerate(pairs):
+            if on_progress:
+                on_progress(done, len(pairs), item_id)
+            old = manifest.items.get(item_id)
+            if old is not None and old.prep == _source_key(latent_pt, cond_pt):
+                report.skipped.append(item_id)
+                continue
+            rec, family = _import_item(folder, item_id, latent_pt, cond_pt, trigger)
+            model = {"video_family": VIDEO_FAMILY, "text_family": family, "text_width": rec.text_shape[-1],
+                     "vae": IMPORTED, "text_encoder": IMPORTED}
+            check_same_model(manifest, model, folder)
+            manifest.model = model
+            manifest.items[item_id] = rec
+            report.encoded_latents.append(item_id)
+            report.encoded_texts.append(item_id)
+        if text_encoder is not None:
+            empty = encode_text_file(folder, "", text_encoder, text_encoder.identity())
+            manifest.empty_text = {**empty, "text_encoder": text_encoder.identity()}
+        for key in sorted(set(manifest.items) - {p[0] for p in pairs}):
+            del manifest.items[key]
+            report.removed.append(key)
+        manifest.dataset = {"trigger": trigger, "imported_from": str(root)}
+    finally:
+        if manifest.items:
+            manifest.save(folder)
+    report.seconds = time.monotonic() - start
+    logger.info("%s", report.summary())
+    return report

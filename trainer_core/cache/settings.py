@@ -1,0 +1,59 @@
+"""Settings of the cache nodes and CLI (``CacheConfig``, ``PreviewConfig``), one schema for widgets and flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..config.base import Section, knob
+from .encoders import CacheError
+
+
+class CacheConfig(Section):
+    """Where the cache goes and how clips are encoded."""
+
+    folder: str = knob(
+        "ltx_lora_cache/my_dataset",
+        "Cache folder: a name under ComfyUI's output folder, or an absolute path. Re-running into the same folder "
+        "only encodes what changed.",
+    )
+    tiled_vae: bool = knob(
+        False,
+        "Encode clips in tiles (512 px, 64 frames) to fit small GPUs; slightly slower, latents differ a little at "
+        "tile seams.",
+    )
+
+
+class PreviewConfig(Section):
+    """Which cached items *Preview Cached Latents* decodes."""
+
+    items: str = knob(
+        "0",
+        "Items to decode: positions (0 = first) or item ids (file names relative to the dataset), separated by "
+        "commas. Items must share one resolution.",
+    )
+
+
+def resolve_folder(folder: str, base: str | Path) -> Path:
+    """``folder`` as given when absolute, else under ``base`` (ComfyUI's output folder, or the working dir)."""
+    if not folder.strip():
+        raise CacheError("the cache folder is empty: give a name (e.g. ltx_lora_cache/my_dataset) or an absolute path")
+    path = Path(folder.strip()).expanduser()
+    return path if path.is_absolute() else Path(base) / path
+
+
+def parse_items(spec: str, ids: list[str]) -> list[int]:
+    """Positions named by ``spec`` (``"0, 3, clips/a.mp4"``); an unknown entry raises ``CacheError``."""
+    out = []
+    for part in (p.strip() for p in (spec or "0").split(",")):
+        if not part:
+            continue
+        if part.isdigit() and part not in ids:
+            index = int(part)
+            if index >= len(ids):
+                raise CacheError(f"item {index} does not exist: the cache has {len(ids)} items (0-{len(ids) - 1})")
+            out.append(index)
+        elif part in ids:
+            out.append(ids.index(part))
+        else:
+            raise CacheError(f"no cached item {part!r}; items are numbered 0-{len(ids) - 1} or named e.g. {ids[0]!r}")
+    return out or [0]
