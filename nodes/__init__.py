@@ -4,9 +4,9 @@ Each module below defines ``NODES``, a list of V3 ``io.ComfyNode`` classes. Node
 prefix (``LTXV...`` belongs to ComfyUI core and Lightricks).
 """
 
-from . import dataset, lora
+from . import dataset, lora, cache
 
-_MODULES = (dataset, lora)
+_MODULES = (dataset, lora, cache)
 
 NODE_CLASSES = [cls for module in _MODULES for cls in module.NODES]
 NODE_CLASS_MAPPINGS = {cls.define_schema().node_id: cls for cls in NODE_CLASSES}
