@@ -4,7 +4,7 @@ Each module below defines ``NODES``, a list of V3 ``io.ComfyNode`` classes. Node
 prefix (``LTXV...`` belongs to ComfyUI core and Lightricks).
 """
 
-from . import dataset, lora, cache
+from . import cache, dataset, lora
 
 _MODULES = (dataset, lora, cache)
 
