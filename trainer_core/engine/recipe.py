@@ -34,7 +34,8 @@ def _noised(x0: torch.Tensor, sigma: torch.Tensor, generator: torch.Generator) -
 
 def token_mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Per-token squared error, [B, tokens]: channel-mean over video [B,C,F,H,W] or audio [B,C,T,M] latents."""
-    err = (pred.float() - target.float()).pow(2)
+    dtype = torch.promote_types(torch.promote_types(pred.dtype, target.dtype), torch.float32)  # >= fp32
+    err = (pred.to(dtype) - target.to(dtype)).pow(2)
     if err.ndim == 5:  # video: tokens are (f, h, w), features are channels
         return err.mean(dim=1).flatten(1)
     return err.mean(dim=(1, 3))  # audio [B, 8, T, 16]: one token per time step
