@@ -97,11 +97,15 @@ def test_kohya_names_and_decoding():
 def test_reads_other_tools_spellings():
     g = torch.Generator().manual_seed(1)
     a, b = torch.randn(2, 8, generator=g), torch.randn(8, 2, generator=g)
-    peft_raw = {"base_model.model.transformer_blocks.0.attn1.to_q.lora_A.default.weight": a,
-                "base_model.model.transformer_blocks.0.attn1.to_q.lora_B.default.weight": b}  # fmt: skip
-    comfy_trainer = {"diffusion_model.transformer_blocks.0.attn1.to_q.lora_down.weight": a,
-                     "diffusion_model.transformer_blocks.0.attn1.to_q.lora_up.weight": b,
-                     "diffusion_model.transformer_blocks.0.attn1.to_q.alpha": torch.tensor(1.0)}  # fmt: skip
+    peft_raw = {
+        "base_model.model.transformer_blocks.0.attn1.to_q.lora_A.default.weight": a,
+        "base_model.model.transformer_blocks.0.attn1.to_q.lora_B.default.weight": b,
+    }
+    comfy_trainer = {
+        "diffusion_model.transformer_blocks.0.attn1.to_q.lora_down.weight": a,
+        "diffusion_model.transformer_blocks.0.attn1.to_q.lora_up.weight": b,
+        "diffusion_model.transformer_blocks.0.attn1.to_q.alpha": torch.tensor(1.0),
+    }
     bare = {"transformer_blocks.0.attn1.to_q.lora_A.weight": a, "transformer_blocks.0.attn1.to_q.lora_B.weight": b}
     for tensors, layout, scale in ((peft_raw, "peft", 1.0), (comfy_trainer, "comfy", 0.5), (bare, "bare", 1.0)):
         parsed = parse_lora(tensors)
@@ -122,14 +126,25 @@ def test_dtype_choice():
     ("tensors", "message"),
     [
         ({"diffusion_model.a.lora_A.weight": torch.zeros(2, 4)}, "only down"),
-        ({"diffusion_model.a.lora_A.weight": torch.zeros(2, 4), "lora_unet_b.lora_up.weight": torch.zeros(4, 2),
-          "lora_unet_b.lora_down.weight": torch.zeros(2, 4), "diffusion_model.a.lora_B.weight": torch.zeros(4, 2)},
-         "mixes key layouts"),
-        ({"diffusion_model.a.lora_A.weight": torch.zeros(2, 4), "diffusion_model.a.lora_B.weight": torch.zeros(4, 3)},
-         "do not form a LoRA"),
+        (
+            {
+                "diffusion_model.a.lora_A.weight": torch.zeros(2, 4),
+                "lora_unet_b.lora_up.weight": torch.zeros(4, 2),
+                "lora_unet_b.lora_down.weight": torch.zeros(2, 4),
+                "diffusion_model.a.lora_B.weight": torch.zeros(4, 2),
+            },
+            "mixes key layouts",
+        ),
+        (
+            {
+                "diffusion_model.a.lora_A.weight": torch.zeros(2, 4),
+                "diffusion_model.a.lora_B.weight": torch.zeros(4, 3),
+            },
+            "do not form a LoRA",
+        ),
         ({"model.weight": torch.zeros(2)}, "no LoRA keys"),
     ],
-)  # fmt: skip
+)
 def test_malformed_loras(tensors, message):
     with pytest.raises(LoraFileError, match=message):
         parse_lora(tensors)
