@@ -158,9 +158,7 @@ def test_loads_in_comfyui(comfy, tiny_av, caplog):
     import comfy.sd
 
     with caplog.at_level(logging.DEBUG):
-        model, _clip, vae, _ = comfy.sd.load_checkpoint_guess_config(
-            str(tiny_av), output_vae=True, output_clip=False
-        )
+        model, _clip, vae, _ = comfy.sd.load_checkpoint_guess_config(str(tiny_av), output_vae=True, output_clip=False)
     dm = model.model.diffusion_model
     assert type(dm).__name__ == "LTXAVModel"
     assert dm.apply_gated_attention and dm.cross_attention_adaln and dm.caption_proj_before_connector

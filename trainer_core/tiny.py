@@ -4,7 +4,7 @@ The file has the exact layout of Lightricks' single-file checkpoints (``model.di
 text connectors, ``vae.encoder.*``/``vae.decoder.*``/``vae.per_channel_statistics.*``) and the ``config`` JSON
 header both ComfyUI and ltx-core build the model from. Only the sizes are tiny: 2 heads per stream, a couple of
 layers, and a video VAE a few channels wide (its latent must stay 128 channels: ComfyUI hard-codes that). A
-default file is about 6 MB. Building the weights uses ltx-core's module definitions (optional dependency).
+default file is about 8 MB. Building the weights uses ltx-core's module definitions (optional dependency).
 """
 
 from __future__ import annotations
@@ -104,9 +104,12 @@ def tiny_config(audio: bool = True, num_layers: int = 2, family: str = "ltx-2.3"
             audio_positional_embedding_max_pos=[20],
             av_ca_timestep_scale_multiplier=1,
         )
-        if is_23:  # LTX-2's audio connector runs on the shared caption features, like the video one
-            transformer.update(audio_connector_num_attention_heads=_AUDIO_HEADS,
-                               audio_connector_attention_head_dim=_AUDIO_HEAD_DIM)
+        # LTX-2.3's audio connector is as wide as the audio stream; LTX-2's reuses the connector_* sizes because
+        # it runs on the same caption features as the video one.
+        if is_23:
+            transformer.update(
+                audio_connector_num_attention_heads=_AUDIO_HEADS, audio_connector_attention_head_dim=_AUDIO_HEAD_DIM
+            )
     return {"transformer": transformer, "vae": _tiny_vae_config()}
 
 
