@@ -58,6 +58,17 @@ def test_truncated_file(tmp_path):
     assert "truncated" in reason
 
 
+def test_truncated_file_with_intact_header_keeps_the_frames_present(tmp_path):
+    _good(tmp_path)
+    data = write_video(tmp_path / "full.mkv", frames=48).read_bytes()
+    (tmp_path / "cut.mkv").write_bytes(data[: len(data) * 6 // 10])
+    (tmp_path / "full.mkv").unlink()
+    item = _item(_load(tmp_path), "cut.mkv")
+    note = next(c for c in item.adjustments if "truncated" in c)
+    assert "header says 2.00 s" in note and item.info.frames < 48
+    assert tuple(item.load_frames().shape) == (9, 64, 64, 3)
+
+
 def test_zero_byte_file(tmp_path):
     _good(tmp_path)
     (tmp_path / "empty.mov").write_bytes(b"")

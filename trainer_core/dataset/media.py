@@ -156,6 +156,20 @@ def _count_by_decoding(path: Path, container, stream) -> tuple[int, float]:
     return count, last
 
 
+def _data_end(container, stream, expected_end: float) -> float | None:
+    """End time of the last packet actually in the file (demuxed near the end, nothing decoded)."""
+    container.seek(max(0, int((expected_end - 1.0) / stream.time_base)), stream=stream, backward=True)
+    last = None
+    try:
+        for packet in container.demux(stream):
+            if packet.pts is not None:
+                end = float((packet.pts + (packet.duration or 0)) * stream.time_base)
+                last = end if last is None else max(last, end)
+    except av.FFmpegError:
+        pass  # a cut-off file ends in a broken packet: what was read so far is the data end
+    return last
+
+
 def _probe_video(path: Path) -> MediaInfo:
     with _open(path) as container:
         if not container.streams.video:
@@ -185,6 +199,14 @@ def _probe_video(path: Path) -> MediaInfo:
             duration, source = last - start + 1 / fps, "decoding"
         if not duration:
             duration = frames / fps
+        data_end = _data_end(container, stream, start + duration) if source != "decoding" else None
+        if data_end is not None and data_end < start + duration - 1.5 / fps:
+            present = max(1, math.floor((data_end - start) * fps + 1e-6))
+            notes.append(
+                f"file ends at {data_end:.2f} s although its header says {start + duration:.2f} s (truncated?): "
+                f"using the {present} of {frames} frames present"
+            )
+            frames, duration, source = present, data_end - start, "data end"
         rotation = round(first.rotation or 0) % 360
         sar = stream.sample_aspect_ratio
         width = round(first.width * float(sar)) if sar and float(sar) > 0 else first.width
