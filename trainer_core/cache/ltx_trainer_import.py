@@ -63,6 +63,8 @@ def latent_from_ltx_trainer(data: dict[str, Any], where: str) -> tuple[torch.Ten
     if "latents" not in data:
         raise CacheError(f"{where}: no 'latents' entry (keys: {sorted(data)})")
     latent = data["latents"]
+    if not isinstance(latent, torch.Tensor):
+        raise CacheError(f"{where}: 'latents' is a {type(latent).__name__}, not a tensor")
     if latent.ndim == 2:  # patchified [F'*H'*W', C] (early ltx-trainer versions)
         f, h, w = (int(data[k]) for k in ("num_frames", "height", "width"))
         latent = latent.reshape(f, h, w, -1).permute(3, 0, 1, 2)
@@ -80,6 +82,8 @@ def conditions_to_comfy(data: dict[str, Any], where: str) -> tuple[torch.Tensor,
             f"{where}: no {err} entry (keys: {sorted(data)}); is this an LTX-2.x conditions file?"
         ) from None
     audio = data.get("audio_prompt_embeds")
+    if not all(isinstance(t, torch.Tensor) for t in (video, mask) + (() if audio is None else (audio,))):
+        raise CacheError(f"{where}: the prompt entries are not tensors; is this an ltx-trainer conditions file?")
     video, mask = video.reshape(-1, video.shape[-1]), mask.reshape(-1).bool()
     if mask.shape[0] != video.shape[0] or not mask.any():
         raise CacheError(f"{where}: the attention mask ({tuple(mask.shape)}) does not fit the features "

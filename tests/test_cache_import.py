@@ -1,0 +1,115 @@
+"""Import of ltx-trainer ``.precomputed`` folders: layouts, text-feature conversion against ltx-core's feature
+extractor (the code ltx-trainer runs), incremental re-import, refusal of pickled objects, CLI."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from trainer_core.cache import CachedData, CacheError
+from trainer_core.cache.ltx_trainer_import import conditions_to_comfy, find_precomputed, import_ltx_trainer
+
+SEQ, HIDDEN, LAYERS, V_DIM, A_DIM = 1024, 16, 3, 24, 8
+
+
+class NotATensor:
+    """Saving an instance needs full pickle, which the import must refuse."""
+
+
+def feature_extractor(seed: int = 0):
+    """ltx-core's LTX-2.3 feature extractor (what ltx-trainer's process_dataset.py runs) with random weights."""
+    fe = pytest.importorskip("ltx_core.text_encoders.gemma.feature_extractor")
+    torch.manual_seed(seed)
+    return fe.FeatureExtractorV2(
+        video_aggregate_embed=torch.nn.Linear(HIDDEN * LAYERS, V_DIM),
+        embedding_dim=HIDDEN,
+        audio_aggregate_embed=torch.nn.Linear(HIDDEN * LAYERS, A_DIM),
+    )
+
+
+def ltx_trainer_conditions(extractor, hidden: torch.Tensor, tokens: int) -> dict[str, torch.Tensor]:
+    """The dict ltx-trainer saves: features of the left-padded 1024-token sequence and its mask."""
+    mask = torch.zeros(1, SEQ, dtype=torch.long)
+    mask[:, SEQ - tokens :] = 1
+    padded = torch.zeros(1, SEQ, HIDDEN, LAYERS)
+    padded[:, SEQ - tokens :] = hidden
+    with torch.no_grad():
+        video, audio = extractor(padded, mask, padding_side="left")
+    return {"video_prompt_embeds": video[0], "audio_prompt_embeds": audio[0], "prompt_attention_mask": mask[0]}
+
+
+def write_precomputed(root, items: dict[str, int], extractor, seed: int = 0):
+    """A ``.precomputed`` folder as ltx-trainer writes it; returns the unpadded hidden states per item."""
+    g = torch.Generator().manual_seed(seed)
+    hidden = {}
+    for name, tokens in items.items():
+        for sub in ("latents", "conditions"):
+            (root / ".precomputed" / sub / name).parent.mkdir(parents=True, exist_ok=True)
+        latent = torch.randn(128, 2, 3, 4, generator=g).to(torch.bfloat16)
+        torch.save({"latents": latent, "num_frames": 2, "height": 3, "width": 4, "fps": 24.0},
+                   root / ".precomputed" / "latents" / f"{name}.pt")
+        hidden[name] = torch.randn(1, tokens, HIDDEN, LAYERS, generator=g) * 3
+        torch.save(ltx_trainer_conditions(extractor, hidden[name], tokens),
+                   root / ".precomputed" / "conditions" / f"{name}.pt")
+    return hidden
+
+
+def test_text_conversion_equals_encoding_without_padding():
+    """Stripping the padding and concatenating video|audio is exactly the unpadded projection (ComfyUI's)."""
+    extractor = feature_extractor()
+    hidden = torch.randn(1, 7, HIDDEN, LAYERS) * 3
+    with torch.no_grad():
+        video, audio = extractor(hidden, torch.ones(1, 7, dtype=torch.long))
+    expected = torch.cat([video, audio], dim=-1)
+    converted, family = conditions_to_comfy(ltx_trainer_conditions(extractor, hidden, 7), "fixture")
+    assert family == "ltx-2.3-gemma" and converted.shape == (1, 7, V_DIM + A_DIM)
+    torch.testing.assert_close(converted, expected, rtol=1e-5, atol=1e-6)
+    ltx2 = {"video_prompt_embeds": video[0].repeat(2, 1), "audio_prompt_embeds": video[0].repeat(2, 1),
+            "prompt_attention_mask": torch.tensor([1] * 7 + [0] * 7)}  # LTX-2: same features twice, right-padded
+    converted, family = conditions_to_comfy(ltx2, "fixture")
+    assert family == "ltx-2-gemma" and torch.equal(converted, video)
+
+
+def test_import_folder_and_reimport(tmp_path):
+    extractor = feature_extractor()
+    hidden = write_precomputed(tmp_path / "ds", {"a.mp4": 5, "sub/b.mp4": 12}, extractor)
+    assert find_precomputed(tmp_path / "ds") == tmp_path / "ds" / ".precomputed"
+    report = import_ltx_trainer(tmp_path / "ds", tmp_path / "cache", trigger="sks")
+    assert sorted(report.encoded_latents) == ["a.mp4", "sub/b.mp4"]
+    data = CachedData(tmp_path / "cache")
+    assert len(data) == 2 and data.trigger == "sks" and data.text_width == V_DIM + A_DIM
+    sample = data[data.index_of("sub/b.mp4")]
+    src = torch.load(tmp_path / "ds/.precomputed/latents/sub/b.mp4.pt", weights_only=True)
+    assert torch.equal(sample.video, src["latents"].float()) and sample.frame_rate == 24.0
+    with torch.no_grad():
+        v, a = extractor(hidden["sub/b.mp4"], torch.ones(1, 12, dtype=torch.long))
+    torch.testing.assert_close(sample.text, torch.cat([v, a], -1), rtol=1e-5, atol=1e-6)
+    with pytest.raises(CacheError, match="caption dropout"):
+        _ = data.empty_text
+    again = import_ltx_trainer(tmp_path / "ds", tmp_path / "cache")
+    assert again.encoded_latents == [] and len(again.skipped) == 2
+
+
+def test_patchified_latents_and_pickled_objects(tmp_path):
+    extractor = feature_extractor()
+    write_precomputed(tmp_path / "ds", {"a.mp4": 3}, extractor)
+    lat = tmp_path / "ds/.precomputed/latents/a.mp4.pt"
+    original = torch.load(lat, weights_only=True)["latents"]
+    patchified = original.permute(1, 2, 3, 0).reshape(-1, 128)
+    torch.save({"latents": patchified, "num_frames": 2, "height": 3, "width": 4, "fps": 25.0}, lat)
+    import_ltx_trainer(tmp_path / "ds", tmp_path / "cache")
+    assert torch.equal(CachedData(tmp_path / "cache")[0].video, original.float())
+    torch.save({"video_prompt_embeds": NotATensor()}, tmp_path / "ds/.precomputed/conditions/a.mp4.pt")
+    with pytest.raises(CacheError, match="weights_only=True"):
+        import_ltx_trainer(tmp_path / "ds", tmp_path / "cache2")
+    with pytest.raises(CacheError, match="not an ltx-trainer preprocessed folder"):
+        import_ltx_trainer(tmp_path, tmp_path / "cache3")
+
+
+def test_cli_import(tmp_path):
+    from trainer_core.cli import main
+
+    write_precomputed(tmp_path / "ds", {"a.mp4": 4}, feature_extractor())
+    out = tmp_path / "out"
+    assert main(["cache", "import-ltx-trainer", str(tmp_path / "ds" / ".precomputed"), "--out", str(out)]) == 0
+    assert len(CachedData(out)) == 1
