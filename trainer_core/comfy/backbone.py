@@ -95,13 +95,19 @@ class ComfyBackbone:
     # -- text ----------------------------------------------------------------------------------------------------
     def prepare_text(self, embeds: torch.Tensor) -> TextContext:
         """Run the frozen connectors on ComfyUI's LTX-2.x text-encoder output ``[1, T, D]`` once, without autograd."""
-        import comfy.model_management
+        import comfy.model_management as mm
 
-        comfy.model_management.load_models_gpu([self._patcher], memory_required=self._memory_required)
+        mm.load_models_gpu([self._patcher], memory_required=self._memory_required)
         dm = self._dm
-        with torch.inference_mode(False), torch.no_grad():
-            # Outside inference mode the result is a normal tensor that autograd may save later.
-            ctx = dm.preprocess_text_embeds(embeds.to(self.device, self.dtype), unprocessed=True)
+        previous_flag = mm.in_training
+        try:
+            # Outside inference mode the result is a normal tensor that autograd may save later. The unfused
+            # kernels (in_training) also run in float64, which the gradient tests use.
+            mm.in_training = True
+            with torch.inference_mode(False), torch.no_grad():
+                ctx = dm.preprocess_text_embeds(embeds.to(self.device, self.dtype), unprocessed=True)
+        finally:
+            mm.in_training = previous_flag
         video_width = dm.inner_dim if dm.caption_proj_before_connector else dm.caption_channels
         return TextContext(ctx[..., :video_width], ctx[..., video_width:])
 
