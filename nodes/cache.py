@@ -55,6 +55,7 @@ class CacheLatents(io.ComfyNode):
                 TrainingData.Output(display_name="training_data", tooltip="The cached clips, for the Train node."),
                 io.String.Output(display_name="report", tooltip="What was encoded, skipped, removed or failed."),
             ],
+            hidden=[io.Hidden.unique_id],
         )
 
     @classmethod
@@ -77,7 +78,7 @@ class CacheLatents(io.ComfyNode):
         report = build_cache(
             dataset.items, folder, ComfyVideoVae(vae, tiled=cfg.tiled_vae), ComfyLtxTextEncoder(clip),
             trigger=dataset.config.trigger, dataset_info={"root": str(dataset.root)},
-            on_progress=_progress(cls.hidden.unique_id),
+            on_progress=_progress(cls.hidden.unique_id if cls.hidden else None),
         )
         data = CachedData(folder)
         text = report.summary()

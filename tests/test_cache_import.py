@@ -31,7 +31,7 @@ def ltx_trainer_conditions(extractor, hidden: torch.Tensor, tokens: int) -> dict
     """The dict ltx-trainer saves: features of the left-padded 1024-token sequence and its mask."""
     mask = torch.zeros(1, SEQ, dtype=torch.long)
     mask[:, SEQ - tokens :] = 1
-    padded = torch.zeros(1, SEQ, HIDDEN, LAYERS)
+    padded = torch.zeros(1, SEQ, *hidden.shape[2:])
     padded[:, SEQ - tokens :] = hidden
     with torch.no_grad():
         video, audio = extractor(padded, mask, padding_side="left")

@@ -69,7 +69,7 @@ class LtxCoreVae:
         state = {("per_channel_statistics." + k.removeprefix("per_channel_statistics.")
                   if k.startswith("per_channel_statistics.") else "encoder." + k): v
                  for k, v in self.encoder.state_dict().items()}
-        self._identity = weights_identity(vae_encoder_tensors(state))
+        self._identity = weights_identity(vae_encoder_tensors(state), samples=1024)
 
     def identity(self) -> str:
         return self._identity
