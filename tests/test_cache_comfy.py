@@ -194,3 +194,18 @@ def test_node_schemas(setup):
         assert schema.category.endswith("/Cache") and schema.display_name
         assert all(getattr(i, "tooltip", None) for i in schema.inputs), node_id
     assert BUCKETS  # the dataset layout shared with the core tests
+
+
+def test_tiled_vae_options(setup):
+    from trainer_core.comfy.cache_encoders import ComfyVideoVae
+
+    frames = torch.rand(9, 64, 64, 3, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        plain = ComfyVideoVae(setup.vae).encode(frames)
+        tiled = ComfyVideoVae(setup.vae, tiled=True).encode(frames)
+        decoded = ComfyVideoVae(setup.vae, tiled=True).decode(tiled)
+    assert tiled.shape == plain.shape == (128, 2, 2, 2)
+    torch.testing.assert_close(tiled, plain, rtol=1e-4, atol=1e-4)  # one tile: same as untiled
+    assert tuple(decoded.shape) == (9, 64, 64, 3)
+    core = LtxCoreVae(setup.ckpt, tiled=True).encode(frames)
+    torch.testing.assert_close(core, plain, rtol=1e-4, atol=1e-4)
