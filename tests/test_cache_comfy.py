@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.test_cache_core import BUCKETS, load, make_dataset
+from tests.test_cache_core import load, make_dataset
 from tests.test_cache_import import ltx_trainer_conditions
 from trainer_core.cache import CachedData, CacheError
 from trainer_core.cache.ltx_trainer_import import import_ltx_trainer
@@ -193,7 +193,6 @@ def test_node_schemas(setup):
         schema = node(setup.pack, node_id).define_schema()
         assert schema.category.endswith("/Cache") and schema.display_name
         assert all(getattr(i, "tooltip", None) for i in schema.inputs), node_id
-    assert BUCKETS  # the dataset layout shared with the core tests
 
 
 def test_tiled_vae_options(setup):
