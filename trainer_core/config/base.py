@@ -35,10 +35,14 @@ def knob(default: Any, description: str, *, widget: bool = True, **constraints: 
 def _format_errors(cls: type[BaseModel], err: ValidationError, where: str) -> str:
     lines = []
     for e in err.errors():
-        field = ".".join(str(p) for p in e["loc"]) or "(root)"
+        msg = e["msg"].removeprefix("Value error, ")
+        if not e["loc"]:  # a check across fields: its message names them
+            lines.append(f"{where}{msg}")
+            continue
+        field = ".".join(str(p) for p in e["loc"])
         value = e.get("input")
         shown = repr(value) if not isinstance(value, dict) else "{...}"
-        lines.append(f"{where}{field} = {shown}: {e['msg']}")
+        lines.append(f"{where}{field} = {shown}: {msg}")
     return f"Invalid {cls.__name__} settings:\n  " + "\n  ".join(lines)
 
 

@@ -1,0 +1,65 @@
+"""``python -m trainer_core train CONFIG.yaml``: headless LoRA training with Lightricks' ltx-core model.
+
+The config is the same schema the Train node uses (``trainer_core.config.training.TrainConfig``); headless runs
+also need ``model.checkpoint`` (the LTX-2.3 single-file checkpoint) and ``data`` (a cache folder made by
+``python -m trainer_core cache`` or the Cache node). Ctrl-C saves a checkpoint of the last completed step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+HELP = "Train a LoRA from a YAML config (headless, ltx-core backbone); Ctrl-C saves a checkpoint."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", help="YAML file with the training settings (see README, 'Training config')")
+    parser.add_argument(
+        "--resume", help="checkpoint .safetensors written by this trainer, or 'latest' for the newest in output_dir"
+    )
+
+
+def _resume_path(value: str, output_dir: Path, name: str) -> Path:
+    from ..config import ConfigError
+    from ..engine.checkpoints import list_checkpoints
+
+    if value != "latest":
+        return Path(value)
+    found = list_checkpoints(output_dir, name) if output_dir.is_dir() else []
+    if not found:
+        raise ConfigError(f"--resume latest: no checkpoint named {name}_step_*.safetensors in {output_dir}")
+    return found[-1][1]
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..cache.reader import CachedData
+    from ..config import ConfigError, load_yaml
+    from ..config.training import TrainConfig
+    from ..engine.trainer import Callbacks, Trainer
+    from ..ltx_core_backbone import LtxCoreBackbone
+    from ..plots import loss_curve
+    from ..progress import ProgressLine
+
+    cfg = load_yaml(TrainConfig, args.config)
+    if not cfg.model.checkpoint:
+        raise ConfigError(f"{args.config}: model.checkpoint is required for headless training (the .safetensors file)")
+    if not cfg.data:
+        raise ConfigError(f"{args.config}: data is required: the cache folder made by `python -m trainer_core cache`")
+    if cfg.model.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"{args.config}: model.device = {cfg.model.device!r} but no CUDA GPU is available; use cpu")
+    backbone = LtxCoreBackbone.from_checkpoint(
+        cfg.model.checkpoint, dtype=getattr(torch, cfg.model.dtype), device=cfg.model.device
+    )
+    trainer = Trainer(backbone, CachedData(cfg.data), cfg)
+    if args.resume:
+        trainer.resume(_resume_path(args.resume, Path(cfg.output_dir), cfg.name))
+    result = trainer.train(Callbacks(on_step=ProgressLine()))
+    loss_curve(result.losses).save(Path(cfg.output_dir) / "loss.png")
+    sys.stdout.write(f"{result.status} at step {result.step}: {result.lora_path}\n")
+    if result.message:
+        sys.stderr.write(result.message + "\n")
+    return 0 if result.status != "diverged" else 1
