@@ -143,7 +143,8 @@ class TrainLtxLora(io.ComfyNode):
         cfg = _train_config(kwargs, out_dir)
         resume = Path(kwargs["resume_from"]) if kwargs.get("resume_from", "").strip() else None
         with torch.inference_mode(False):
-            result = train_on_model(model, training_data, cfg, resume=resume, node_id=cls.hidden.unique_id)
+            node_id = cls.hidden.unique_id if cls.hidden else None
+            result = train_on_model(model, training_data, cfg, resume=resume, node_id=node_id)
         if result.status == "diverged":
             raise RuntimeError(result.message)
         patched = apply_lora_file(model, result.lora_path)

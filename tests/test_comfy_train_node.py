@@ -1,0 +1,138 @@
+"""Train LTX LoRA inside a real ComfyUI v0.33 on a tiny LTX-2.3 checkpoint loaded by ComfyUI's own loader."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import pytest
+import torch
+
+from tests.comfy_models import load_comfy, stock_velocity
+from tests.engine_support import config, synthetic_data
+from trainer_core.backbone import TextContext
+from trainer_core.engine.trainer import Trainer
+from trainer_core.ltx_core_backbone import LtxCoreBackbone
+from trainer_core.tiny import write_tiny_checkpoint
+
+
+@pytest.fixture()
+def setup(comfy, tmp_path, monkeypatch):
+    import folder_paths
+
+    loras = tmp_path / "loras"
+    loras.mkdir()
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "loras", ([str(loras)], {".safetensors"}))
+    ckpt = write_tiny_checkpoint(tmp_path / "tiny.safetensors", audio=True, seed=0)
+    node = comfy.NODE_CLASS_MAPPINGS["LtxLoraTrain"]
+    return node, load_comfy(ckpt), ckpt, loras
+
+
+def _widgets(**over):
+    values = {"seed": 0, "name": "itest", "every": 3, "keep_last": 0, "config_yaml": "", "resume_from": ""}
+    values.update(over)
+    return values
+
+
+def _settings(comfy, steps: int):
+    mod = sys.modules[comfy.__name__ + ".trainer_core.config.training"]
+    return {
+        "lora": mod.LoraSettings(rank=4, alpha=4),
+        "optimization": mod.OptimizationSettings(steps=steps, learning_rate=1e-3),
+        "memory": mod.MemorySettings(gradient_checkpointing=True, mixed_precision="no"),
+    }
+
+
+def _probe(model_patcher):
+    """Output of ComfyUI's own inference on a fixed input, with the patcher's weights applied."""
+    from tests.comfy_models import model_input
+
+    g = torch.Generator().manual_seed(9)
+    embeds = torch.randn(1, 6, 96, generator=g)
+    text = TextContext(torch.zeros(1, 1, 64), torch.zeros(1, 1, 32))  # only shapes matter for model_input
+    inp = model_input(text, seed=3, audio=True)
+    model_patcher.patch_model()
+    try:
+        return stock_velocity(model_patcher, inp, embeds)
+    finally:
+        model_patcher.unpatch_model()
+
+
+def test_train_node_saves_a_lora_that_stock_comfyui_loads_identically(comfy, setup, caplog):
+    import nodes as comfy_nodes
+
+    node, model, _, loras = setup
+    before = _probe(model)
+    data = synthetic_data(n=2)
+    with torch.inference_mode():  # as ComfyUI's executor runs every node
+        out = node.execute(model=model, training_data=data, **_settings(comfy, 6), **_widgets())
+    patched, lora_path, loss = out.result
+    assert lora_path.endswith("itest_step_00006.safetensors") and len(loss["loss"]) == 6
+    assert sorted(p.name for p in (loras / "itest").glob("*_step_*[0-9].safetensors")) == [
+        "itest_step_00003.safetensors",
+        "itest_step_00006.safetensors",
+    ]
+    # The input MODEL is untouched, bit for bit.
+    assert all(torch.equal(a, b) for a, b in zip(before, _probe(model), strict=True))
+    # Stock LoraLoaderModelOnly loads every key and gives the same model as the node's output.
+    caplog.set_level(logging.WARNING)
+    with torch.inference_mode():
+        (stock,) = comfy_nodes.LoraLoaderModelOnly().load_lora_model_only(
+            model, "itest/itest_step_00006.safetensors", 1.0
+        )
+    assert not [r for r in caplog.records if "lora key not loaded" in r.getMessage()]
+    assert len(stock.patches) == 2 * 6 * 4
+    ours, theirs = _probe(patched), _probe(stock)
+    assert all(torch.equal(a, b) for a, b in zip(ours, theirs, strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(ours, before, strict=True))  # the LoRA does something
+
+
+def test_loss_matches_the_ltx_core_backbone(comfy, setup, tmp_path):
+    node, model, ckpt, _ = setup
+    data = synthetic_data(n=2, audio=False)  # video-only: both backbones follow the same reference math
+    with torch.inference_mode():
+        out = node.execute(model=model, training_data=data, **_settings(comfy, 4), **_widgets(every=100))
+    comfy_losses = out.result[2]["loss"]
+    cfg = config(
+        tmp_path / "ref",
+        optimization={"steps": 4, "learning_rate": 1e-3},
+        memory={"gradient_checkpointing": True, "mixed_precision": "no"},
+        checkpoints={"every": 100},
+        name="itest",
+    )
+    reference = Trainer(LtxCoreBackbone.from_checkpoint(ckpt, dtype=torch.float32), data, cfg).train().losses
+    assert comfy_losses == pytest.approx(reference, rel=1e-4)
+
+
+def test_cancel_mid_run_saves_a_checkpoint_and_returns(comfy, setup):
+    from comfy import model_management as mm
+    from comfy import utils as comfy_utils
+
+    node, model, _, loras = setup
+    before = _probe(model)
+    comfy_utils.set_progress_bar_global_hook(lambda *a, **k: mm.interrupt_current_processing(True))
+    try:
+        with torch.inference_mode():
+            out = node.execute(
+                model=model, training_data=synthetic_data(n=2), **_settings(comfy, 6), **_widgets(every=100)
+            )
+    finally:
+        comfy_utils.set_progress_bar_global_hook(None)
+        mm.interrupt_current_processing(False)
+    _, lora_path, loss = out.result
+    assert len(loss["loss"]) == 1 and lora_path.endswith("itest_step_00001.safetensors")
+    assert (loras / "itest" / "itest_step_00001.state.json").is_file()  # resumable
+    assert all(torch.equal(a, b) for a, b in zip(before, _probe(model), strict=True))
+
+
+def test_direct_latent_and_conditioning_inputs(comfy, setup):
+    node, model, _, _ = setup
+    latent = {"samples": torch.randn(1, 128, 2, 2, 2)}
+    conditioning = [[torch.randn(1, 5, 96), {"frame_rate": 24.0}]]
+    with torch.inference_mode():
+        out = node.execute(
+            model=model, latent=latent, conditioning=conditioning, **_settings(comfy, 2), **_widgets(every=100)
+        )
+    assert len(out.result[2]["loss"]) == 2
+    with pytest.raises(Exception, match="training_data"):
+        node.execute(model=model, **_settings(comfy, 2), **_widgets())
