@@ -1,0 +1,491 @@
+"""Bundled-workflow support for the tests: UI-format graphs, their conversion to ComfyUI's API format, and headless
+execution through ComfyUI's own executor.
+
+``ui_to_api`` does what the frontend's ``graphToPrompt`` does for the node kinds our workflows use: it walks each
+node's inputs in the order of the node definition (required, then optional), takes widget values from
+``widgets_values`` in that order (skipping the frontend's ``control_after_generate`` entry that follows a seed),
+and replaces linked inputs by ``[origin_id, origin_slot]``. Frontend-only nodes (notes, reroutes) are dropped;
+reroutes are followed. A node type ComfyUI does not know raises ``MissingNodeError``: a bundled workflow must
+never reference a node that is not registered.
+
+``GraphBuilder`` writes the UI format (nodes, links, groups with a note each) from the live node definitions, so
+widget order and defaults always match the nodes. Import after the ``comfy`` fixture ran.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
+FRONTEND_ONLY = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
+WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
+CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
+
+
+class MissingNodeError(RuntimeError):
+    """A workflow references a node type that ComfyUI has not registered."""
+
+
+def node_classes() -> dict[str, type]:
+    """ComfyUI's registered node classes (built-in, extras and this pack)."""
+    import nodes
+
+    return nodes.NODE_CLASS_MAPPINGS
+
+
+def input_specs(cls: type) -> list[tuple[str, tuple, bool]]:
+    """``(name, spec, is_widget)`` for each input of a node class, in the definition's order."""
+    spec = cls.INPUT_TYPES()
+    out = []
+    for section in ("required", "optional"):
+        for name, s in (spec.get(section) or {}).items():
+            kind, opts = s[0], (s[1] if len(s) > 1 and isinstance(s[1], dict) else {})
+            widget = (isinstance(kind, list) or kind in WIDGET_TYPES) and not opts.get("forceInput")
+            out.append((name, tuple(s), widget))
+    return out
+
+
+def _has_control(name: str, spec: tuple) -> bool:
+    opts = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
+    return bool(opts.get("control_after_generate")) or name in ("seed", "noise_seed")
+
+
+def output_types(cls: type) -> list[tuple[str, str]]:
+    """``(name, type)`` of each output of a node class."""
+    types = list(cls.RETURN_TYPES)
+    names = list(getattr(cls, "RETURN_NAMES", None) or types)
+    return [(n, t if isinstance(t, str) else "COMBO") for n, t in zip(names, types, strict=True)]
+
+
+def ui_to_api(workflow: dict, classes: dict[str, type] | None = None) -> dict[str, dict]:
+    """Convert a UI-format workflow (frontend ``graph.serialize()``) to the API prompt format."""
+    classes = node_classes() if classes is None else classes
+    by_id = {n["id"]: n for n in workflow["nodes"]}
+    links = {link[0]: link for link in workflow["links"]}
+    missing = sorted({n["type"] for n in workflow["nodes"]} - set(classes) - FRONTEND_ONLY)
+    if missing:
+        raise MissingNodeError(f"workflow uses node types ComfyUI has not registered: {', '.join(missing)}")
+
+    def source(link_id: int) -> list:
+        origin, slot = links[link_id][1], links[link_id][2]
+        while by_id[origin]["type"] == "Reroute":  # follow reroutes to the real output
+            upstream = by_id[origin]["inputs"][0]["link"]
+            origin, slot = links[upstream][1], links[upstream][2]
+        return [str(origin), slot]
+
+    prompt = {}
+    for node in workflow["nodes"]:
+        if node["type"] in FRONTEND_ONLY or node.get("mode", 0) in (2, 4):  # 2 muted, 4 bypassed
+            continue
+        linked = {i["name"]: i["link"] for i in node.get("inputs", []) if i.get("link") is not None}
+        values = list(node.get("widgets_values") or [])
+        inputs: dict[str, Any] = {}
+        for name, spec, widget in input_specs(classes[node["type"]]):
+            if widget and values:
+                inputs[name] = values.pop(0)
+                if _has_control(name, spec) and values and values[0] in CONTROL_VALUES:
+                    values.pop(0)
+            if name in linked:
+                inputs[name] = source(linked[name])
+        prompt[str(node["id"])] = {
+            "class_type": node["type"],
+            "inputs": inputs,
+            "_meta": {"title": node.get("title") or node["type"]},
+        }
+    return prompt
+
+
+def load_workflow(name: str) -> dict:
+    """A bundled workflow by file name (``workflows/<name>``)."""
+    return json.loads((WORKFLOWS / name).read_text(encoding="utf-8"))
+
+
+# ---------------------------------------------------------------- headless execution
+
+
+class RecordingServer:
+    """What ComfyUI's executor needs from its server: ``send_sync`` (recorded) and two attributes."""
+
+    def __init__(self) -> None:
+        self.client_id: str | None = None
+        self.last_node_id: str | None = None
+        self.messages: list[tuple[str, Any]] = []
+
+    def send_sync(self, event: str, data: Any, sid: str | None = None) -> None:
+        self.messages.append((event, data))
+
+
+@dataclass
+class RunResult:
+    """Outcome of one headless prompt."""
+
+    success: bool
+    outputs: dict[str, Any]
+    messages: list[tuple[str, Any]] = field(default_factory=list)
+
+    def error(self) -> str:
+        """The executor's error message(s), for assertion messages."""
+        return json.dumps([m for m in self.messages if m[0] == "execution_error"], default=str, indent=1)[:4000]
+
+
+def run_prompt(prompt: dict) -> RunResult:
+    """Validate ``prompt`` like the server does and execute it with ComfyUI's ``PromptExecutor``."""
+    import execution
+
+    prompt_id = str(uuid.uuid4())
+    valid, error, outputs, node_errors = asyncio.run(execution.validate_prompt(prompt_id, prompt, None))
+    if not valid:
+        raise AssertionError(f"ComfyUI refused the prompt: {error}\n{json.dumps(node_errors, default=str)[:4000]}")
+    server = RecordingServer()
+    executor = execution.PromptExecutor(server, cache_type=False, cache_args={"lru": 0, "ram": 0, "ram_inactive": 0})
+    executor.execute(prompt, prompt_id, {}, outputs)
+    ui = (executor.history_result or {}).get("outputs", {})
+    return RunResult(executor.success, ui, server.messages)
+
+
+# ---------------------------------------------------------------- writing workflows
+
+
+@dataclass
+class _Group:
+    title: str
+    note: str
+    x: float
+    nodes: list[int] = field(default_factory=list)
+
+
+class GraphBuilder:
+    """Builds a UI-format workflow from live node definitions, group by group (one column per group)."""
+
+    COLUMN = 380
+    NODE_WIDTH = 340
+
+    def __init__(self, classes: dict[str, type] | None = None) -> None:
+        self.classes = node_classes() if classes is None else classes
+        self.nodes: list[dict] = []
+        self.links: list[list] = []
+        self.groups: list[_Group] = []
+        self._y: dict[int, float] = {}
+
+    def group(self, title: str, note: str) -> None:
+        """Start a new group (a new column); its note is the group's first node."""
+        x = 40 + sum(self.COLUMN for _ in self.groups)
+        self.groups.append(_Group(title, note, x))
+        self._place({"type": "MarkdownNote", "widgets_values": [note], "inputs": [], "outputs": []}, height=150)
+
+    def _place(self, node: dict, height: float) -> int:
+        g = self.groups[-1]
+        node_id = len(self.nodes) + 1
+        y = self._y.get(len(self.groups), 110.0)
+        node.update(id=node_id, pos=[g.x, y], size=[self.NODE_WIDTH, height], flags={}, order=node_id - 1, mode=0)
+        node.setdefault("properties", {"Node name for S&R": node["type"]})
+        self._y[len(self.groups)] = y + height + 60
+        self.nodes.append(node)
+        g.nodes.append(node_id)
+        return node_id
+
+    def add(self, node_type: str, title: str | None = None, **values: Any) -> Node:
+        """Add a node; keyword arguments set widget values, or link an input when given a ``Node`` output."""
+        cls = self.classes.get(node_type)
+        if cls is None:
+            raise MissingNodeError(f"node type {node_type} is not registered in this ComfyUI")
+        specs = input_specs(cls)
+        unknown = set(values) - {name for name, _, _ in specs}
+        if unknown:
+            raise KeyError(f"{node_type} has no inputs {sorted(unknown)}")
+        widgets, inputs, links = [], [], []
+        for name, spec, widget in specs:
+            value = values.get(name)
+            if isinstance(value, Output):
+                links.append((name, value))
+            if widget:
+                widgets.append(_widget_default(spec) if value is None or isinstance(value, Output) else value)
+                if _has_control(name, spec):
+                    widgets.append("fixed")
+            if not widget or isinstance(value, Output):
+                inputs.append({"name": name, "type": _socket_type(spec), "link": None}
+                              | ({"widget": {"name": name}} if widget else {}))
+        outputs = [{"name": n, "type": t, "links": [], "slot_index": i} for i, (n, t) in enumerate(output_types(cls))]
+        node = {"type": node_type, "inputs": inputs, "outputs": outputs, "widgets_values": widgets}
+        if title:
+            node["title"] = title
+        node_id = self._place(node, height=60 + 26 * (len(widgets) + max(len(inputs), len(outputs))))
+        for name, out in links:
+            self._link(out, node_id, name)
+        return Node(self, node_id, cls)
+
+    def _link(self, out: Output, target: int, name: str) -> None:
+        link_id = len(self.links) + 1
+        origin = self.nodes[out.node - 1]
+        origin["outputs"][out.slot]["links"].append(link_id)
+        node = self.nodes[target - 1]
+        slot = next(i for i, inp in enumerate(node["inputs"]) if inp["name"] == name)
+        node["inputs"][slot]["link"] = link_id
+        self.links.append([link_id, out.node, out.slot, target, slot, origin["outputs"][out.slot]["type"]])
+
+    def workflow(self) -> dict:
+        """The UI-format workflow (schema version 0.4, as ComfyUI's frontend saves it)."""
+        groups = []
+        for i, g in enumerate(self.groups, start=1):
+            bottom = max(self.nodes[n - 1]["pos"][1] + self.nodes[n - 1]["size"][1] for n in g.nodes)
+            groups.append({"id": i, "title": g.title, "bounding": [g.x - 20, 40, self.COLUMN - 20, bottom - 10],
+                           "color": "#3f789e", "font_size": 24, "flags": {}})
+        return {
+            "id": str(uuid.uuid5(uuid.NAMESPACE_URL, json.dumps([n["type"] for n in self.nodes]))),
+            "revision": 0,
+            "last_node_id": len(self.nodes),
+            "last_link_id": len(self.links),
+            "nodes": self.nodes,
+            "links": self.links,
+            "groups": groups,
+            "config": {},
+            "extra": {"ds": {"scale": 0.6, "offset": [0, 0]}},
+            "version": 0.4,
+        }
+
+
+@dataclass(frozen=True)
+class Output:
+    node: int
+    slot: int
+
+
+@dataclass(frozen=True)
+class Node:
+    builder: GraphBuilder
+    id: int
+    cls: type
+
+    def __getitem__(self, name: str) -> Output:
+        names = [n for n, _ in output_types(self.cls)]
+        if name not in names:
+            raise KeyError(f"{self.cls.__name__} has outputs {names}, not {name!r}")
+        return Output(self.id, names.index(name))
+
+
+def _socket_type(spec: tuple) -> str:
+    kind = spec[0]
+    return "COMBO" if isinstance(kind, list) else kind
+
+
+def _widget_default(spec: tuple) -> Any:
+    kind, opts = spec[0], (spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {})
+    if "default" in opts:
+        return opts["default"]
+    if isinstance(kind, list):
+        return kind[0] if kind else ""
+    if kind == "COMBO":
+        options = opts.get("options") or [""]
+        return options[0]
+    return {"INT": 0, "FLOAT": 0.0, "STRING": "", "BOOLEAN": False}[kind]
+
+
+# ---------------------------------------------------------------- the bundled workflows
+# Model files as named in ComfyUI's own LTX-2.3 templates (comfyui-workflow-templates, video_ltx2_3_t2v).
+CHECKPOINT = "ltx-2.3-22b-dev-fp8.safetensors"
+TEXT_ENCODER = "gemma_3_12B_it_fp4_mixed.safetensors"
+CACHE_FOLDER = "ltx_lora_cache/my_dataset"
+RUN_NAME = "my_ltx_lora"
+PROMPT = "sks, a red fox trots through fresh snow, morning light, handheld camera"
+NEGATIVE = "blurry, distorted, low quality, still frame"
+SWEEP_LORAS = (f"{RUN_NAME}/{RUN_NAME}_step_00250.safetensors", f"{RUN_NAME}/{RUN_NAME}_step_00500.safetensors")
+SWEEP_STRENGTHS = (0.5, 1.0)
+
+
+def _models(b: GraphBuilder) -> dict[str, Output]:
+    b.group("1 · Load LTX-2.3", (
+        "## Load LTX-2.3\nThe standard loaders, as in ComfyUI's LTX-2.3 templates. Put the checkpoint "
+        f"(`{CHECKPOINT}` or another LTX-2.3 single file) in `models/checkpoints` and the Gemma 3 text encoder "
+        f"(`{TEXT_ENCODER}`) in `models/text_encoders`. The trainer uses these loaded models: no second copy."))
+    ckpt = b.add("CheckpointLoaderSimple", ckpt_name=CHECKPOINT)
+    te = b.add("LTXAVTextEncoderLoader", text_encoder=TEXT_ENCODER, ckpt_name=CHECKPOINT, device="default")
+    return {"model": ckpt["MODEL"], "vae": ckpt["VAE"], "clip": te["CLIP"]}
+
+
+def _dataset_and_cache(b: GraphBuilder, m: dict[str, Output], preview: bool = True) -> Output:
+    b.group("2 · Dataset", (
+        "## Dataset\nSet **path** to a folder of clips/images with same-named `.txt` captions (or an ltx-trainer "
+        "`dataset.json`/`.csv`). Each clip is matched to a resolution bucket and trimmed to 8n+1 frames; the report "
+        "lists what changes and what is excluded. Nothing is decoded in full here."))
+    ds = b.add("LtxLoraLoadDataset", path="/path/to/my_dataset", trigger="sks")
+    b.add("PreviewAny", title="Dataset report", source=ds["report"])
+    if preview:
+        b.add("LtxLoraDatasetPreview", dataset=ds["dataset"])
+    b.group("3 · Cache latents", (
+        "## Cache latents\nEncodes every clip with the VAE and every caption (plus the empty caption) with the "
+        "text encoder into the cache folder under `output/`. Re-running only encodes what changed, so this group "
+        "is cheap once done. Preview decodes cached items back to frames to check what the trainer sees."))
+    cache = b.add("LtxLoraCacheLatents", dataset=ds["dataset"], vae=m["vae"], clip=m["clip"], folder=CACHE_FOLDER)
+    b.add("PreviewAny", title="Cache report", source=cache["report"])
+    if preview:
+        shown = b.add("LtxLoraPreviewCachedLatents", training_data=cache["training_data"], vae=m["vae"], items="0")
+        b.add("PreviewImage", images=shown["images"])
+    return cache["training_data"]
+
+
+def _train(b: GraphBuilder, m: dict[str, Output], data: Output) -> Node:
+    b.group("4 · Training settings", (
+        "## Training settings\nLoRA shape, optimizer, recipe and memory. Unconnected sockets use the defaults "
+        "(rank 32, lr 1e-4, 1500 steps, gradient checkpointing, bf16). Out of memory? Keep gradient "
+        "checkpointing on, use smaller buckets, then rank 16."))
+    settings = {
+        "lora": b.add("LtxLoraLoraSettings")["settings"],
+        "optimization": b.add("LtxLoraOptimizerSettings")["settings"],
+        "recipe": b.add("LtxLoraRecipeSettings")["settings"],
+        "memory": b.add("LtxLoraMemorySettings")["settings"],
+    }
+    b.group("5 · Train", (
+        "## Train\nTrains on the MODEL ComfyUI loaded. A checkpoint is written to `models/loras/<name>/` every "
+        "*every* steps (and at the end), with `config.yaml`. The node shows a live loss chart, step, s/step, ETA "
+        "and GPU memory while it runs. Cancel keeps a resumable checkpoint: set **resume_from** to continue."))
+    train = b.add("LtxLoraTrain", model=m["model"], training_data=data, name=RUN_NAME, **settings)
+    b.add("LtxLoraPlotLoss", loss=train["loss"])
+    b.add("PreviewAny", title="LoRA file", source=train["lora_path"])
+    return train
+
+
+def _sample(b: GraphBuilder, model: Output, cond: Node, latent: Output, vae: Output, title: str) -> Output:
+    sampler = b.add("KSampler", title=title, model=model, seed=42, steps=30, cfg=3.0, sampler_name="euler",
+                    scheduler="simple", positive=cond["positive"], negative=cond["negative"], latent_image=latent)
+    return b.add("VAEDecode", samples=sampler["LATENT"], vae=vae)["IMAGE"]
+
+
+def _prompt(b: GraphBuilder, m: dict[str, Output]) -> tuple[Node, Output]:
+    pos = b.add("CLIPTextEncode", title="Prompt (with trigger)", text=PROMPT, clip=m["clip"])
+    neg = b.add("CLIPTextEncode", title="Negative prompt", text=NEGATIVE, clip=m["clip"])
+    cond = b.add("LTXVConditioning", positive=pos["CONDITIONING"], negative=neg["CONDITIONING"], frame_rate=25.0)
+    latent = b.add("EmptyLTXVLatentVideo", width=768, height=448, length=49, batch_size=1)
+    return cond, latent["LATENT"]
+
+
+def _stitch(b: GraphBuilder, images: list[Output], direction: str) -> Output:
+    out = images[0]
+    for img in images[1:]:
+        out = b.add("ImageStitch", image1=out, image2=img, direction=direction, match_image_size=True,
+                    spacing_width=8, spacing_color="white")["IMAGE"]
+    return out
+
+
+def _sweep_files(b: GraphBuilder, m: dict[str, Output]) -> None:
+    b.group("6 · Sweep checkpoints × strengths", (
+        "## Sweep\nSame prompt, seed and noise for every cell; only the LoRA changes. Rows: checkpoints "
+        f"(`models/loras/{RUN_NAME}/…_step_N`), columns: strengths {', '.join(map(str, SWEEP_STRENGTHS))}. "
+        "Stock sampler nodes only. Pick the checkpoint where the trigger prompt looks right and before details "
+        "start to break up (overfitting)."))
+    cond, latent = _prompt(b, m)
+    rows = []
+    for lora in SWEEP_LORAS:
+        cells = []
+        for strength in SWEEP_STRENGTHS:
+            patched = b.add("LoraLoaderModelOnly", model=m["model"], lora_name=lora, strength_model=strength)
+            cells.append(_sample(b, patched["MODEL"], cond, latent, m["vae"], f"{lora.split('_')[-1]} × {strength}"))
+        rows.append(_stitch(b, cells, "right"))
+    b.group("7 · Comparison grid", (
+        "## Comparison grid\nFrames of each cell stitched side by side (strengths) and rows stacked (checkpoints); "
+        "saved to `output/ltx_lora_sweep_*.png` frame by frame."))
+    b.add("SaveImage", images=_stitch(b, rows, "down"), filename_prefix="ltx_lora_sweep")
+
+
+def _compare_trained(b: GraphBuilder, m: dict[str, Output], trained: Output) -> None:
+    b.group("6 · Compare base and trained", (
+        "## Compare\nSame prompt, seed and noise with the base model and with the model the Train node returns "
+        "(final LoRA at strength 1). To sweep every saved checkpoint across strengths, open the *3 sweep* "
+        "workflow after training (its LoRA lists only show files that exist)."))
+    cond, latent = _prompt(b, m)
+    cells = [_sample(b, m["model"], cond, latent, m["vae"], "Base model"),
+             _sample(b, trained, cond, latent, m["vae"], "Trained LoRA")]
+    b.group("7 · Comparison grid", "## Comparison grid\nBase (left) and trained (right), saved to `output/`.")
+    b.add("SaveImage", images=_stitch(b, cells, "right"), filename_prefix="ltx_lora_compare")
+
+
+def build_prepare_dataset(b: GraphBuilder) -> None:
+    """(a) Prepare and cache a dataset."""
+    _dataset_and_cache(b, _models(b))
+
+
+def build_train(b: GraphBuilder) -> None:
+    """(b) Train a LoRA from the cache, with checkpoints and a preview clip of the result."""
+    m = _models(b)
+    train = _train(b, m, _dataset_and_cache(b, m, preview=False))
+    b.group("6 · Preview", (
+        "## Preview\nA short clip sampled with the trained model (stock sampler nodes), saved as an animated "
+        "WEBP in `output/`. Use the trigger word in the prompt."))
+    cond, latent = _prompt(b, m)
+    frames = _sample(b, train["model"], cond, latent, m["vae"], "Preview sampler")
+    b.add("SaveAnimatedWEBP", images=frames, filename_prefix="ltx_lora_preview", fps=25.0)
+
+
+def build_sweep(b: GraphBuilder) -> None:
+    """(c) Checkpoints x strengths into a comparison grid with stock sampler nodes."""
+    _sweep_files(b, _models(b))
+
+
+def build_inspect_convert(b: GraphBuilder) -> None:
+    """(d) Inspect a LoRA, convert it to ComfyUI's layout and load it checked."""
+    b.group("1 · Load LTX-2.3", (
+        f"## Load LTX-2.3\nThe checkpoint (`{CHECKPOINT}` in `models/checkpoints`) the LoRA is checked against."))
+    model = b.add("CheckpointLoaderSimple", ckpt_name=CHECKPOINT)["MODEL"]
+    b.group("2 · Inspect", (
+        "## Inspect\nBase model family (LTX-2, LTX-2.3, ...), key layout, rank/alpha per module and targeted "
+        "streams. With the MODEL connected it also lists layers ComfyUI would skip."))
+    report = b.add("LtxLoraInspect", lora_name=f"{RUN_NAME}.safetensors", model=model)
+    b.add("PreviewAny", title="Inspection report", source=report["report"])
+    b.group("3 · Convert", (
+        "## Convert\nRewrites a PEFT/diffusers, kohya/musubi or LTX-Video-Trainer LoRA with ComfyUI's key names "
+        "into `models/loras` (the source file is never modified). Give an absolute path or a name in "
+        "`models/loras`."))
+    conv = b.add("LtxLoraConvert", source="/path/to/lora_from_another_trainer.safetensors", output_name="")
+    b.add("PreviewAny", title="Conversion report", source=conv["report"])
+    b.group("4 · Load checked", (
+        "## Load checked\nLike LoraLoaderModelOnly, with separate video and audio strengths; refuses a LoRA made "
+        "for another LTX version (an LTX-2 LoRA on LTX-2.3) or with layers the model lacks, unless *force*."))
+    loaded = b.add("LtxLoraLoadChecked", model=model, lora_name=f"{RUN_NAME}.safetensors")
+    b.add("PreviewAny", title="Load report", source=loaded["report"])
+
+
+def build_end_to_end(b: GraphBuilder) -> None:
+    """(e) Dataset, cache, training and a base-versus-trained comparison in one graph."""
+    m = _models(b)
+    train = _train(b, m, _dataset_and_cache(b, m))
+    _compare_trained(b, m, train["model"])
+
+
+BUNDLED = {
+    "1_prepare_and_cache_dataset.json": build_prepare_dataset,
+    "2_train_lora_from_cache.json": build_train,
+    "3_sweep_checkpoints_x_strengths.json": build_sweep,
+    "4_inspect_and_convert_lora.json": build_inspect_convert,
+    "5_end_to_end_dataset_to_comparison.json": build_end_to_end,
+}
+
+
+def build(name: str) -> dict:
+    """The bundled workflow ``name`` built from the live node definitions."""
+    b = GraphBuilder()
+    BUNDLED[name](b)
+    return b.workflow()
+
+
+def write_all() -> list[Path]:
+    """Rewrite every bundled workflow (run ``python -m tests.workflow_support`` after a node schema changed)."""
+    written = []
+    for name in BUNDLED:
+        path = WORKFLOWS / name
+        tmp = path.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(build(name), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        tmp.replace(path)
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":
+    from tests.comfy_boot import boot, find_comfyui
+
+    boot(find_comfyui())
+    for p in write_all():
+        print(p)
