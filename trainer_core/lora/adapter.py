@@ -16,8 +16,7 @@ import torch
 from torch import nn
 
 from ..backbone import linear_dims
-
-COMFY_PREFIX = "diffusion_model."
+from ..lorafile.metadata import comfy_keys
 
 
 class LoraAdapters(nn.Module):
@@ -84,21 +83,21 @@ class LoraAdapters(nn.Module):
         """ComfyUI LoRA keys: ``diffusion_model.<module>.lora_A.weight`` / ``.lora_B.weight`` / ``.alpha``."""
         out: dict[str, torch.Tensor] = {}
         for name, a, b in zip(self.names, self.lora_A, self.lora_B, strict=True):
-            key = COMFY_PREFIX + name
-            out[f"{key}.lora_A.weight"] = a.detach().to("cpu", dtype).contiguous()
-            out[f"{key}.lora_B.weight"] = b.detach().to("cpu", dtype).contiguous()
-            out[f"{key}.alpha"] = torch.tensor(self.alpha, dtype=torch.float32)
+            key_a, key_b, key_alpha = comfy_keys(name)
+            out[key_a] = a.detach().to("cpu", dtype).contiguous()
+            out[key_b] = b.detach().to("cpu", dtype).contiguous()
+            out[key_alpha] = torch.tensor(self.alpha, dtype=torch.float32)
         return out
 
     @torch.no_grad()
     def load_comfy_state_dict(self, tensors: dict[str, torch.Tensor]) -> None:
         """Load weights saved by ``to_comfy_state_dict``; shapes and module names must match exactly."""
-        expected = {f"{COMFY_PREFIX}{n}.lora_{ab}.weight" for n in self.names for ab in "AB"}
+        expected = {k for n in self.names for k in comfy_keys(n)[:2]}
         present = {k for k in tensors if k.endswith((".lora_A.weight", ".lora_B.weight"))}
         if expected != present:
             missing, extra = sorted(expected - present)[:5], sorted(present - expected)[:5]
             raise ValueError(f"LoRA modules differ from this run's targets (missing {missing}, unexpected {extra})")
         for name, a, b in zip(self.names, self.lora_A, self.lora_B, strict=True):
-            key = COMFY_PREFIX + name
-            a.copy_(tensors[f"{key}.lora_A.weight"])
-            b.copy_(tensors[f"{key}.lora_B.weight"])
+            key_a, key_b, _ = comfy_keys(name)
+            a.copy_(tensors[key_a])
+            b.copy_(tensors[key_b])
