@@ -4,9 +4,9 @@ Each module below defines ``NODES``, a list of V3 ``io.ComfyNode`` classes. Node
 prefix (``LTXV...`` belongs to ComfyUI core and Lightricks).
 """
 
-from . import cache, dataset, lora, training
+from . import cache, dataset, lora, sweep, training
 
-_MODULES = (dataset, lora, cache, training)
+_MODULES = (dataset, lora, cache, training, sweep)
 
 NODE_CLASSES = [cls for module in _MODULES for cls in module.NODES]
 NODE_CLASS_MAPPINGS = {cls.define_schema().node_id: cls for cls in NODE_CLASSES}

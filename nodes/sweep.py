@@ -1,0 +1,198 @@
+"""Validation nodes: *LTX LoRA Sweep* (lists for ComfyUI's own samplers) and *LTX Sweep Grid*.
+
+The sweep node emits one MODEL, positive CONDITIONING, seed and label per cell as output lists: ComfyUI runs
+every downstream node (KSampler, VAE Decode...) once per cell, so the user's own generation graph renders the
+sweep. The grid node takes the decoded list back (``is_input_list``) and lays it out with the numbers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import folder_paths
+from comfy_api.latest import io, ui
+
+from ..trainer_core.plots import to_image_tensor
+from ..trainer_core.sweep.grid import grid_image, grid_video
+from ..trainer_core.sweep.models import row_models
+from ..trainer_core.sweep.plan import (
+    DEFAULT_STRENGTHS,
+    SweepError,
+    SweepPrompt,
+    cell_count,
+    check_limit,
+    parse_numbers,
+    plan_sweep,
+    prompt_lines,
+    resolve_lora_files,
+    short,
+)
+from ..trainer_core.sweep.report import sweep_report
+from ._widgets import category
+
+SWEEP = "LTX_SWEEP"
+
+
+def _lora_dirs() -> list[Path]:
+    return [Path(p) for p in folder_paths.get_folder_paths("loras")]
+
+
+def _seeds(text: str) -> list[int]:
+    seeds = parse_numbers(text, "seeds", int)
+    if any(s < 0 for s in seeds):
+        raise SweepError(f"seeds: {seeds} holds a negative seed; samplers take seeds >= 0")
+    return seeds
+
+
+def _prompts(with_trigger, without_trigger, clip, prompts: str, trigger: str) -> list[SweepPrompt]:
+    out = []
+    if with_trigger is not None:
+        out.append(SweepPrompt("with trigger", "trigger", with_trigger))
+    if without_trigger is not None:
+        out.append(SweepPrompt("without trigger", "other", without_trigger))
+    lines = prompt_lines(prompts or "", trigger or "")
+    if lines and clip is None:
+        raise SweepError("prompts has text lines but no CLIP is connected to encode them: connect the LTX CLIP")
+    for line, kind in lines:
+        out.append(SweepPrompt(short(line), kind, clip.encode_from_tokens_scheduled(clip.tokenize(line))))
+    return out
+
+
+class LoraSweep(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="LtxLoraSweep",
+            display_name="LTX LoRA Sweep",
+            category=category("Validation"),
+            description="Plans a strength sweep over LoRA files or checkpoints and emits one MODEL, prompt, seed "
+            "and label per cell as lists: connect them to your own sampler (e.g. KSampler) and VAE Decode, then "
+            "to LTX Sweep Grid. Strength 0 is the input MODEL itself, rendered once as the base row.",
+            inputs=[
+                io.Model.Input("model", tooltip="The LTX-2.3 MODEL to sweep the LoRAs on (left unchanged)."),
+                io.String.Input(
+                    "loras",
+                    default="",
+                    tooltip="Comma-separated LoRA files (names in models/loras or absolute paths) and/or checkpoint "
+                    "folders (every <name>_step_NNNNN.safetensors in step order).",
+                ),
+                io.String.Input(
+                    "strengths", default=DEFAULT_STRENGTHS, tooltip="Comma-separated strengths; 0 = the base model."
+                ),
+                io.String.Input("seeds", default="42", tooltip="Comma-separated seeds (3 seeds test consistency)."),
+                io.Int.Input(
+                    "max_cells", default=48, min=1, max=4096, tooltip="Refuse sweeps with more cells than this."
+                ),
+                io.Conditioning.Input(
+                    "with_trigger", optional=True, tooltip="Positive prompt containing the trigger word."
+                ),
+                io.Conditioning.Input(
+                    "without_trigger",
+                    optional=True,
+                    tooltip="An unrelated prompt without the trigger: measures bleed.",
+                ),
+                io.Clip.Input("clip", optional=True, tooltip="Text encoder for the prompt lines below."),
+                io.String.Input(
+                    "prompts",
+                    default="",
+                    multiline=True,
+                    optional=True,
+                    tooltip="One prompt per line (needs clip). Lines containing the trigger word are trigger prompts; "
+                    "the others measure bleed.",
+                ),
+                io.String.Input(
+                    "trigger", default="", optional=True, tooltip="Trigger word that marks trigger prompt lines."
+                ),
+            ],
+            outputs=[
+                io.Model.Output(display_name="model", is_output_list=True, tooltip="MODEL per cell."),
+                io.Conditioning.Output(display_name="positive", is_output_list=True, tooltip="Prompt per cell."),
+                io.Int.Output(display_name="seed", is_output_list=True, tooltip="Seed per cell."),
+                io.String.Output(display_name="label", is_output_list=True, tooltip="Label per cell."),
+                io.Custom(SWEEP).Output(display_name="sweep", tooltip="The plan, for LTX Sweep Grid's numbers."),
+                io.String.Output(display_name="plan", tooltip="The cell count, rows, prompts and seeds as text."),
+            ],
+        )
+
+    @classmethod
+    def validate_inputs(cls, **kw) -> bool | str:
+        # Linked inputs arrive as None here (their values do not exist yet); count what the widgets tell.
+        if any(kw.get(k) is None for k in ("loras", "strengths", "seeds", "max_cells")):
+            return True
+        lines = prompt_lines(kw.get("prompts") or "", kw.get("trigger") or "") if "clip" in kw else []
+        n_prompts = ("with_trigger" in kw) + ("without_trigger" in kw) + len(lines)
+        try:
+            files = resolve_lora_files(kw["loras"], _lora_dirs())
+            count = cell_count(len(files), parse_numbers(kw["strengths"], "strengths"), n_prompts, len(
+                _seeds(kw["seeds"])))
+            check_limit(count, kw["max_cells"])
+        except SweepError as err:
+            return str(err)
+        return True
+
+    @classmethod
+    def execute(
+        cls, model, loras, strengths, seeds, max_cells, with_trigger=None, without_trigger=None, clip=None,
+        prompts="", trigger="",
+    ) -> io.NodeOutput:
+        plan = plan_sweep(
+            resolve_lora_files(loras, _lora_dirs()),
+            parse_numbers(strengths, "strengths"),
+            _prompts(with_trigger, without_trigger, clip, prompts, trigger),
+            _seeds(seeds),
+            max_cells,
+        )
+        models = row_models(model, plan)
+        cells = plan.cells
+        text = plan.describe()
+        return io.NodeOutput(
+            [models[c.row] for c in cells],
+            [plan.prompts[c.prompt].conditioning for c in cells],
+            [c.seed for c in cells],
+            [c.label for c in cells],
+            plan,
+            text,
+            ui=ui.PreviewText(text),
+        )
+
+
+class SweepGrid(io.ComfyNode):
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        return io.Schema(
+            node_id="LtxLoraSweepGrid",
+            display_name="LTX Sweep Grid",
+            category=category("Validation"),
+            description="Lays the decoded sweep results out as a labelled grid (first, middle and last frame per "
+            "cell) with the effect/bleed numbers, and saves a grid video (mp4) to ComfyUI's output folder.",
+            is_input_list=True,
+            is_output_node=True,
+            inputs=[
+                io.Image.Input("images", tooltip="Decoded results of the sampler chain fed by LTX LoRA Sweep."),
+                io.String.Input("labels", force_input=True, tooltip="The sweep's label output."),
+                io.Custom(SWEEP).Input("sweep", optional=True, tooltip="The sweep's plan: rows, columns, numbers."),
+                io.Int.Input("columns", default=0, min=0, max=256, tooltip="Without sweep: columns (0 = square)."),
+                io.Float.Input("fps", default=24.0, min=1.0, max=120.0, tooltip="Frame rate of the grid video."),
+                io.Int.Input("tile_height", default=160, min=32, max=1024, tooltip="Height of each frame tile."),
+                io.String.Input("filename_prefix", default="ltx_sweep/grid", tooltip="Grid video name in output/."),
+            ],
+            outputs=[
+                io.Image.Output(display_name="grid", tooltip="Labelled grid: first/middle/last frame per cell."),
+                io.String.Output(display_name="table", tooltip="Effect, bleed and score per row; ranking."),
+                io.String.Output(display_name="video_path", tooltip="The saved grid video."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, images, labels, columns, fps, tile_height, filename_prefix, sweep=None) -> io.NodeOutput:
+        report = sweep_report(images, labels, sweep[0] if sweep else None, columns[0])
+        grid = to_image_tensor(grid_image(report.videos, report.layout, tile_height[0]))
+        out_dir = folder_paths.get_output_directory()
+        folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix[0], out_dir)
+        file = f"{name}_{counter:05}_.mp4"
+        path = grid_video(report.videos, report.layout, Path(folder) / file, fps[0], tile_height[0])
+        shown = ui.PreviewVideo([ui.SavedResult(file, subfolder, io.FolderType.output)]).as_dict()
+        return io.NodeOutput(grid, report.table, str(path), ui={**shown, "text": (report.table,)})
+
+
+NODES = [LoraSweep, SweepGrid]

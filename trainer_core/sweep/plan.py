@@ -1,0 +1,202 @@
+"""Planning a strength sweep: which LoRA files, strengths, prompts and seeds, and the cells they make.
+
+A sweep is a grid: one row per *variant* (the base model, then every LoRA at every non-zero strength) and one
+column per (prompt, seed). Strength 0 is the base model for every LoRA, so it is rendered once (the "base" row)
+instead of once per LoRA: the numbers compare every other row with it. Cells are ordered row by row; that is
+the order of the lists the sweep node emits and of the images the grid node receives.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ..engine.checkpoints import list_checkpoints
+
+PromptKind = Literal["trigger", "other"]
+DEFAULT_STRENGTHS = "0, 0.5, 0.75, 1.0"
+
+
+class SweepError(ValueError):
+    """The sweep's inputs are invalid or too large; the message says which input and what to do."""
+
+
+@dataclass(frozen=True)
+class SweepPrompt:
+    """One prompt column group: its conditioning (opaque here), a short label and whether it has the trigger."""
+
+    label: str
+    kind: PromptKind
+    conditioning: Any = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One row: the base model (``lora is None``) or a LoRA file at a strength."""
+
+    lora: Path | None
+    strength: float
+
+    @property
+    def label(self) -> str:
+        return "base" if self.lora is None else f"{self.lora.stem} @ {self.strength:g}"
+
+
+@dataclass(frozen=True)
+class Cell:
+    index: int
+    row: int
+    column: int
+    variant: Variant
+    prompt: int
+    seed: int
+    label: str
+
+
+@dataclass
+class SweepPlan:
+    """Everything the grid and the numbers need to know about a sweep (travels on the LTX_SWEEP socket)."""
+
+    variants: list[Variant]
+    prompts: list[SweepPrompt]
+    seeds: list[int]
+    cells: list[Cell]
+
+    @property
+    def columns(self) -> int:
+        return len(self.prompts) * len(self.seeds)
+
+    @property
+    def has_base(self) -> bool:
+        return any(v.lora is None for v in self.variants)
+
+    def describe(self) -> str:
+        """A short text: counts, rows and columns (shown in the node before the samplers run)."""
+        lines = [
+            f"{len(self.cells)} cells = {len(self.variants)} rows x {len(self.prompts)} prompts x "
+            f"{len(self.seeds)} seeds",
+            "rows: " + ", ".join(v.label for v in self.variants),
+            "prompts: " + "; ".join(f"[{p.kind}] {p.label}" for p in self.prompts),
+            "seeds: " + ", ".join(str(s) for s in self.seeds),
+        ]
+        if not self.has_base:
+            lines.append("no strength 0 in the sweep: the effect/bleed numbers need the base row")
+        return "\n".join(lines)
+
+
+def parse_numbers(text: str, what: str, kind: type = float) -> list:
+    """Comma/space separated numbers, duplicates dropped, order kept; errors name the input and the bad item."""
+    values: list = []
+    for item in text.replace(";", ",").replace(" ", ",").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        try:
+            value = kind(item)
+        except ValueError:
+            raise SweepError(f"{what}: {item!r} is not a number (write e.g. '{DEFAULT_STRENGTHS}')") from None
+        if kind is float and not math.isfinite(value):
+            raise SweepError(f"{what}: {item!r} is not a finite number")
+        if value not in values:
+            values.append(value)
+    if not values:
+        raise SweepError(f"{what} is empty: give at least one value, e.g. '{DEFAULT_STRENGTHS}'")
+    return values
+
+
+def _find(entry: str, search_dirs: Sequence[Path]) -> Path:
+    path = Path(entry).expanduser()
+    if path.is_absolute():
+        if path.exists():
+            return path
+    else:
+        for d in search_dirs:
+            if (d / path).exists():
+                return d / path
+    where = ", ".join(str(d) for d in search_dirs) or "(no LoRA folders)"
+    raise SweepError(f"loras: {entry!r} was not found (absolute path, or a name under {where})")
+
+
+def resolve_lora_files(spec: str, search_dirs: Sequence[Path] = ()) -> list[Path]:
+    """LoRA files from a comma-separated list of files and/or checkpoint folders.
+
+    A folder contributes its ``<name>_step_NNNNN.safetensors`` checkpoints in step order (or, when it holds
+    none, every ``.safetensors`` file in it except training-state files). Relative names are looked up in
+    ``search_dirs`` (ComfyUI's ``loras`` folders).
+    """
+    files: list[Path] = []
+    for entry in (e.strip() for e in spec.split(",")):
+        if not entry:
+            continue
+        path = _find(entry, search_dirs)
+        if path.is_dir():
+            found = [p for _, p in list_checkpoints(path)] or sorted(
+                p for p in path.glob("*.safetensors") if not p.name.endswith(".state.safetensors")
+            )
+            if not found:
+                raise SweepError(f"loras: the folder {path} holds no .safetensors LoRA files")
+            files += found
+        else:
+            files.append(path)
+    if not files:
+        raise SweepError("loras is empty: give LoRA files (comma-separated) or a folder of checkpoints")
+    return list(dict.fromkeys(files))
+
+
+def cell_count(n_loras: int, strengths: Sequence[float], n_prompts: int, n_seeds: int) -> int:
+    """Cells of a sweep: the base row once (if 0 is among the strengths) plus each LoRA at each other strength."""
+    rows = (1 if 0 in strengths else 0) + n_loras * sum(1 for s in strengths if s != 0)
+    return rows * n_prompts * n_seeds
+
+
+def check_limit(count: int, max_cells: int) -> None:
+    if count > max_cells:
+        raise SweepError(
+            f"this sweep has {count} cells, more than max_cells = {max_cells}: use fewer LoRA files, strengths, "
+            "prompts or seeds, or raise max_cells if you really want to render them all"
+        )
+
+
+def plan_sweep(
+    loras: Sequence[Path],
+    strengths: Sequence[float],
+    prompts: Sequence[SweepPrompt],
+    seeds: Sequence[int],
+    max_cells: int,
+) -> SweepPlan:
+    """The cells of a sweep, row by row; refuses more than ``max_cells`` before anything is loaded."""
+    if not prompts:
+        raise SweepError(
+            "no prompts: connect with_trigger and/or without_trigger conditioning, or a CLIP and prompt lines"
+        )
+    check_limit(cell_count(len(loras), strengths, len(prompts), len(seeds)), max_cells)
+    variants = [Variant(None, 0.0)] if 0 in strengths else []
+    variants += [Variant(Path(f), float(s)) for f in loras for s in strengths if s != 0]
+    cells = []
+    for row, variant in enumerate(variants):
+        for p, prompt in enumerate(prompts):
+            for k, seed in enumerate(seeds):
+                label = f"{variant.label} | {prompt.kind}: {prompt.label} | seed {seed}"
+                cells.append(Cell(len(cells), row, p * len(seeds) + k, variant, p, int(seed), label))
+    return SweepPlan(list(variants), list(prompts), [int(s) for s in seeds], cells)
+
+
+def prompt_lines(text: str, trigger: str) -> list[tuple[str, PromptKind]]:
+    """Non-empty lines of ``text``; a line containing ``trigger`` (case-insensitive) is a trigger prompt.
+
+    Without a trigger word every line counts as a trigger prompt (no bleed number then).
+    """
+    out: list[tuple[str, PromptKind]] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line:
+            kind: PromptKind = "trigger" if not trigger.strip() or trigger.strip().lower() in line.lower() else "other"
+            out.append((line, kind))
+    return out
+
+
+def short(text: str, width: int = 40) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
