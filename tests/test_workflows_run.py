@@ -1,0 +1,246 @@
+"""Every bundled workflow, converted to the API format and executed headless through ComfyUI v0.33 on a tiny LTX-2.3.
+
+What the test changes in each converted prompt, and only that:
+- model files: the checkpoint name becomes the tiny LTX-2.3 checkpoint (``trainer_core.tiny``); the LoRA names the
+  workflows expect are written as small random LoRAs for that checkpoint.
+- the Gemma text encoder cannot exist here (12B): ``LTXAVTextEncoderLoader`` is replaced by a test-only loader
+  returning ComfyUI's real LTX-2.3 text-encoder classes around a tiny random Gemma (``tiny_ltx_clip``), so
+  ``CLIPTextEncode`` and the cache node run their real code paths and give ``[1, T, 96]`` conditioning.
+- user data and scale: the dataset path, tiny buckets, the cache folder, 4 training steps with a checkpoint every
+  2, 2 sampler steps on a 64x64x9 latent, float32 training (CPU).
+A workflow with a node type ComfyUI does not know fails here (``MissingNodeError``); nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests import workflow_support as ws
+
+pytestmark = pytest.mark.comfyui
+pytest.importorskip("ltx_core", reason="ltx-core (optional dependency) builds the tiny checkpoint's VAE checks")
+
+TINY = "tiny_ltx23.safetensors"
+BUCKETS = "64x64x9;64x64x1"
+STEPS, EVERY = 4, 2
+
+
+def _overrides(env) -> dict[tuple[str, str], object]:
+    return {
+        ("CheckpointLoaderSimple", "ckpt_name"): TINY,
+        ("LtxLoraLoadDataset", "path"): str(env.dataset),
+        ("LtxLoraLoadDataset", "buckets"): BUCKETS,
+        ("LtxLoraCacheLatents", "folder"): str(env.root / "cache"),
+        ("LtxLoraOptimizerSettings", "steps"): STEPS,
+        ("LtxLoraMemorySettings", "mixed_precision"): "no",
+        ("LtxLoraTrain", "every"): EVERY,
+        ("LtxLoraLoraSettings", "rank"): 4,
+        ("EmptyLTXVLatentVideo", "width"): 64,
+        ("EmptyLTXVLatentVideo", "height"): 64,
+        ("EmptyLTXVLatentVideo", "length"): 9,
+        ("KSampler", "steps"): 2,
+        ("LtxLoraConvert", "source"): str(env.peft_lora),
+    }
+
+
+def to_test_prompt(workflow: dict, env, extra: dict | None = None) -> dict:
+    """The workflow in API format with the test's substitutions (see the module docstring)."""
+    prompt = ws.ui_to_api(workflow)
+    table = _overrides(env) | (extra or {})
+    for node in prompt.values():
+        if node["class_type"] == "LTXAVTextEncoderLoader":
+            node["class_type"] = "LtxLoraTestTinyTextEncoderLoader"
+        for (cls, name), value in table.items():
+            if node["class_type"] == cls and name in node["inputs"]:
+                node["inputs"][name] = value
+    return prompt
+
+
+def _tiny_text_encoder_node():
+    from comfy_api.latest import io
+
+    from tests.comfy_boot import find_comfyui
+    from tests.test_cache_comfy import tiny_ltx_clip
+
+    class TinyTextEncoderLoader(io.ComfyNode):
+        """Test only: stands in for LTXAVTextEncoderLoader (same inputs) with a tiny Gemma."""
+
+        @classmethod
+        def define_schema(cls) -> io.Schema:
+            return io.Schema(
+                node_id="LtxLoraTestTinyTextEncoderLoader",
+                inputs=[io.String.Input("text_encoder"), io.String.Input("ckpt_name"), io.String.Input("device")],
+                outputs=[io.Clip.Output()],
+            )
+
+        @classmethod
+        def execute(cls, **_) -> io.NodeOutput:
+            return io.NodeOutput(tiny_ltx_clip(find_comfyui()))
+
+    return TinyTextEncoderLoader
+
+
+def _write_loras(ckpt: Path, loras: Path) -> Path:
+    from tests.test_lorafile_models import ALL_BLOCK_LINEARS, fabricate
+    from trainer_core.lorafile.layouts import to_layout
+    from trainer_core.lorafile.write import save_lora_file
+
+    for i, name in enumerate([*ws.SWEEP_LORAS, f"{ws.RUN_NAME}.safetensors"]):
+        parsed = fabricate(ckpt, ALL_BLOCK_LINEARS, seed=i)
+        save_lora_file(loras / name, to_layout(parsed, "comfy"), {})
+    peft = loras.parent / "elsewhere" / "peft_lora.safetensors"
+    save_lora_file(peft, to_layout(fabricate(ckpt, ALL_BLOCK_LINEARS, seed=9), "peft"), {})
+    return peft
+
+
+@pytest.fixture(scope="module")
+def env(comfy, tmp_path_factory):
+    import folder_paths
+
+    import nodes
+    from tests.test_cache_core import make_dataset
+    from trainer_core.tiny import write_tiny_checkpoint
+
+    root = tmp_path_factory.mktemp("workflows")
+    dirs = {kind: root / kind for kind in ("checkpoints", "loras", "output")}
+    for d in dirs.values():
+        d.mkdir()
+    ckpt = write_tiny_checkpoint(dirs["checkpoints"] / TINY)
+    saved = {k: folder_paths.folder_names_and_paths[k] for k in ("checkpoints", "loras")}
+    for kind in saved:
+        folder_paths.folder_names_and_paths[kind] = ([str(dirs[kind])], saved[kind][1])
+    folder_paths.filename_list_cache.clear()
+    output = folder_paths.get_output_directory()
+    folder_paths.set_output_directory(str(dirs["output"]))
+    nodes.NODE_CLASS_MAPPINGS["LtxLoraTestTinyTextEncoderLoader"] = _tiny_text_encoder_node()
+    peft = _write_loras(ckpt, dirs["loras"])
+    (dirs["loras"] / ws.RUN_NAME / "keep").touch()  # the sweep's files live in the run's folder
+    yield types.SimpleNamespace(root=root, dataset=make_dataset(root / "dataset"), peft_lora=peft, **dirs)
+    del nodes.NODE_CLASS_MAPPINGS["LtxLoraTestTinyTextEncoderLoader"]
+    folder_paths.folder_names_and_paths.update(saved)
+    folder_paths.filename_list_cache.clear()
+    folder_paths.set_output_directory(output)
+
+
+def run(name: str, env, extra: dict | None = None) -> ws.RunResult:
+    import folder_paths
+
+    folder_paths.filename_list_cache.clear()
+    result = ws.run_prompt(to_test_prompt(ws.load_workflow(name), env, extra))
+    assert result.success, f"{name} failed:\n{result.error()}"
+    return result
+
+
+def _outputs_of(result: ws.RunResult, workflow: dict, node_type: str) -> list[dict]:
+    ids = [str(n["id"]) for n in workflow["nodes"] if n["type"] == node_type]
+    return [result.outputs[i] for i in ids if i in result.outputs]
+
+
+def _texts(result: ws.RunResult, workflow: dict) -> str:
+    return "\n".join(str(o.get("text")) for o in _outputs_of(result, workflow, "PreviewAny"))
+
+
+def test_every_file_in_workflows_is_bundled_and_up_to_date(comfy):
+    """No stray or stale graph: each JSON equals what the builder makes from today's node definitions."""
+    files = sorted(p.name for p in ws.WORKFLOWS.glob("*.json"))
+    assert files == sorted(ws.BUNDLED)
+    for name in files:
+        assert ws.load_workflow(name) == json.loads(json.dumps(ws.build(name))), (
+            f"workflows/{name} is stale: run `.venv/bin/python -m tests.workflow_support` and commit"
+        )
+
+
+def test_each_workflow_has_notes_in_groups_and_standard_loaders(comfy):
+    for name in ws.BUNDLED:
+        wf = ws.load_workflow(name)
+        notes = [n for n in wf["nodes"] if n["type"] == "MarkdownNote"]
+        assert len(wf["groups"]) >= 2 and len(notes) == len(wf["groups"]), name
+        for group, note in zip(wf["groups"], notes, strict=True):
+            x, y, w, h = group["bounding"]
+            assert x <= note["pos"][0] <= x + w and y <= note["pos"][1] <= y + h, (name, group["title"])
+            assert note["widgets_values"][0].startswith("## "), (name, group["title"])
+        loaders = {n["type"] for n in wf["nodes"]} & {"CheckpointLoaderSimple", "LTXAVTextEncoderLoader"}
+        assert "CheckpointLoaderSimple" in loaders, name
+
+
+def test_missing_node_fails_loudly(comfy):
+    wf = ws.load_workflow("2_train_lora_from_cache.json")
+    wf["nodes"][3]["type"] = "LtxLoraSomethingNotRegistered"
+    with pytest.raises(ws.MissingNodeError, match="LtxLoraSomethingNotRegistered"):
+        ws.ui_to_api(wf)
+
+
+def test_converter_follows_links_widgets_and_seed_controls(comfy):
+    prompt = ws.ui_to_api(ws.load_workflow("3_sweep_checkpoints_x_strengths.json"))
+    samplers = [n for n in prompt.values() if n["class_type"] == "KSampler"]
+    assert len(samplers) == len(ws.SWEEP_LORAS) * len(ws.SWEEP_STRENGTHS)
+    for s in samplers:  # seed's "fixed" control value is not taken as steps
+        assert (s["inputs"]["seed"], s["inputs"]["steps"], s["inputs"]["sampler_name"]) == (42, 30, "euler")
+        assert prompt[s["inputs"]["model"][0]]["class_type"] == "LoraLoaderModelOnly"
+    loras = [n["inputs"] for n in prompt.values() if n["class_type"] == "LoraLoaderModelOnly"]
+    assert sorted((x["lora_name"], x["strength_model"]) for x in loras) == sorted(
+        (f, s) for f in ws.SWEEP_LORAS for s in ws.SWEEP_STRENGTHS
+    )
+
+
+def test_1_prepare_and_cache(env):
+    wf = ws.load_workflow("1_prepare_and_cache_dataset.json")
+    result = run("1_prepare_and_cache_dataset.json", env)
+    manifest = json.loads((env.root / "cache" / "manifest.json").read_text())
+    assert len(manifest["items"]) == 4
+    assert "4 clips encoded" in _texts(result, wf)
+    assert _outputs_of(result, wf, "PreviewImage")[0]["images"]  # decoded cached item
+    assert _outputs_of(result, wf, "LtxLoraDatasetPreview")[0]["images"]  # contact sheet
+
+
+def test_2_train_from_cache_writes_checkpoints_and_preview(env):
+    wf = ws.load_workflow("2_train_lora_from_cache.json")
+    result = run("2_train_lora_from_cache.json", env, {("LtxLoraTrain", "name"): "run2"})
+    run_dir = env.loras / "run2"
+    steps = sorted(p.name for p in run_dir.glob("run2_step_?????.safetensors"))  # not the .state files
+    assert steps == [f"run2_step_{s:05d}.safetensors" for s in range(EVERY, STEPS + 1, EVERY)]
+    assert (run_dir / "config.yaml").is_file()
+    assert str(run_dir) in _texts(result, wf)
+    assert _outputs_of(result, wf, "LtxLoraPlotLoss")[0]["images"]
+    webp = _outputs_of(result, wf, "SaveAnimatedWEBP")[0]["images"][0]
+    assert (env.output / webp["subfolder"] / webp["filename"]).stat().st_size > 0
+
+
+def test_3_sweep_grid(env):
+    from PIL import Image
+
+    wf = ws.load_workflow("3_sweep_checkpoints_x_strengths.json")
+    result = run("3_sweep_checkpoints_x_strengths.json", env)
+    images = _outputs_of(result, wf, "SaveImage")[0]["images"]
+    assert len(images) == 9  # one grid per frame of the 9-frame clip
+    grid = Image.open(env.output / images[0]["subfolder"] / images[0]["filename"])
+    cols, rows = len(ws.SWEEP_STRENGTHS), len(ws.SWEEP_LORAS)
+    assert grid.size == (64 * cols + 8 * (cols - 1), 64 * rows + 8 * (rows - 1))
+    pixels = np.asarray(grid)
+    cells = [pixels[r * 72:r * 72 + 64, c * 72:c * 72 + 64] for r in range(rows) for c in range(cols)]
+    assert all(not np.array_equal(cells[0], c) for c in cells[1:])  # every LoRA x strength gave its own picture
+
+
+def test_4_inspect_and_convert(env):
+    wf = ws.load_workflow("4_inspect_and_convert_lora.json")
+    result = run("4_inspect_and_convert_lora.json", env)
+    text = _texts(result, wf)
+    assert "LTX-2.3" in text and "peft" in text.lower()
+    assert (env.loras / "peft_lora_comfy.safetensors").is_file()
+
+
+def test_5_end_to_end(env):
+    from PIL import Image
+
+    wf = ws.load_workflow("5_end_to_end_dataset_to_comparison.json")
+    result = run("5_end_to_end_dataset_to_comparison.json", env, {("LtxLoraTrain", "name"): "run5"})
+    images = _outputs_of(result, wf, "SaveImage")[0]["images"]
+    grid = Image.open(env.output / images[0]["subfolder"] / images[0]["filename"])
+    pixels = np.asarray(grid)
+    assert grid.size == (136, 64) and not np.array_equal(pixels[:, :64], pixels[:, 72:])  # base vs trained
+    assert (env.loras / "run5" / f"run5_step_{STEPS:05d}.safetensors").is_file()
