@@ -14,6 +14,7 @@ from ..trainer_core.config.training import (
     LoraSettings,
     MemorySettings,
     OptimizationSettings,
+    PreviewSettings,
     RecipeSettings,
     TrainConfig,
 )
@@ -34,6 +35,7 @@ _SETTINGS = (
     ),
     ("recipe", RecipeSettings, "LTX_RECIPE_SETTINGS", "LtxLoraRecipeSettings", "LTX Training Recipe"),
     ("memory", MemorySettings, "LTX_MEMORY_SETTINGS", "LtxLoraMemorySettings", "LTX Memory Settings"),
+    ("preview", PreviewSettings, "LTX_PREVIEW_SETTINGS", "LtxLoraPreviewSettings", "LTX Preview Settings"),
 )
 
 
@@ -101,6 +103,8 @@ class TrainLtxLora(io.ComfyNode):
                 io.Conditioning.Input(
                     "conditioning", optional=True, tooltip="With latent: the caption's LTX text-encoder conditioning."
                 ),
+                io.Vae.Input("vae", optional=True, tooltip="Decodes in-training previews (else a rough latent view)."),
+                io.Clip.Input("clip", optional=True, tooltip="Encodes the preview prompts of LTX Preview Settings."),
                 *sockets,
                 *top,
                 *section_inputs(CheckpointSettings),
@@ -144,7 +148,10 @@ class TrainLtxLora(io.ComfyNode):
         resume = Path(kwargs["resume_from"]) if kwargs.get("resume_from", "").strip() else None
         with torch.inference_mode(False):
             node_id = cls.hidden.unique_id if cls.hidden else None
-            result = train_on_model(model, training_data, cfg, resume=resume, node_id=node_id)
+            result = train_on_model(
+                model, training_data, cfg, resume=resume, node_id=node_id, vae=kwargs.get("vae"),
+                clip=kwargs.get("clip"),
+            )
         if result.status == "diverged":
             raise RuntimeError(result.message)
         patched = apply_lora_file(model, result.lora_path)

@@ -6,6 +6,7 @@ Imported lazily by the Train node only (it imports ComfyUI). The engine itself s
 from __future__ import annotations
 
 import logging
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,12 +32,19 @@ class NodeProgress:
     def __post_init__(self) -> None:
         import comfy.utils
 
+        from .progress_history import server_history
+
         self.bar = comfy.utils.ProgressBar(self.total, node_id=self.node_id)
+        self.run = uuid.uuid4().hex  # lets the chart tell a new run from the one it already shows
+        self.history = server_history(_server())
+        if self.history is not None:  # kept on the server so the chart survives a page reload
+            self.history.start(self.run, self.node_id, self.total)
 
     def on_step(self, info: StepInfo) -> None:
         self.bar.update_absolute(info.step, self.total)
         memory = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
         payload = {
+            "run": self.run,
             "node": self.node_id,
             "step": info.step,
             "total": info.total,
@@ -45,6 +53,8 @@ class NodeProgress:
             "seconds": info.seconds,
             "gpu_gib": memory,
         }
+        if self.history is not None:
+            self.history.add(payload)
         server = _server()
         if server is not None:
             server.send_sync(PROGRESS_EVENT, payload)
@@ -73,8 +83,14 @@ def train_on_model(
     *,
     resume: Path | None = None,
     node_id: str | None = None,
+    vae=None,
+    clip=None,
 ) -> TrainResult:
-    """Train a LoRA on ComfyUI's loaded MODEL without copying or changing it."""
+    """Train a LoRA on ComfyUI's loaded MODEL without copying or changing it.
+
+    With ``cfg.preview.every`` > 0, previews are rendered with ComfyUI's sampler (``previews``); ``vae`` decodes
+    them (else a latent-to-RGB approximation) and ``clip`` encodes ``cfg.preview.prompts``.
+    """
     from .backbone import ComfyBackbone
 
     backbone = ComfyBackbone(model_patcher)
@@ -82,7 +98,15 @@ def train_on_model(
     if resume is not None:
         trainer.resume(resume)
     progress = NodeProgress(node_id, cfg.optimization.steps)
-    return trainer.train(Callbacks(on_step=progress.on_step, should_stop=progress.should_stop))
+    callbacks = Callbacks(on_step=progress.on_step, should_stop=progress.should_stop)
+    if cfg.preview.every > 0:
+        from .previews import attach_previews
+
+        def show(step, image) -> None:
+            progress.bar.update_absolute(step, cfg.optimization.steps, ("JPEG", image, 768))
+
+        attach_previews(callbacks, trainer, model_patcher, data, cfg, vae=vae, clip=clip, show=show)
+    return trainer.train(callbacks)
 
 
 def apply_lora_file(model_patcher, lora_path: Path, strength: float = 1.0):

@@ -89,6 +89,28 @@ class MemorySettings(Section):
     mixed_precision: Literal["bf16", "no"] = knob("bf16", "bf16 autocast for the forward/backward (no = float32).")
 
 
+class PreviewSettings(Section):
+    """In-training previews rendered with ComfyUI's own sampler (Train node only; ignored by the CLI)."""
+
+    every: int = knob(0, "Render previews every N steps (0 = off). Each costs a short sampling run.", ge=0)
+    width: int = knob(256, "Preview width in pixels (multiple of 32).", ge=32, le=2048, multiple_of=32)
+    height: int = knob(256, "Preview height in pixels (multiple of 32).", ge=32, le=2048, multiple_of=32)
+    frames: int = knob(9, "Preview length in frames (8n+1: 1, 9, 17, 25...).", ge=1, le=257)
+    steps: int = knob(20, "Sampler steps (Euler, LTX scheduler) per preview.", ge=1, le=200)
+    cfg: float = knob(1.0, "Guidance scale; above 1 uses zeroed conditioning as the negative.", ge=1.0, le=30.0)
+    seed: int = knob(42, "Noise seed of the previews: the same every time, so previews are comparable.", ge=0)
+    prompts: str = knob(
+        "", "Preview prompts, one per line (needs the Train node's clip input); empty = the first training captions."
+    )
+    count: int = knob(1, "How many prompts (or training captions) to preview each time.", ge=1, le=8)
+
+    @model_validator(mode="after")
+    def _check(self) -> PreviewSettings:
+        if (self.frames - 1) % 8:
+            raise ValueError(f"preview.frames ({self.frames}) must be 8n+1 (1, 9, 17, 25, ...)")
+        return self
+
+
 class TrainConfig(Section):
     """A complete training run."""
 
@@ -102,6 +124,7 @@ class TrainConfig(Section):
     recipe: RecipeSettings = RecipeSettings()
     checkpoints: CheckpointSettings = CheckpointSettings()
     memory: MemorySettings = MemorySettings()
+    preview: PreviewSettings = PreviewSettings()
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:

@@ -1,0 +1,107 @@
+"""In-training previews of Train LTX LoRA inside a real ComfyUI v0.33 on a tiny LTX-2.3 checkpoint.
+
+Previews sample with ComfyUI's own path on the model being trained; they must not change training at all (same
+seed, same loss sequence, with LoRA dropout drawing from the global RNG that ComfyUI's noise reseeds), must be
+saved beside the checkpoints and must show what ComfyUI's LoRA loader + sampler give for that checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tests.comfy_models import load_comfy
+from tests.engine_support import synthetic_data
+from trainer_core.tiny import write_tiny_checkpoint
+
+
+@pytest.fixture(scope="module")
+def tiny(comfy, tmp_path_factory):
+    import comfy.sd
+
+    path = write_tiny_checkpoint(tmp_path_factory.mktemp("previews") / "tiny.safetensors", audio=True, seed=0)
+    with torch.inference_mode():
+        vae = comfy.sd.load_checkpoint_guess_config(str(path), output_vae=True, output_clip=False)[2]
+    return path, vae
+
+
+def _run(comfy, tmp_path, monkeypatch, ckpt, vae, preview_every: int, tag: str = ""):
+    import folder_paths
+
+    loras = tmp_path / f"loras_{preview_every}{tag}"
+    loras.mkdir()
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "loras", ([str(loras)], {".safetensors"}))
+    mod = sys.modules[comfy.__name__ + ".trainer_core.config.training"]
+    settings = {
+        "lora": mod.LoraSettings(rank=4, alpha=4, dropout=0.3),  # dropout draws from the global torch RNG
+        "optimization": mod.OptimizationSettings(steps=4, learning_rate=1e-2),
+        "memory": mod.MemorySettings(gradient_checkpointing=False, mixed_precision="no"),
+        "preview": mod.PreviewSettings(every=preview_every, width=64, height=64, frames=9, steps=3, seed=5),
+    }
+    widgets = {"seed": 0, "name": "prev", "every": 2, "keep_last": 0, "config_yaml": "", "resume_from": ""}
+    model = load_comfy(ckpt)
+    node = comfy.NODE_CLASS_MAPPINGS["LtxLoraTrain"]
+    with torch.inference_mode():  # as ComfyUI's executor runs every node
+        out = node.execute(model=model, training_data=synthetic_data(n=2), vae=vae, **settings, **widgets)
+    return model, out.result[2]["loss"], loras / "prev"
+
+
+def test_previews_leave_the_loss_sequence_unchanged_and_match_comfyui_sampling(comfy, tiny, tmp_path, monkeypatch):
+    import comfy.model_management as mm
+
+    import nodes as comfy_nodes
+
+    ckpt, vae = tiny
+    _, plain, _ = _run(comfy, tmp_path, monkeypatch, ckpt, vae, preview_every=0)
+    # Control: the same previews without the RNG restore do change training (ComfyUI's noise reseeds torch).
+    previews_mod = importlib.import_module(comfy.__name__ + ".trainer_core.comfy.previews")
+    restoring = previews_mod.rng_preserved
+    monkeypatch.setattr(previews_mod, "rng_preserved", contextlib.nullcontext)
+    _, unrestored, _ = _run(comfy, tmp_path, monkeypatch, ckpt, vae, preview_every=2, tag="control")
+    monkeypatch.setattr(previews_mod, "rng_preserved", restoring)
+    assert unrestored[:2] == plain[:2] and unrestored[2:] != plain[2:]
+
+    model, with_previews, run_dir = _run(comfy, tmp_path, monkeypatch, ckpt, vae, preview_every=2)
+    assert len(plain) == 4
+    assert with_previews == plain  # bit-identical losses, step by step
+
+    previews = sorted(p.name for p in (run_dir / "previews").iterdir())
+    assert previews == ["prev_step_00002.mp4", "prev_step_00002.png", "prev_step_00004.mp4", "prev_step_00004.png"]
+    assert not mm.in_training
+
+    # The step-2 preview is what a user gets from that checkpoint with ComfyUI's stock LoRA loader and sampler.
+    grid_mod = sys.modules[comfy.__name__ + ".trainer_core.sweep.grid"]
+    settings_cls = sys.modules[comfy.__name__ + ".trainer_core.config.training"].PreviewSettings
+    settings = settings_cls(every=2, width=64, height=64, frames=9, steps=3, seed=5)
+    with torch.inference_mode():
+        (stock,) = comfy_nodes.LoraLoaderModelOnly().load_lora_model_only(
+            model, "prev/prev_step_00002.safetensors", 1.0
+        )
+        prompt = previews_mod.preview_prompts(settings, synthetic_data(n=2))[0]
+        latent = previews_mod.sample_preview(stock, prompt, settings)
+        video = grid_mod.as_video(vae.decode(latent))
+    expected = grid_mod.grid_image([video], grid_mod.GridLayout(1, [prompt.label]))
+    saved = Image.open(run_dir / "previews" / "prev_step_00002.png")
+    diff = np.abs(np.asarray(saved, dtype=np.int16) - np.asarray(expected, dtype=np.int16))
+    assert saved.size == expected.size
+    assert diff.max() <= 1, diff.max()
+    # And the adapters trained for two more steps do change the preview.
+    later = np.asarray(Image.open(run_dir / "previews" / "prev_step_00004.png"), dtype=np.int16)
+    assert np.abs(later - np.asarray(saved, dtype=np.int16)).max() > 1
+
+
+def test_preview_prompts_without_clip_are_refused_clearly(comfy):
+    mod = sys.modules[comfy.__name__ + ".trainer_core.config.training"]
+    previews_mod = importlib.import_module(comfy.__name__ + ".trainer_core.comfy.previews")
+    settings = mod.PreviewSettings(every=1, prompts="a cat walking")
+    with pytest.raises(ValueError, match="no clip connected"):
+        previews_mod.preview_prompts(settings, synthetic_data(n=1))
+    captions = previews_mod.preview_prompts(mod.PreviewSettings(every=1, count=3), synthetic_data(n=2))
+    assert [p.label for p in captions] == ["caption 0", "caption 1"]
+    assert captions[0].conditioning[0][1]["unprocessed_ltxav_embeds"] is True
