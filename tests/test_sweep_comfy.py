@@ -172,7 +172,8 @@ def sweep_run(comfy, tmp_path_factory):
     folder_paths.set_output_directory(str(tmp / "out"))
     CAPTURED.clear()
     try:
-        ok, ui, messages = run_prompt(_prompt(ckpt.name, run_dir, files["trigger"], files["off"]))
+        prompt = _prompt(ckpt.name, run_dir, files["trigger"], files["off"])
+        ok, ui, messages = run_prompt(prompt)
     finally:
         folder_paths.set_output_directory(previous_out)
     errors = [m for m in messages if m[0] == "execution_error"]
@@ -181,7 +182,7 @@ def sweep_run(comfy, tmp_path_factory):
         from PIL import Image
 
         Image.fromarray((CAPTURED["grid"][0][0].numpy() * 255).astype("uint8")).save(os.environ["SWEEP_TEST_DUMP"])
-    return {"ui": ui, "out": tmp / "out", "cells": CAPTURED["cells"], "base": CAPTURED["base"][0],
+    return {"prompt": prompt, "ui": ui, "out": tmp / "out", "cells": CAPTURED["cells"], "base": CAPTURED["base"][0],
             "grid": CAPTURED["grid"][0]}
 
 
@@ -221,3 +222,14 @@ def test_numbers_rank_the_trained_lora_above_the_untrained_one(sweep_run):
     untrained_score = float(ranking[1].split()[-1])
     assert trained_score > untrained_score + 0.005, table
     assert abs(untrained_score) < 1e-3, table  # B = 0: the untrained LoRA changes nothing
+
+
+def test_too_many_cells_are_refused_before_anything_runs(sweep_run):
+    import execution
+
+    prompt = {k: dict(v, inputs=dict(v["inputs"])) for k, v in sweep_run["prompt"].items()}
+    prompt["4"]["inputs"]["max_cells"] = 8
+    _, _, outputs, node_errors = asyncio.run(execution.validate_prompt("limit", prompt, None))
+    # ComfyUI's validation (before any node runs) drops every output downstream of the sweep.
+    assert not {"8", "9", "13"} & set(outputs) and outputs == ["12"]
+    assert "this sweep has 10 cells, more than max_cells = 8" in str(node_errors["4"])
