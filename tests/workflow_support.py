@@ -51,8 +51,11 @@ def input_specs(cls: type) -> list[tuple[str, tuple, bool]]:
 
 
 def _has_control(name: str, spec: tuple) -> bool:
+    """Whether the frontend adds a "control after generate" widget after this one (explicit, or by name)."""
     opts = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
-    return bool(opts.get("control_after_generate")) or name in ("seed", "noise_seed")
+    if "control_after_generate" in opts:
+        return bool(opts["control_after_generate"])
+    return spec[0] == "INT" and name in ("seed", "noise_seed")
 
 
 def output_types(cls: type) -> list[tuple[str, str]]:
