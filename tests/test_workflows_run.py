@@ -6,8 +6,8 @@ What the test changes in each converted prompt, and only that:
 - the Gemma text encoder cannot exist here (12B): ``LTXAVTextEncoderLoader`` is replaced by a test-only loader
   returning ComfyUI's real LTX-2.3 text-encoder classes around a tiny random Gemma (``tiny_ltx_clip``), so
   ``CLIPTextEncode`` and the cache node run their real code paths and give ``[1, T, 96]`` conditioning.
-- user data and scale: the dataset path, tiny buckets, the cache folder, 4 training steps with a checkpoint every
-  2, 2 sampler steps on a 64x64x9 latent, float32 training (CPU).
+- user data and scale: the dataset path, tiny buckets, the cache folder, 4 training steps with a checkpoint and a
+  64x64 preview every 2, 2 sampler steps on a 64x64x9 latent, float32 training (CPU), rank 4, run names.
 A workflow with a node type ComfyUI does not know fails here (``MissingNodeError``); nothing is skipped.
 """
 
@@ -17,7 +17,6 @@ import json
 import types
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from tests import workflow_support as ws
@@ -40,6 +39,10 @@ def _overrides(env) -> dict[tuple[str, str], object]:
         ("LtxLoraMemorySettings", "mixed_precision"): "no",
         ("LtxLoraTrain", "every"): EVERY,
         ("LtxLoraLoraSettings", "rank"): 4,
+        ("LtxLoraPreviewSettings", "every"): EVERY,
+        ("LtxLoraPreviewSettings", "width"): 64,
+        ("LtxLoraPreviewSettings", "height"): 64,
+        ("LtxLoraPreviewSettings", "steps"): 2,
         ("EmptyLTXVLatentVideo", "width"): 64,
         ("EmptyLTXVLatentVideo", "height"): 64,
         ("EmptyLTXVLatentVideo", "length"): 9,
@@ -85,14 +88,18 @@ def _tiny_text_encoder_node():
     return TinyTextEncoderLoader
 
 
+SWEEP_CHECKPOINTS = [f"{ws.RUN_NAME}_step_{step:05d}.safetensors" for step in (250, 500)]
+
+
 def _write_loras(ckpt: Path, loras: Path) -> Path:
+    """LoRAs the workflows name: a run folder with two checkpoints (sweep), a file (inspect), a PEFT file (convert)."""
     from tests.test_lorafile_models import ALL_BLOCK_LINEARS, fabricate
     from trainer_core.lorafile.layouts import to_layout
     from trainer_core.lorafile.write import save_lora_file
 
-    for i, name in enumerate([*ws.SWEEP_LORAS, f"{ws.RUN_NAME}.safetensors"]):
-        parsed = fabricate(ckpt, ALL_BLOCK_LINEARS, seed=i)
-        save_lora_file(loras / name, to_layout(parsed, "comfy"), {})
+    names = [f"{ws.RUN_NAME}/{n}" for n in SWEEP_CHECKPOINTS] + [f"{ws.RUN_NAME}.safetensors"]
+    for i, name in enumerate(names):
+        save_lora_file(loras / name, to_layout(fabricate(ckpt, ALL_BLOCK_LINEARS, seed=i), "comfy"), {})
     peft = loras.parent / "elsewhere" / "peft_lora.safetensors"
     save_lora_file(peft, to_layout(fabricate(ckpt, ALL_BLOCK_LINEARS, seed=9), "peft"), {})
     return peft
@@ -119,7 +126,6 @@ def env(comfy, tmp_path_factory):
     folder_paths.set_output_directory(str(dirs["output"]))
     nodes.NODE_CLASS_MAPPINGS["LtxLoraTestTinyTextEncoderLoader"] = _tiny_text_encoder_node()
     peft = _write_loras(ckpt, dirs["loras"])
-    (dirs["loras"] / ws.RUN_NAME / "keep").touch()  # the sweep's files live in the run's folder
     yield types.SimpleNamespace(root=root, dataset=make_dataset(root / "dataset"), peft_lora=peft, **dirs)
     del nodes.NODE_CLASS_MAPPINGS["LtxLoraTestTinyTextEncoderLoader"]
     folder_paths.folder_names_and_paths.update(saved)
@@ -177,15 +183,12 @@ def test_missing_node_fails_loudly(comfy):
 
 def test_converter_follows_links_widgets_and_seed_controls(comfy):
     prompt = ws.ui_to_api(ws.load_workflow("3_sweep_checkpoints_x_strengths.json"))
-    samplers = [n for n in prompt.values() if n["class_type"] == "KSampler"]
-    assert len(samplers) == len(ws.SWEEP_LORAS) * len(ws.SWEEP_STRENGTHS)
-    for s in samplers:  # seed's "fixed" control value is not taken as steps
-        assert (s["inputs"]["seed"], s["inputs"]["steps"], s["inputs"]["sampler_name"]) == (42, 30, "euler")
-        assert prompt[s["inputs"]["model"][0]]["class_type"] == "LoraLoaderModelOnly"
-    loras = [n["inputs"] for n in prompt.values() if n["class_type"] == "LoraLoaderModelOnly"]
-    assert sorted((x["lora_name"], x["strength_model"]) for x in loras) == sorted(
-        (f, s) for f in ws.SWEEP_LORAS for s in ws.SWEEP_STRENGTHS
-    )
+    (sampler,) = [n["inputs"] for n in prompt.values() if n["class_type"] == "KSampler"]
+    (sweep_id,) = [k for k, n in prompt.items() if n["class_type"] == "LtxLoraSweep"]
+    # the seed widget is linked to the sweep's seed list; its "fixed" control value is not taken as steps
+    assert sampler["seed"] == [sweep_id, 2] and sampler["model"] == [sweep_id, 0]
+    assert (sampler["steps"], sampler["cfg"], sampler["sampler_name"]) == (30, 3.0, "euler")
+    assert prompt[sweep_id]["inputs"]["loras"] == ws.RUN_NAME
 
 
 def test_1_prepare_and_cache(env):
@@ -207,23 +210,18 @@ def test_2_train_from_cache_writes_checkpoints_and_preview(env):
     assert (run_dir / "config.yaml").is_file()
     assert str(run_dir) in _texts(result, wf)
     assert _outputs_of(result, wf, "LtxLoraPlotLoss")[0]["images"]
-    webp = _outputs_of(result, wf, "SaveAnimatedWEBP")[0]["images"][0]
-    assert (env.output / webp["subfolder"] / webp["filename"]).stat().st_size > 0
+    previews = sorted(p.name for p in (run_dir / "previews").glob("*.png"))  # in-training previews
+    assert previews == [f"run2_step_{s:05d}.png" for s in range(EVERY, STEPS + 1, EVERY)]
 
 
 def test_3_sweep_grid(env):
-    from PIL import Image
-
     wf = ws.load_workflow("3_sweep_checkpoints_x_strengths.json")
     result = run("3_sweep_checkpoints_x_strengths.json", env)
-    images = _outputs_of(result, wf, "SaveImage")[0]["images"]
-    assert len(images) == 9  # one grid per frame of the 9-frame clip
-    grid = Image.open(env.output / images[0]["subfolder"] / images[0]["filename"])
-    cols, rows = len(ws.SWEEP_STRENGTHS), len(ws.SWEEP_LORAS)
-    assert grid.size == (64 * cols + 8 * (cols - 1), 64 * rows + 8 * (rows - 1))
-    pixels = np.asarray(grid)
-    cells = [pixels[r * 72:r * 72 + 64, c * 72:c * 72 + 64] for r in range(rows) for c in range(cols)]
-    assert all(not np.array_equal(cells[0], c) for c in cells[1:])  # every LoRA x strength gave its own picture
+    (grid,) = _outputs_of(result, wf, "PreviewImage")
+    assert len(grid["images"]) == 1
+    table = _texts(result, wf)
+    assert all(name.removesuffix(".safetensors") in table for name in SWEEP_CHECKPOINTS), table
+    assert "bleed" in table and "effect" in table
 
 
 def test_4_inspect_and_convert(env):
@@ -235,12 +233,10 @@ def test_4_inspect_and_convert(env):
 
 
 def test_5_end_to_end(env):
-    from PIL import Image
-
-    wf = ws.load_workflow("5_end_to_end_dataset_to_comparison.json")
-    result = run("5_end_to_end_dataset_to_comparison.json", env, {("LtxLoraTrain", "name"): "run5"})
-    images = _outputs_of(result, wf, "SaveImage")[0]["images"]
-    grid = Image.open(env.output / images[0]["subfolder"] / images[0]["filename"])
-    pixels = np.asarray(grid)
-    assert grid.size == (136, 64) and not np.array_equal(pixels[:, :64], pixels[:, 72:])  # base vs trained
-    assert (env.loras / "run5" / f"run5_step_{STEPS:05d}.safetensors").is_file()
+    wf = ws.load_workflow("5_end_to_end_dataset_to_sweep.json")
+    result = run("5_end_to_end_dataset_to_sweep.json", env, {("LtxLoraTrain", "name"): "run5"})
+    final = env.loras / "run5" / f"run5_step_{STEPS:05d}.safetensors"
+    assert final.is_file()
+    assert len([o for o in _outputs_of(result, wf, "PreviewImage") if o.get("images")]) == 2  # cache + grid
+    table = _texts(result, wf)
+    assert "run5" in table and "bleed" in table, table

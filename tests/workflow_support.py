@@ -296,8 +296,7 @@ CACHE_FOLDER = "ltx_lora_cache/my_dataset"
 RUN_NAME = "my_ltx_lora"
 PROMPT = "sks, a red fox trots through fresh snow, morning light, handheld camera"
 NEGATIVE = "blurry, distorted, low quality, still frame"
-SWEEP_LORAS = (f"{RUN_NAME}/{RUN_NAME}_step_00250.safetensors", f"{RUN_NAME}/{RUN_NAME}_step_00500.safetensors")
-SWEEP_STRENGTHS = (0.5, 1.0)
+OTHER_PROMPT = "a city street at night in the rain, cars passing, neon signs"
 
 
 def _models(b: GraphBuilder) -> dict[str, Output]:
@@ -333,77 +332,56 @@ def _dataset_and_cache(b: GraphBuilder, m: dict[str, Output], preview: bool = Tr
 
 def _train(b: GraphBuilder, m: dict[str, Output], data: Output) -> Node:
     b.group("4 · Training settings", (
-        "## Training settings\nLoRA shape, optimizer, recipe and memory. Unconnected sockets use the defaults "
-        "(rank 32, lr 1e-4, 1500 steps, gradient checkpointing, bf16). Out of memory? Keep gradient "
-        "checkpointing on, use smaller buckets, then rank 16."))
+        "## Training settings\nLoRA shape, optimizer, recipe, memory and previews. Unconnected sockets use the "
+        "defaults (rank 32, lr 1e-4, 1500 steps, gradient checkpointing, bf16). Out of memory? Keep gradient "
+        "checkpointing on, use smaller buckets, then rank 16. Previews: a short clip every *every* steps with "
+        "ComfyUI's sampler (0 = off)."))
     settings = {
         "lora": b.add("LtxLoraLoraSettings")["settings"],
         "optimization": b.add("LtxLoraOptimizerSettings")["settings"],
         "recipe": b.add("LtxLoraRecipeSettings")["settings"],
         "memory": b.add("LtxLoraMemorySettings")["settings"],
+        "preview": b.add("LtxLoraPreviewSettings", every=250, prompts=PROMPT)["settings"],
     }
     b.group("5 · Train", (
         "## Train\nTrains on the MODEL ComfyUI loaded. A checkpoint is written to `models/loras/<name>/` every "
-        "*every* steps (and at the end), with `config.yaml`. The node shows a live loss chart, step, s/step, ETA "
-        "and GPU memory while it runs. Cancel keeps a resumable checkpoint: set **resume_from** to continue."))
-    train = b.add("LtxLoraTrain", model=m["model"], training_data=data, name=RUN_NAME, **settings)
+        "*every* steps (and at the end), with `config.yaml` and the previews. The node shows a live loss chart, "
+        "step, s/step, ETA and GPU memory while it runs, and the latest preview. Cancel keeps a resumable "
+        "checkpoint: set **resume_from** to continue."))
+    train = b.add("LtxLoraTrain", model=m["model"], training_data=data, vae=m["vae"], clip=m["clip"], name=RUN_NAME,
+                  **settings)
     b.add("LtxLoraPlotLoss", loss=train["loss"])
     b.add("PreviewAny", title="LoRA file", source=train["lora_path"])
     return train
 
 
-def _sample(b: GraphBuilder, model: Output, cond: Node, latent: Output, vae: Output, title: str) -> Output:
-    sampler = b.add("KSampler", title=title, model=model, seed=42, steps=30, cfg=3.0, sampler_name="euler",
-                    scheduler="simple", positive=cond["positive"], negative=cond["negative"], latent_image=latent)
-    return b.add("VAEDecode", samples=sampler["LATENT"], vae=vae)["IMAGE"]
-
-
-def _prompt(b: GraphBuilder, m: dict[str, Output]) -> tuple[Node, Output]:
-    pos = b.add("CLIPTextEncode", title="Prompt (with trigger)", text=PROMPT, clip=m["clip"])
-    neg = b.add("CLIPTextEncode", title="Negative prompt", text=NEGATIVE, clip=m["clip"])
-    cond = b.add("LTXVConditioning", positive=pos["CONDITIONING"], negative=neg["CONDITIONING"], frame_rate=25.0)
-    latent = b.add("EmptyLTXVLatentVideo", width=768, height=448, length=49, batch_size=1)
-    return cond, latent["LATENT"]
-
-
-def _stitch(b: GraphBuilder, images: list[Output], direction: str) -> Output:
-    out = images[0]
-    for img in images[1:]:
-        out = b.add("ImageStitch", image1=out, image2=img, direction=direction, match_image_size=True,
-                    spacing_width=8, spacing_color="white")["IMAGE"]
-    return out
-
-
-def _sweep_files(b: GraphBuilder, m: dict[str, Output]) -> None:
-    b.group("6 · Sweep checkpoints × strengths", (
-        "## Sweep\nSame prompt, seed and noise for every cell; only the LoRA changes. Rows: checkpoints "
-        f"(`models/loras/{RUN_NAME}/…_step_N`), columns: strengths {', '.join(map(str, SWEEP_STRENGTHS))}. "
-        "Stock sampler nodes only. Pick the checkpoint where the trigger prompt looks right and before details "
-        "start to break up (overfitting)."))
-    cond, latent = _prompt(b, m)
-    rows = []
-    for lora in SWEEP_LORAS:
-        cells = []
-        for strength in SWEEP_STRENGTHS:
-            patched = b.add("LoraLoaderModelOnly", model=m["model"], lora_name=lora, strength_model=strength)
-            cells.append(_sample(b, patched["MODEL"], cond, latent, m["vae"], f"{lora.split('_')[-1]} × {strength}"))
-        rows.append(_stitch(b, cells, "right"))
-    b.group("7 · Comparison grid", (
-        "## Comparison grid\nFrames of each cell stitched side by side (strengths) and rows stacked (checkpoints); "
-        "saved to `output/ltx_lora_sweep_*.png` frame by frame."))
-    b.add("SaveImage", images=_stitch(b, rows, "down"), filename_prefix="ltx_lora_sweep")
-
-
-def _compare_trained(b: GraphBuilder, m: dict[str, Output], trained: Output) -> None:
-    b.group("6 · Compare base and trained", (
-        "## Compare\nSame prompt, seed and noise with the base model and with the model the Train node returns "
-        "(final LoRA at strength 1). To sweep every saved checkpoint across strengths, open the *3 sweep* "
-        "workflow after training (its LoRA lists only show files that exist)."))
-    cond, latent = _prompt(b, m)
-    cells = [_sample(b, m["model"], cond, latent, m["vae"], "Base model"),
-             _sample(b, trained, cond, latent, m["vae"], "Trained LoRA")]
-    b.group("7 · Comparison grid", "## Comparison grid\nBase (left) and trained (right), saved to `output/`.")
-    b.add("SaveImage", images=_stitch(b, cells, "right"), filename_prefix="ltx_lora_compare")
+def _sweep(b: GraphBuilder, m: dict[str, Output], loras: str | Output, strengths: str) -> None:
+    b.group("6 · Sweep", (
+        "## Sweep\n*LTX LoRA Sweep* lists one MODEL, prompt and seed per cell (LoRA/checkpoint × strength × "
+        "prompt × seed); strength 0 is the base model, rendered once. The trigger prompt shows the effect, the "
+        "unrelated prompt shows bleed. **loras**: file names in `models/loras`, absolute paths, or a run folder "
+        f"(e.g. `{RUN_NAME}`: every `_step_N` checkpoint in order)."))
+    neg = b.add("CLIPTextEncode", title="Negative prompt", text=NEGATIVE, clip=m["clip"])["CONDITIONING"]
+    conds = []
+    for title, text in (("Prompt with trigger", PROMPT), ("Prompt without trigger", OTHER_PROMPT)):
+        pos = b.add("CLIPTextEncode", title=title, text=text, clip=m["clip"])["CONDITIONING"]
+        conds.append(b.add("LTXVConditioning", positive=pos, negative=neg, frame_rate=25.0))
+    sweep = b.add("LtxLoraSweep", model=m["model"], loras=loras, strengths=strengths, seeds="42",
+                  with_trigger=conds[0]["positive"], without_trigger=conds[1]["positive"])
+    b.group("7 · Render cells", (
+        "## Render cells\nStock nodes, run once per cell because the sweep outputs lists: same noise and "
+        "settings everywhere, only the LoRA and strength change."))
+    latent = b.add("EmptyLTXVLatentVideo", width=768, height=448, length=49, batch_size=1)["LATENT"]
+    sampler = b.add("KSampler", model=sweep["model"], seed=sweep["seed"], steps=30, cfg=3.0, sampler_name="euler",
+                    scheduler="simple", positive=sweep["positive"], negative=conds[0]["negative"],
+                    latent_image=latent)
+    frames = b.add("VAEDecode", samples=sampler["LATENT"], vae=m["vae"])["IMAGE"]
+    b.group("8 · Comparison grid", (
+        "## Comparison grid\nFirst, middle and last frame of every cell, labelled, with effect/bleed numbers "
+        "per row and a ranking; a grid video goes to `output/ltx_sweep/`."))
+    grid = b.add("LtxLoraSweepGrid", images=frames, labels=sweep["label"], sweep=sweep["sweep"])
+    b.add("PreviewImage", images=grid["grid"])
+    b.add("PreviewAny", title="Effect / bleed table", source=grid["table"])
 
 
 def build_prepare_dataset(b: GraphBuilder) -> None:
@@ -412,20 +390,14 @@ def build_prepare_dataset(b: GraphBuilder) -> None:
 
 
 def build_train(b: GraphBuilder) -> None:
-    """(b) Train a LoRA from the cache, with checkpoints and a preview clip of the result."""
+    """(b) Train a LoRA from the cache, with checkpoints and in-training previews."""
     m = _models(b)
-    train = _train(b, m, _dataset_and_cache(b, m, preview=False))
-    b.group("6 · Preview", (
-        "## Preview\nA short clip sampled with the trained model (stock sampler nodes), saved as an animated "
-        "WEBP in `output/`. Use the trigger word in the prompt."))
-    cond, latent = _prompt(b, m)
-    frames = _sample(b, train["model"], cond, latent, m["vae"], "Preview sampler")
-    b.add("SaveAnimatedWEBP", images=frames, filename_prefix="ltx_lora_preview", fps=25.0)
+    _train(b, m, _dataset_and_cache(b, m, preview=False))
 
 
 def build_sweep(b: GraphBuilder) -> None:
-    """(c) Checkpoints x strengths into a comparison grid with stock sampler nodes."""
-    _sweep_files(b, _models(b))
+    """(c) A run's checkpoints x strengths into a comparison grid, rendered with stock sampler nodes."""
+    _sweep(b, _models(b), RUN_NAME, "0, 0.5, 1.0")
 
 
 def build_inspect_convert(b: GraphBuilder) -> None:
@@ -452,10 +424,10 @@ def build_inspect_convert(b: GraphBuilder) -> None:
 
 
 def build_end_to_end(b: GraphBuilder) -> None:
-    """(e) Dataset, cache, training and a base-versus-trained comparison in one graph."""
+    """(e) Dataset, cache, training and a strength sweep of the trained LoRA in one graph."""
     m = _models(b)
     train = _train(b, m, _dataset_and_cache(b, m))
-    _compare_trained(b, m, train["model"])
+    _sweep(b, m, train["lora_path"], "0, 0.5, 1.0")  # linked: the sweep waits for the trained file
 
 
 BUNDLED = {
@@ -463,7 +435,7 @@ BUNDLED = {
     "2_train_lora_from_cache.json": build_train,
     "3_sweep_checkpoints_x_strengths.json": build_sweep,
     "4_inspect_and_convert_lora.json": build_inspect_convert,
-    "5_end_to_end_dataset_to_comparison.json": build_end_to_end,
+    "5_end_to_end_dataset_to_sweep.json": build_end_to_end,
 }
 
 
