@@ -88,9 +88,18 @@ def bench_io(tmp: Path, n: int, epochs: int) -> dict:
     src = tmp / "src.bin"
     src.write_bytes(b"x")
     st = src.stat()
-    items = [FakeItem(id=f"item{i:04d}", source=src, source_size=st.st_size, source_mtime_ns=st.st_mtime_ns,
-                      caption=f"caption {i}", fps=25.0, plan=SimpleNamespace(as_dict=lambda i=i: {"n": i}))
-             for i in range(n)]
+    items = [
+        FakeItem(
+            id=f"item{i:04d}",
+            source=src,
+            source_size=st.st_size,
+            source_mtime_ns=st.st_mtime_ns,
+            caption=f"caption {i}",
+            fps=25.0,
+            plan=SimpleNamespace(as_dict=lambda i=i: {"n": i}),
+        )
+        for i in range(n)
+    ]
     start = time.perf_counter()
     build_cache(items, tmp / "io", SyntheticVideo(), SyntheticText())
     write_s = time.perf_counter() - start
@@ -102,8 +111,13 @@ def bench_io(tmp: Path, n: int, epochs: int) -> dict:
             s = data[i]
             s.video.sum()  # touch the bytes
     read_s = time.perf_counter() - start
-    return {"items": n, "mb_per_item": per_item / 1e6, "write_s": write_s,
-            "read_gbs": per_item * n * epochs / read_s / 1e9, "read_items_s": n * epochs / read_s}
+    return {
+        "items": n,
+        "mb_per_item": per_item / 1e6,
+        "write_s": write_s,
+        "read_gbs": per_item * n * epochs / read_s / 1e9,
+        "read_items_s": n * epochs / read_s,
+    }
 
 
 def main() -> None:

@@ -41,9 +41,9 @@ def boot(root: Path) -> ModuleType:
         comfy.cli_args.args.cpu = True
     finally:
         sys.argv = argv
+    import comfy.model_management
     import utils.install_util  # noqa: F401 - the top-level utils package must win over comfy/utils.py
 
-    import comfy.model_management  # noqa: F401
     import nodes
 
     asyncio.run(nodes.init_extra_nodes(init_custom_nodes=False, init_api_nodes=False))

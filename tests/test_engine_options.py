@@ -63,3 +63,28 @@ def test_adamw8bit_without_bitsandbytes_says_what_to_install(ckpt, tmp_path):
     cfg = config(tmp_path, optimization={"optimizer": "adamw8bit"})
     with pytest.raises(ConfigError, match="pip install bitsandbytes"):
         Trainer(tiny_backbone(ckpt), synthetic_data(n=1), cfg)
+
+
+def test_bf16_working_copies_give_the_same_gradients_as_casting_every_call(ckpt):
+    from tests.comfy_models import model_input
+    from trainer_core.lora.adapter import LoraAdapters
+
+    backbone = tiny_backbone(ckpt)
+    targets = select_targets(backbone.lora_targets(), "all_attention")
+    grads = []
+    for working_copies in (False, True):
+        adapters = LoraAdapters(targets, 4, 4.0, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            for b in adapters.lora_B:
+                b.normal_(0, 0.1, generator=torch.Generator().manual_seed(1))
+        if working_copies:
+            adapters.use_compute_dtype(torch.bfloat16)
+        text = backbone.prepare_text(synthetic_data(n=1)[0].text)
+        with backbone.training_session(), adapters.attached(), torch.autocast("cpu", dtype=torch.bfloat16):
+            v, a = backbone.velocity(model_input(text, seed=2, audio=True))
+            (v.float().pow(2).mean() + a.float().pow(2).mean()).backward()
+        adapters.grads_to_masters()
+        grads.append([p.grad.clone() for p in adapters.masters()])
+        assert all(p.grad.dtype == torch.float32 for p in adapters.masters())
+    assert all(torch.equal(g0, g1) for g0, g1 in zip(*grads, strict=True))
+    assert any(g.abs().sum() > 0 for g in grads[1])

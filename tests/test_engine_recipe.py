@@ -89,12 +89,12 @@ def test_noised_input_target_and_loss_match_a_hand_computation():
     loss, parts = recipe.loss(torch.zeros_like(video), torch.zeros_like(audio), targets)
     expected_v = ((noise - video) ** 2).mean()
     expected_a = ((noise_a - audio) ** 2).mean()
-    assert parts["video"] == pytest.approx(float(expected_v), rel=1e-6)
+    assert float(parts["video"]) == pytest.approx(float(expected_v), rel=1e-6)
     assert float(loss) == pytest.approx(float(expected_v + expected_a), rel=1e-6)
 
 
 def test_first_frame_tokens_are_clean_at_timestep_zero_and_out_of_the_loss():
-    video, audio, text = _batch()
+    video, _, text = _batch()
     recipe = FlowMatchingRecipe(RecipeSettings(first_frame_p=1.0))
     inp, targets = recipe.prepare(video, None, text, 25.0, torch.Generator().manual_seed(0))
     per_frame = 2 * 2

@@ -182,9 +182,12 @@ class ComfyBackbone:
 
         previous_flag = mm.in_training
         try:
-            with torch.inference_mode(False), torch.enable_grad():
-                mm.in_training = True
+            mm.in_training = True
+            # Weights ComfyUI moves while loading must stay inference tensors like the rest of the model:
+            # moved outside inference mode they break its next inference forward.
+            with torch.inference_mode():
                 mm.load_models_gpu([self._patcher], memory_required=self._memory_required)
+            with torch.inference_mode(False), torch.enable_grad():
                 patched = self._patcher.clone()  # shares the weights; only its options differ
                 install_out_of_place_blocks(patched, self._dm.transformer_blocks)
                 options = dict(patched.model_options["transformer_options"])

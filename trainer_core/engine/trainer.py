@@ -75,7 +75,9 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.adapters = LoraAdapters(targets, cfg.lora.rank, cfg.lora.alpha, cfg.lora.dropout, self.generator)
         self.adapters.to(backbone.device)
-        self.optimizer = build_optimizer(list(self.adapters.parameters()), cfg.optimization)
+        if cfg.memory.mixed_precision == "bf16":
+            self.adapters.use_compute_dtype(torch.bfloat16)
+        self.optimizer = build_optimizer(self.adapters.masters(), cfg.optimization)
         self.scheduler = build_scheduler(self.optimizer, cfg.optimization)
         self.recipe = FlowMatchingRecipe(cfg.recipe)
         self.run = RunState()
@@ -110,7 +112,7 @@ class Trainer:
             self._texts[key] = self.backbone.prepare_text(embeds.to(self.backbone.device))
         return self._texts[key]
 
-    def _batch_loss(self, indices: list[int]) -> tuple[torch.Tensor, dict[str, float]]:
+    def _batch_loss(self, indices: list[int]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         samples = [self.data[i] for i in indices]
         texts = []
         for s in samples:
@@ -204,23 +206,30 @@ class Trainer:
 
     def _optimizer_step(self, batches) -> tuple[float, dict[str, float]]:
         opt = self.cfg.optimization
-        total, parts_sum = 0.0, {}
+        losses, parts_list = [], []
         for _ in range(opt.gradient_accumulation):
             loss, parts = self._batch_loss(next(batches))
-            if not math.isfinite(loss.item()):
-                self.optimizer.zero_grad(set_to_none=True)
-                last = self.writer.written[-1] if self.writer.written else "none yet"
-                raise NonFiniteLossError(
-                    f"loss became {loss.item()} at step {self.run.step + 1}; training stopped. The last good "
-                    f"checkpoint is {last}. Lower optimization.learning_rate (e.g. 5x) or check the data."
-                )
             (loss / opt.gradient_accumulation).backward()
-            total += loss.item() / opt.gradient_accumulation
-            for k, v in parts.items():
-                parts_sum[k] = parts_sum.get(k, 0.0) + v / opt.gradient_accumulation
+            losses.append(loss.detach())
+            parts_list.append(parts)
+        # One host sync per step, after backward has been queued: the GPU never waits for Python here.
+        names = list(parts_list[0])
+        rows = [torch.stack([loss, *(p[n] for n in names)]) for loss, p in zip(losses, parts_list, strict=True)]
+        table = torch.stack(rows)
+        means = table.float().mean(dim=0).tolist()
+        total, parts_mean = means[0], dict(zip(names, means[1:], strict=True))
+        if not math.isfinite(total):
+            self.optimizer.zero_grad(set_to_none=True)
+            last = self.writer.written[-1] if self.writer.written else "none yet"
+            raise NonFiniteLossError(
+                f"loss became {total} at step {self.run.step + 1}; training stopped. The last good "
+                f"checkpoint is {last}. Lower optimization.learning_rate (e.g. 5x) or check the data."
+            )
+        self.adapters.grads_to_masters()
         if opt.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(self.adapters.parameters(), opt.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(self.adapters.masters(), opt.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return total, parts_sum
+        self.adapters.refresh_work()
+        return total, parts_mean
