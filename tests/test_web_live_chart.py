@@ -151,9 +151,10 @@ class Browser:
             await asyncio.sleep(0.25)
         raise TimeoutError(f"timed out after {timeout} s waiting for {what or expression}")
 
-    async def open(self, url: str) -> None:
-        await self.send("Page.navigate", url=url)
-        await self.wait_for("!!(window.app && window.app.graph && window.LiteGraph && "
+    async def open(self, url: str, navigate: bool = True) -> None:
+        if navigate:
+            await self.send("Page.navigate", url=url)
+        await self.wait_for("!!(!window.__ltxloraOldPage && window.app && window.app.graph && window.LiteGraph && "
                             "LiteGraph.registered_node_types['LtxLoraTrain'] && "
                             "app.extensions?.some(e => e.name === 'ltxlora.LiveTrainingView'))",
                             what="the ComfyUI frontend with the pack's nodes and extension")
@@ -265,9 +266,9 @@ def test_live_chart_receives_points_and_survives_reload(server, tmp_path):
         await browser.wait_for(f"Number({CHART}?.dataset.points) >= 3", what="3 points on the chart")
         before = await browser.eval(f"({{points: Number({CHART}.dataset.points), run: {CHART}.dataset.run}})")
         graph = await browser.eval("JSON.stringify(app.graph.serialize())")
+        await browser.eval("window.__ltxloraOldPage = true")
         await browser.send("Page.reload")
-        await browser.wait_for("!window.app", timeout=30, what="the old page to go")
-        await browser.open(server)
+        await browser.open(server, navigate=False)  # waits for the new page (the marker is gone with the old one)
         # The page's JS state is gone now; the same graph is opened again (as the frontend's own workflow
         # persistence would), and the chart can only get its points back from the server's history.
         await browser.eval(f"app.loadGraphData({graph}).then(() => true)")

@@ -136,8 +136,11 @@ async function loadHistory() {
   if (!res.ok) return;
   const h = await res.json();
   if (!h.run) return;
-  for (const p of h.points) record({ ...p, run: h.run, node: h.node, total: h.total });
-  if (!h.points.length) runs.set(String(h.node), { run: h.run, total: h.total, points: [] });
+  // Live events may have arrived while the history was in flight: keep those newer than the history.
+  const key = String(h.node), live = runs.get(key);
+  const newest = h.points.length ? h.points[h.points.length - 1].step : 0;
+  const newer = live?.run === h.run ? live.points.filter((p) => p.step > newest) : [];
+  runs.set(key, { run: h.run, total: h.total, points: [...h.points, ...newer] });
   redrawNode(h.node);
 }
 
