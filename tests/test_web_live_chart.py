@@ -145,7 +145,12 @@ class Browser:
     async def wait_for(self, expression: str, timeout: float = 120, what: str = ""):
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            value = await self.eval(expression)
+            try:
+                value = await self.eval(expression)
+            except RuntimeError as err:  # the page is between two documents (reload): ask again
+                if "navigated or closed" not in str(err) and "context" not in str(err).lower():
+                    raise
+                value = None
             if value:
                 return value
             await asyncio.sleep(0.25)
