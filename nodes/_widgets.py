@@ -69,7 +69,10 @@ def section_inputs(section: type[Section], exclude: tuple[str, ...] = ()) -> lis
         elif ann is bool:
             inputs.append(io.Boolean.Input(name, default=default, tooltip=tip))
         elif ann is int:
-            inputs.append(io.Int.Input(name, default=0 if default is None else default, tooltip=tip, **_bounds(f)))
+            # The frontend puts a "control after generate" on seeds; a training seed must not randomize itself.
+            control = {"control_after_generate": io.ControlAfterGenerate.fixed} if name == "seed" else {}
+            value = 0 if default is None else default
+            inputs.append(io.Int.Input(name, default=value, tooltip=tip, **control, **_bounds(f)))
         elif ann is float:
             b = _bounds(f)
             inputs.append(

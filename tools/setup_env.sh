@@ -6,6 +6,7 @@
 # - ltx-core (Lightricks' reference model, optional for users, needed by the tests and the headless CLI) is
 #   installed without its torchaudio requirement: PyPI's torchaudio is a CUDA build that fails to import on CPU
 #   torch, and nothing here uses ltx-core's audio VAE.
+# - Debian's chromium for the browser test, when run as root with apt-get.
 # - If a ComfyUI tree is found ($COMFYUI_PATH, or ~/.cache/comfyui-v0.33), its requirements are installed too
 #   (torch pinned), with the two CPU workarounds its integration tests need: a torchvision import shim and
 #   torchaudio's CUDA libraries moved aside so its pure-Python parts import.
@@ -43,6 +44,16 @@ if [ -n "$COMFY" ]; then
     fi
 else
     echo "No ComfyUI tree found: the ComfyUI integration tests will be skipped (see README)."
+fi
+# The browser test of the live loss chart needs Debian's chromium; installed when we may (root with apt-get),
+# otherwise that one test skips with a loud reason.
+if ! command -v chromium >/dev/null 2>&1; then
+    if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+            || echo "chromium could not be installed: the browser test will be skipped"
+    else
+        echo "chromium not found (install Debian's 'chromium' as root): the browser test will be skipped"
+    fi
 fi
 "$V" -c "import torch, safetensors, peft, transformers, einops, av, numpy, pydantic, yaml, PIL, ltx_core.model.transformer"
 echo "environment ready: .venv"
