@@ -148,9 +148,12 @@ class Trainer:
             consumed = max(0, consumed - len(batches))
             epoch += 1
 
-    def _save(self) -> Path:
+    def _save(self, cb: Callbacks) -> int:
+        """Write a checkpoint of the current step; returns that step."""
         path = self.writer.save(self.adapters, self.run, self.optimizer, self.scheduler, self.generator)
-        return path
+        if cb.on_checkpoint:
+            cb.on_checkpoint(path, self.run.step)
+        return self.run.step
 
     def train(self, callbacks: Callbacks | None = None) -> TrainResult:
         cb = callbacks or Callbacks()
@@ -158,7 +161,7 @@ class Trainer:
         write_atomic(self.out / "config.yaml", dump_yaml(self.cfg))
         self.backbone.set_gradient_checkpointing(self.cfg.memory.gradient_checkpointing)
         batches = self._batches()
-        last_saved, status, message = None, "completed", ""
+        saved_step, status, message = self.run.step, "completed", ""
         log.info(
             "training %d LoRA layers (%.2fM parameters), pack %s",
             len(self.adapters.names),
@@ -178,7 +181,7 @@ class Trainer:
                         cb.on_step(StepInfo(self.run.step, opt.steps, loss, parts, lr, self.run.seconds[-1]))
                     stop = cb.should_stop is not None and cb.should_stop()
                     if stop or self.run.step % self.cfg.checkpoints.every == 0 or self.run.step == opt.steps:
-                        last_saved = self._notify(self._save(), cb)
+                        saved_step = self._save(cb)
                     if stop:
                         status, message = "cancelled", f"cancelled at step {self.run.step}; checkpoint saved"
                         break
@@ -186,8 +189,8 @@ class Trainer:
                 status, message = "diverged", str(err)
             except BaseException:
                 # Cancelled from inside the model (ComfyUI's interrupt, Ctrl-C): keep what was learned so far.
-                if self.run.step > 0 and (last_saved is None or self.writer.written[-1:] != [last_saved]):
-                    self._notify(self._save(), cb)
+                if self.run.step > saved_step:
+                    self._save(cb)
                 raise
         return TrainResult(
             status,
@@ -198,11 +201,6 @@ class Trainer:
             message,
             list(self.writer.written),
         )
-
-    def _notify(self, path: Path, cb: Callbacks) -> Path:
-        if cb.on_checkpoint:
-            cb.on_checkpoint(path, self.run.step)
-        return path
 
     def _optimizer_step(self, batches) -> tuple[float, dict[str, float]]:
         opt = self.cfg.optimization
