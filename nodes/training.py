@@ -72,8 +72,8 @@ def _train_config(kwargs: dict, output_dir: Path) -> TrainConfig:
     else:
         base = {field: (kwargs.get(field) or section()).model_dump() for field, section, *_ in _SETTINGS}
         base["checkpoints"] = section_from_inputs(CheckpointSettings, kwargs).model_dump()
-        base.update(seed=kwargs["seed"], name=kwargs["name"])
-    base["output_dir"] = str(output_dir)
+        base["seed"] = kwargs["seed"]
+    base.update(name=kwargs["name"], output_dir=str(output_dir))  # the node decides where its files go
     return parse_section(TrainConfig, base)
 
 

@@ -136,3 +136,16 @@ def test_direct_latent_and_conditioning_inputs(comfy, setup):
     assert len(out.result[2]["loss"]) == 2
     with pytest.raises(Exception, match="training_data"):
         node.execute(model=model, **_settings(comfy, 2), **_widgets())
+
+
+def test_config_yaml_of_a_run_reproduces_it(comfy, setup):
+    node, model, _, loras = setup
+    data = synthetic_data(n=2)
+    with torch.inference_mode():
+        first = node.execute(model=model, training_data=data, **_settings(comfy, 3), **_widgets(every=100))
+        # Widgets and sockets differ now (defaults), but the YAML carries every setting of the first run.
+        again = node.execute(
+            model=model, training_data=data, **_widgets(name="again", config_yaml=str(loras / "itest" / "config.yaml"))
+        )
+    assert again.result[2]["loss"] == first.result[2]["loss"]
+    assert again.result[1].endswith("again/again_step_00003.safetensors")
