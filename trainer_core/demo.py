@@ -16,7 +16,6 @@ from pathlib import Path
 import av
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
 
 from .cache.ltx_core_encoders import LtxCoreVae
 from .cache.reader import CachedData
@@ -35,6 +34,7 @@ from .ltx_core_model import read_checkpoint_config
 from .plots import loss_curve
 from .progress import ProgressLine
 from .sampling import sample_video
+from .sweep.grid import GridLayout, grid_image
 from .tiny import write_tiny_checkpoint
 
 log = logging.getLogger(__name__)
@@ -110,26 +110,6 @@ def _latent_rgb(latents: list[torch.Tensor], basis_from: torch.Tensor) -> list[t
     return [(x - lo) / (hi - lo + 1e-8) for x in views]
 
 
-def _grid(rows: list[tuple[str, torch.Tensor, torch.Tensor | None]]) -> Image.Image:
-    """One row per label: latent frames (PCA colours), then first/middle/last decoded frames when given."""
-    label_w, cell = 110, SIZE
-    cols = max(r[1].shape[0] for r in rows) + 3
-    sheet = Image.new("RGB", (label_w + cols * cell + 10, len(rows) * cell + 20), "white")
-    draw = ImageDraw.Draw(sheet)
-    draw.text((label_w, 4), "latent frames (top-3 PCA)      decoded first/middle/last", fill="black")
-    for r, (label, latent_view, decoded) in enumerate(rows):
-        y = 20 + r * cell
-        draw.text((5, y + cell // 2 - 6), label, fill="black")
-        tiles = list(latent_view)
-        if decoded is not None:
-            tiles += [decoded[i] for i in (0, decoded.shape[0] // 2, decoded.shape[0] - 1)]
-        for c, frame in enumerate(tiles):
-            arr = (frame.clamp(0, 1).numpy() * 255).astype(np.uint8)
-            x = label_w + c * cell + (10 if c >= latent_view.shape[0] else 0)
-            sheet.paste(Image.fromarray(arr).resize((cell - 2, cell - 2), Image.NEAREST), (x, y))
-    return sheet
-
-
 def run_demo(out: Path, steps: int = 200, seed: int = 0) -> DemoSummary:
     """Run the whole pipeline into ``out`` and return what it produced."""
     start = time.perf_counter()
@@ -184,10 +164,16 @@ def run_demo(out: Path, steps: int = 200, seed: int = 0) -> DemoSummary:
         samples.append(latent[0])
     training = torch.stack([data[i].video for i in range(len(data))])
     views = _latent_rgb([mean_latent, *samples], training)
-    rows = [("training (mean)", views[0], None)]
-    rows += [(f"strength {s:g}", v, vae.decode(x)) for s, v, x in zip(STRENGTHS, views[1:], samples, strict=True)]
+    decoded = [vae.decode(x) for x in (mean_latent, *samples)]
+    rows = ["training (mean)", *(f"strength {s:g}" for s in STRENGTHS)]
+    layout = GridLayout(
+        columns=2,
+        cell_labels=[f"{r}: {c}" for r in rows for c in ("latent", "decoded")],
+        row_labels=rows,
+        column_labels=["latent frames (top-3 PCA colours)", "decoded first/middle/last"],
+    )
     sweep_png = out / "sweep.png"
-    _grid(rows).save(sweep_png)
+    grid_image([v for pair in zip(views, decoded, strict=True) for v in pair], layout, tile_height=96).save(sweep_png)
     k = min(10, len(result.losses))
     return DemoSummary(
         dataset_items=len(dataset.items),
