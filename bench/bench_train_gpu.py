@@ -286,6 +286,55 @@ def bench_capped(args, config, geometry, device, results: list[Result], cap_gib:
 
 
 # -- reference ---------------------------------------------------------------------------------------------------
+def bench_previews(args, config, geometry, device, results: list[Result]) -> None:
+    """AV training with and without in-training previews every 2 steps: does sampling fit where training fits?
+
+    Same model, data and seed; prints peak VRAM, wall time and both loss sequences (they must be equal).
+    """
+    from trainer_core.comfy import ComfyBackbone
+    from trainer_core.comfy.previews import attach_previews
+    from trainer_core.config.training import TrainConfig
+    from trainer_core.engine.trainer import Callbacks, Trainer
+
+    patcher = build_comfy_patcher(config, device, torch.bfloat16, seed=0)
+    note = _load_like_comfyui(patcher, device)
+    data = training_data(geometry["video"], geometry["audio_steps"], geometry["text_tokens"], _text_width(config))
+    size = 64 if args.tiny else 256
+    runs = {}
+    for every in (0, 2):
+        reset_peak(device)
+        with tempfile.TemporaryDirectory() as out:
+            cfg = TrainConfig.model_validate(
+                {
+                    "output_dir": out,
+                    "name": "bench",
+                    "lora": {"rank": RANK, "alpha": RANK, "targets": "all_attention"},
+                    "optimization": {"steps": 4},
+                    "checkpoints": {"every": 10**9},
+                    "memory": {"gradient_checkpointing": True, "mixed_precision": "bf16"},
+                    "preview": {"every": every, "width": size, "height": size, "frames": 9, "steps": 8},
+                }
+            )
+            trainer = Trainer(ComfyBackbone(patcher), data, cfg)
+            callbacks = Callbacks()
+            runner = attach_previews(callbacks, trainer, patcher, data, cfg) if every else None
+            t0 = time.perf_counter()
+            result = trainer.train(callbacks)
+            seconds = time.perf_counter() - t0
+        peak, reserved = peak_gib(device)
+        runs[every] = result.losses
+        print(
+            f"previews every {every or 'off'}: 4 steps in {seconds:.1f} s, peak {peak:.1f} GiB ({reserved:.1f}), "
+            f"previews {len(runner.saved) if runner else 0}, losses {result.losses}; {note}",
+            flush=True,
+        )
+        del trainer
+        gc.collect()
+    print(f"previews leave the losses unchanged: {runs[0] == runs[2]}", flush=True)
+    del patcher
+    _free(device)
+
+
 def bench_reference(args, config, geometry, device, results: list[Result], flops: dict) -> None:
     from gpu_reference import ReferenceRecipe
 
@@ -421,6 +470,7 @@ def main() -> int:
     p.add_argument("--no-fp8", action="store_true")
     p.add_argument("--no-reference", action="store_true")
     p.add_argument("--profile", action="store_true", help="profile one extra step of ours AV")
+    p.add_argument("--previews-only", action="store_true", help="only the with/without in-training previews check")
     p.add_argument("--budget-s", type=float, default=480, help="skip optional sections after this many seconds")
     p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ".")))
     args = p.parse_args()
@@ -438,6 +488,9 @@ def main() -> int:
 
     results: list[Result] = []
     flops: dict = {}
+    if args.previews_only:
+        _section("previews", float("inf"), bench_previews, args, config, geometry, device, results)
+        return 0
     _section("ours bf16", float("inf"), bench_ours, args, config, geometry, device, results, flops)
     if not args.no_reference:
         _section("reference", float("inf"), bench_reference, args, config, geometry, device, results, flops)
