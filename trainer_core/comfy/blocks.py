@@ -50,6 +50,22 @@ def _modulate(x_normed: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) 
     return x_normed * (1 + scale) + shift
 
 
+def _self_and_text_attention(
+    block: nn.Module, x: torch.Tensor, attn1: nn.Module, attn2: nn.Module, table: torch.Tensor, prompt_table: str,
+    timestep: torch.Tensor, prompt_timestep: torch.Tensor, pe: Any, context: torch.Tensor,
+    self_mask: torch.Tensor | None, kw: dict[str, Any], opts: dict,
+) -> torch.Tensor:
+    """One stream's gated self-attention then text cross-attention, as new tensors (never in place)."""
+    shift, scale = block.get_ada_values(table, x.shape[0], timestep, slice(0, 2))
+    out = attn1(_modulate(_rms_norm(x), scale, shift), pe=pe, mask=self_mask, transformer_options=opts)
+    gate = block.get_ada_values(table, x.shape[0], timestep, slice(2, 3))[0]
+    x = torch.addcmul(x, out, gate)
+    return x + block._apply_text_cross_attention(
+        x, context, attn2, table, getattr(block, prompt_table, None), timestep, prompt_timestep,
+        kw["attention_mask"], opts,
+    )
+
+
 def av_block_forward(block: nn.Module, vx: torch.Tensor, ax: torch.Tensor, kw: dict[str, Any]) -> tuple[
     torch.Tensor, torch.Tensor
 ]:
@@ -63,26 +79,15 @@ def av_block_forward(block: nn.Module, vx: torch.Tensor, ax: torch.Tensor, kw: d
     batch = vx.shape[0]
 
     if run_vx:
-        shift, scale = ada(block.scale_shift_table, batch, kw["v_timestep"], slice(0, 2))
-        out = block.attn1(_modulate(_rms_norm(vx), scale, shift), pe=kw["v_pe"], mask=kw["self_attention_mask"],
-                          transformer_options=opts)
-        gate = ada(block.scale_shift_table, batch, kw["v_timestep"], slice(2, 3))[0]
-        vx = torch.addcmul(vx, out, gate)
-        vx = vx + block._apply_text_cross_attention(
-            vx, kw["v_context"], block.attn2, block.scale_shift_table,
-            getattr(block, "prompt_scale_shift_table", None), kw["v_timestep"], kw["v_prompt_timestep"],
-            kw["attention_mask"], opts,
+        vx = _self_and_text_attention(
+            block, vx, block.attn1, block.attn2, block.scale_shift_table, "prompt_scale_shift_table",
+            kw["v_timestep"], kw["v_prompt_timestep"], kw["v_pe"], kw["v_context"], kw["self_attention_mask"], kw, opts,
         )
-
     if run_ax:
-        shift, scale = ada(block.audio_scale_shift_table, batch, kw["a_timestep"], slice(0, 2))
-        out = block.audio_attn1(_modulate(_rms_norm(ax), scale, shift), pe=kw["a_pe"], transformer_options=opts)
-        gate = ada(block.audio_scale_shift_table, batch, kw["a_timestep"], slice(2, 3))[0]
-        ax = torch.addcmul(ax, out, gate)
-        ax = ax + block._apply_text_cross_attention(
-            ax, kw["a_context"], block.audio_attn2, block.audio_scale_shift_table,
-            getattr(block, "audio_prompt_scale_shift_table", None), kw["a_timestep"], kw["a_prompt_timestep"],
-            kw["attention_mask"], opts,
+        ax = _self_and_text_attention(
+            block, ax, block.audio_attn1, block.audio_attn2, block.audio_scale_shift_table,
+            "audio_prompt_scale_shift_table", kw["a_timestep"], kw["a_prompt_timestep"], kw["a_pe"], kw["a_context"],
+            None, kw, opts,
         )
 
     if run_a2v or run_v2a:

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from ..plots import to_image_tensor
 from .loader import PreparedDataset
 from .media import MediaError
 
@@ -68,4 +69,4 @@ def contact_sheet(ds: PreparedDataset, columns: int = 6, tile_width: int = 256, 
         _label(draw, x, y + tile_h, tile_width, status, text)
     if len(entries) > max_items:
         draw.text((4, 4), f"+{len(entries) - max_items} more not shown", fill=(255, 255, 255))
-    return torch.from_numpy(np.asarray(sheet, dtype=np.float32) / 255.0)[None]
+    return to_image_tensor(sheet)
