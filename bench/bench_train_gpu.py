@@ -103,7 +103,8 @@ def _summarise(
 
 # -- ours --------------------------------------------------------------------------------------------------------
 def train_ours(
-    patcher, data, steps: int, device: torch.device, memory_required: int = 0, profile_last: bool = False
+    patcher, data, steps: int, device: torch.device, memory_required: int = 0, profile_last: bool = False,
+    compile_blocks: str = "auto",
 ) -> tuple[StepTimer, object, object]:
     """``steps`` optimizer steps of our Trainer on ComfyUI's model; returns the timer, trainer and profile."""
     from trainer_core.comfy import ComfyBackbone
@@ -119,7 +120,9 @@ def train_ours(
                 "lora": {"rank": RANK, "alpha": RANK, "targets": "all_attention"},
                 "optimization": {"steps": steps},
                 "checkpoints": {"every": 10**9},
-                "memory": {"gradient_checkpointing": True, "mixed_precision": "bf16"},
+                "memory": {
+                    "gradient_checkpointing": True, "mixed_precision": "bf16", "compile_blocks": compile_blocks,
+                },
             }
         )
         trainer = Trainer(backbone, data, cfg)
@@ -185,27 +188,34 @@ def bench_ours(args, config, geometry, device, results: list[Result], flops: dic
         time.perf_counter() - t0,
         sum(p.numel() for p in patcher.model.diffusion_model.parameters()) / 1e9,
     )
-    for audio in (True, False):
-        name = "ours AV" if audio else "ours video-only"
+    runs = [(True, "auto"), (False, "auto")] + [(audio, "off") for audio in (True, False) if args.eager]
+    for audio, compile_blocks in runs:
+        name = ("ours AV" if audio else "ours video-only") + (" eager" if compile_blocks == "off" else "")
         data = training_data(
             geometry["video"], geometry["audio_steps"] if audio else 0, geometry["text_tokens"], _text_width(config)
         )
         reset_peak(device)
-        steps = args.warmup + args.steps + (1 if audio and args.profile else 0)
+        profile = audio and args.profile and compile_blocks == "auto"
+        steps = args.warmup + args.steps + (1 if profile else 0)
         with RssPeak() as rss:
-            timer, trainer, prof = train_ours(patcher, data, steps, device, profile_last=audio and args.profile)
+            timer, trainer, prof = train_ours(
+                patcher, data, steps, device, profile_last=profile, compile_blocks=compile_blocks
+            )
         if prof is not None:
             timer.times.pop()  # the profiled step is not timed
             _profile_table(prof, args.out / "profile_ours_av.txt")
         tokens = _tokens(geometry, audio)
-        fwd, lora, text_fwd = our_flops(patcher, data, trainer, audio)
-        flops[name] = {
-            "linear": fwd.linear,
-            "attention": fwd.attention,
-            "other": fwd.other,
-            "lora": lora,
-            "connectors": text_fwd,
-        }
+        if compile_blocks == "auto":
+            fwd, lora, text_fwd = our_flops(patcher, data, trainer, audio)
+            flops[name] = {
+                "linear": fwd.linear,
+                "attention": fwd.attention,
+                "other": fwd.other,
+                "lora": lora,
+                "connectors": text_fwd,
+            }
+        counted = flops[name.removesuffix(" eager")]
+        fwd = ForwardFlops(counted["linear"], counted["attention"], counted["other"])
         res = _summarise(
             name,
             timer,
@@ -213,7 +223,8 @@ def bench_ours(args, config, geometry, device, results: list[Result], flops: dic
             device,
             rss,
             tokens,
-            training_flops(fwd, lora) / 1e12,
+            training_flops(fwd, counted["lora"]) / 1e12,
+            f"{'compiled' if trainer.compiled_blocks else 'eager'} blocks, first step {timer.times[0]:.0f} s; "
             f"{len(trainer.adapters.names)} LoRA layers; {load_note}",
         )
         results.append(res)
@@ -470,6 +481,7 @@ def main() -> int:
     p.add_argument("--no-fp8", action="store_true")
     p.add_argument("--no-reference", action="store_true")
     p.add_argument("--profile", action="store_true", help="profile one extra step of ours AV")
+    p.add_argument("--eager", action="store_true", help="also time our blocks uncompiled")
     p.add_argument("--previews-only", action="store_true", help="only the with/without in-training previews check")
     p.add_argument("--budget-s", type=float, default=480, help="skip optional sections after this many seconds")
     p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ".")))

@@ -84,6 +84,10 @@ class Backbone(Protocol):
         """Recompute each transformer block in backward instead of storing its activations."""
         ...
 
+    def set_compiled_blocks(self, enabled: bool) -> bool:
+        """Run each transformer block through ``torch.compile``; returns whether this backbone does."""
+        ...
+
     def training_session(self) -> AbstractContextManager[None]:
         """Make the frozen model trainable through its LoRA for the duration of the block, then undo everything.
 

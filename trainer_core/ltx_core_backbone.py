@@ -193,6 +193,11 @@ class LtxCoreBackbone:
         """Per-block checkpointing (ltx-core's own; active while the model is in train mode)."""
         self.transformer.set_gradient_checkpointing(bool(enabled))
 
+    def set_compiled_blocks(self, enabled: bool) -> bool:
+        """Not offered: the headless reference backbone runs ltx-core's blocks as they are."""
+        del enabled
+        return False
+
     @contextmanager
     def training_session(self) -> Iterator[None]:
         """Freeze every base weight and put the transformer in train mode (checkpointing needs it); undo on exit."""

@@ -73,6 +73,7 @@ class ComfyBackbone:
         self._dm = diffusion_model
         self._memory_required = int(memory_required)
         self._checkpointing = False
+        self._compiled = False
         self._session_options: dict[str, Any] | None = None
 
     # -- Backbone properties ---------------------------------------------------------------------------------
@@ -144,7 +145,10 @@ class ComfyBackbone:
             options["prefetch_dynamic_vbars"] = self._patcher.is_dynamic()
             return options
         options = dict(self._session_options)
-        settings: dict[str, Any] = {"checkpoint": self._checkpointing and torch.is_grad_enabled()}
+        settings: dict[str, Any] = {
+            "checkpoint": self._checkpointing and torch.is_grad_enabled(),
+            "compile": self._compiled,
+        }
         if audio and inp.audio_sigma is not None and inp.video.shape[0] > 1:
             settings["cross_gates"] = self._reference_cross_gates(inp)
         options[OPTIONS_KEY] = settings
@@ -174,6 +178,10 @@ class ComfyBackbone:
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:
         self._checkpointing = bool(enabled)
+
+    def set_compiled_blocks(self, enabled: bool) -> bool:
+        self._compiled = bool(enabled)
+        return self._compiled
 
     @contextmanager
     def training_session(self) -> Iterator[None]:

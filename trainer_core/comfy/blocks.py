@@ -21,6 +21,7 @@ they allocate new tensors; only the residual updates needed rewriting. Callers s
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -117,12 +118,26 @@ def av_block_forward(block: nn.Module, vx: torch.Tensor, ax: torch.Tensor, kw: d
     return vx, ax
 
 
+@functools.cache
+def compiled_block_forward() -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
+    """``av_block_forward`` through ``torch.compile``, made once per process so every block shares one cache.
+
+    The blocks have equal shapes and their weights are graph inputs, so one compiled graph serves all of them
+    (two in practice: the first block's inputs do not require grad). Each new geometry or stream mix adds an
+    entry, hence the raised recompile limit (beyond it torch falls back to the eager block, still correct).
+    """
+    import torch._dynamo
+
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+    return torch.compile(av_block_forward, dynamic=False)
+
+
 class OutOfPlaceBlock:
     """A ``patches_replace["dit"][("double_block", i)]`` entry running ``av_block_forward`` on one bound block.
 
     Per-call settings come from ``transformer_options[OPTIONS_KEY]`` (a ``dict``): ``checkpoint`` (recompute the
-    block in backward) and ``cross_gates`` (``(video_gate, audio_gate)`` embeddings replacing ComfyUI's
-    cross-attention gate timesteps, see ``ComfyBackbone``).
+    block in backward), ``compile`` (run ``compiled_block_forward``) and ``cross_gates`` (``(video_gate,
+    audio_gate)`` embeddings replacing ComfyUI's cross-attention gate timesteps, see ``ComfyBackbone``).
     """
 
     def __init__(self, block: nn.Module) -> None:
@@ -136,7 +151,8 @@ class OutOfPlaceBlock:
         if gates is not None:
             kw["v_cross_gate_timestep"], kw["a_cross_gate_timestep"] = gates
         vx, ax = args["img"]
-        run: Callable[..., tuple[torch.Tensor, torch.Tensor]] = lambda v, a: av_block_forward(self.block, v, a, kw)  # noqa: E731
+        forward = compiled_block_forward() if settings.get("compile", False) else av_block_forward
+        run: Callable[..., tuple[torch.Tensor, torch.Tensor]] = lambda v, a: forward(self.block, v, a, kw)  # noqa: E731
         if settings.get("checkpoint", False) and torch.is_grad_enabled():
             return {"img": checkpoint(run, vx, ax, use_reentrant=False)}
         return {"img": run(vx, ax)}

@@ -87,6 +87,11 @@ class CheckpointSettings(Section):
 class MemorySettings(Section):
     gradient_checkpointing: bool = knob(True, "Recompute each block in backward: far less memory, ~25% slower.")
     mixed_precision: Literal["bf16", "no"] = knob("bf16", "bf16 autocast for the forward/backward (no = float32).")
+    compile_blocks: Literal["auto", "on", "off"] = knob(
+        "auto",
+        "torch.compile each transformer block: fused kernels, much faster steps on a GPU; the first step compiles "
+        "for a minute or two. auto = on for CUDA with Triton installed (ComfyUI models only).",
+    )
 
 
 class PreviewSettings(Section):

@@ -6,6 +6,7 @@ CLI (progress bar, Ctrl-C) and the ComfyUI node (ProgressBar, interrupt button, 
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import math
 import time
@@ -19,7 +20,7 @@ import torch
 from .. import __version__
 from ..atomic import write_atomic
 from ..backbone import Backbone, TextContext
-from ..config import dump_yaml
+from ..config import ConfigError, dump_yaml
 from ..config.training import TrainConfig
 from ..lora.adapter import LoraAdapters
 from ..lora.targets import select_targets
@@ -60,6 +61,21 @@ class TrainResult:
     checkpoints: list[Path] = field(default_factory=list)
 
 
+def compile_wanted(setting: str, device: torch.device) -> bool:
+    """Resolve ``memory.compile_blocks``: auto compiles on CUDA when Triton (torch.compile's GPU backend) exists."""
+    if setting == "off":
+        return False
+    has_triton = importlib.util.find_spec("triton") is not None
+    if setting == "auto":
+        return device.type == "cuda" and has_triton
+    if device.type == "cuda" and not has_triton:
+        raise ConfigError(
+            "memory.compile_blocks is 'on' but Triton is not installed (torch.compile needs it on CUDA): "
+            "pip install triton, or set compile_blocks to auto or off"
+        )
+    return True
+
+
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite."""
 
@@ -96,6 +112,7 @@ class Trainer:
             },
         )
         self._texts: dict[str, TextContext] = {}
+        self.compiled_blocks = False  # set by train(): whether the backbone runs its blocks through torch.compile
 
     def resume(self, lora_path: Path) -> None:
         """Continue from a checkpoint of this pack: LoRA weights, optimizer, scheduler, RNG and history."""
@@ -160,6 +177,12 @@ class Trainer:
         opt = self.cfg.optimization
         write_atomic(self.out / "config.yaml", dump_yaml(self.cfg))
         self.backbone.set_gradient_checkpointing(self.cfg.memory.gradient_checkpointing)
+        wanted = compile_wanted(self.cfg.memory.compile_blocks, self.backbone.device)
+        self.compiled_blocks = self.backbone.set_compiled_blocks(wanted)
+        if self.compiled_blocks:
+            log.info("transformer blocks run through torch.compile; the first step includes compiling them")
+        elif self.cfg.memory.compile_blocks == "on":
+            log.warning("memory.compile_blocks is on, but this backbone runs its blocks uncompiled")
         batches = self._batches()
         saved_step, status, message = self.run.step, "completed", ""
         log.info(

@@ -66,21 +66,23 @@ class LoraAdapters(nn.Module):
             return self._work[0][index], self._work[1][index]
         return self.lora_A[index], self.lora_B[index]
 
-    def _hook(self, index: int):
+    def _hook(self, a: torch.Tensor, b: torch.Tensor):
+        # The hook holds its own two tensors, not an index: torch.compile then reuses one compiled block for
+        # every block (an index would be a per-block constant and force a recompile per block).
         def hook(_module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
-            a, b = self._weights(index)
             x = self.dropout(args[0])
             if not torch.is_autocast_enabled(x.device.type):
                 x = x.to(a.dtype)
-            if a.dtype != x.dtype:
-                a, b = a.to(x.dtype), b.to(x.dtype)
-            delta = (x @ a.t()) @ b.t()
+            a_x, b_x = (a, b) if a.dtype == x.dtype else (a.to(x.dtype), b.to(x.dtype))
+            delta = (x @ a_x.t()) @ b_x.t()
             return output + (delta * (self.strength * self.scale)).to(output.dtype)
 
         return hook
 
     def use_compute_dtype(self, dtype: torch.dtype | None) -> None:
-        """Compute in ``dtype`` from working copies (None or float32: straight from the float32 masters)."""
+        """Compute in ``dtype`` from working copies (None or float32: straight from the float32 masters).
+
+        Call it before ``attached()``: the hooks take the tensors current when they are attached."""
         if dtype is None or dtype == torch.float32:
             self._work = None
             return
@@ -116,7 +118,7 @@ class LoraAdapters(nn.Module):
     def attached(self, strength: float = 1.0) -> Iterator[LoraAdapters]:
         """Hook the adapters into their modules for the duration of the block; always detached afterwards."""
         previous, self.strength = self.strength, strength
-        handles = [m.register_forward_hook(self._hook(i)) for i, m in enumerate(self._targets)]
+        handles = [m.register_forward_hook(self._hook(*self._weights(i))) for i, m in enumerate(self._targets)]
         try:
             yield self
         finally:

@@ -1,0 +1,78 @@
+"""Compiled transformer blocks (``memory.compile_blocks``): same gradients as the eager blocks, one graph for all.
+
+Compiling runs torch.compile's CPU backend here (a C++ compiler); on a GPU the same graphs go to Triton.
+ComfyUI's CPU attention (sub-quadratic) asks psutil for free memory, which torch.compile cannot trace; GPUs use
+PyTorch attention, so these tests select it too.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.comfy_models import flow_loss, load_comfy, model_input, randomize_b, text_embeds
+from trainer_core.config import ConfigError
+from trainer_core.engine.trainer import compile_wanted
+from trainer_core.lora.adapter import LoraAdapters
+from trainer_core.lora.targets import select_targets
+from trainer_core.tiny import write_tiny_checkpoint
+
+LAYERS = 4
+
+
+@pytest.fixture()
+def pytorch_attention(comfy, monkeypatch):
+    import comfy.ldm.modules.attention as attention
+
+    monkeypatch.setattr(attention, "optimized_attention", attention.attention_pytorch)
+
+
+def _loss_and_grads(backbone, adapters, inp, compiled: bool) -> tuple[float, list[torch.Tensor]]:
+    backbone.set_gradient_checkpointing(True)
+    backbone.set_compiled_blocks(compiled)
+    adapters.zero_grad(set_to_none=True)
+    with backbone.training_session(), adapters.attached():
+        loss = flow_loss(backbone, inp, seed=3)
+        loss.backward()
+    return loss.item(), [p.grad.clone() for p in adapters.parameters()]
+
+
+def test_compiled_blocks_match_eager_and_share_one_graph(comfy, pytorch_attention, tmp_path):
+    from torch._dynamo.utils import counters
+
+    from trainer_core.comfy import ComfyBackbone
+
+    path = write_tiny_checkpoint(tmp_path / "tiny.safetensors", audio=True, seed=7, num_layers=LAYERS)
+    backbone = ComfyBackbone(load_comfy(path))
+    adapters = LoraAdapters(select_targets(backbone.lora_targets(), "all_attention"), rank=4, alpha=4,
+                            generator=torch.Generator().manual_seed(1))
+    randomize_b(adapters, seed=2)
+    with torch.inference_mode():
+        text = backbone.prepare_text(text_embeds(backbone, seed=1))
+    inp = model_input(text, seed=2, audio=True, first_frame=True)
+
+    eager_loss, eager = _loss_and_grads(backbone, adapters, inp, compiled=False)
+    counters.clear()
+    compiled_loss, compiled = _loss_and_grads(backbone, adapters, inp, compiled=True)
+
+    assert counters["stats"]["unique_graphs"] >= 1, "the compiled path did not run"
+    # Block 0's inputs do not require grad, the other blocks' do: two graphs serve all LAYERS blocks.
+    assert counters["stats"]["unique_graphs"] <= 2 < LAYERS
+    assert sum(counters["graph_break"].values()) == 0
+    assert compiled_loss == pytest.approx(eager_loss, rel=1e-6)
+    for e, c in zip(eager, compiled, strict=True):
+        torch.testing.assert_close(c, e, rtol=1e-4, atol=1e-7)
+    assert any(g.abs().max() > 0 for g in compiled)
+
+
+def test_compile_setting_resolution(monkeypatch):
+    import importlib.util
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert not compile_wanted("off", cuda)
+    assert not compile_wanted("auto", cpu)
+    assert compile_wanted("on", cpu)  # the CPU backend needs only a C++ compiler
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+    assert not compile_wanted("auto", cuda)
+    with pytest.raises(ConfigError, match="Triton is not installed"):
+        compile_wanted("on", cuda)
