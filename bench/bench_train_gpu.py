@@ -25,6 +25,8 @@ import sys
 import tempfile
 import time
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -188,19 +190,27 @@ def bench_ours(args, config, geometry, device, results: list[Result], flops: dic
         time.perf_counter() - t0,
         sum(p.numel() for p in patcher.model.diffusion_model.parameters()) / 1e9,
     )
-    runs = [(True, "auto"), (False, "auto")] + [(audio, "off") for audio in (True, False) if args.eager]
-    for audio, compile_blocks in runs:
+    runs = [(True, "auto", ""), (False, "auto", "")]
+    runs += [(audio, "off", "") for audio in (True, False) if args.eager]
+    runs += [(True, "auto", option) for option in args.inductor_option]
+    for audio, compile_blocks, option in runs:
         name = ("ours AV" if audio else "ours video-only") + (" eager" if compile_blocks == "off" else "")
+        name += f" +{option}" if option else ""
         data = training_data(
             geometry["video"], geometry["audio_steps"] if audio else 0, geometry["text_tokens"], _text_width(config)
         )
         reset_peak(device)
-        profile = audio and args.profile and compile_blocks == "auto"
+        profile = audio and args.profile and compile_blocks == "auto" and not option
         steps = args.warmup + args.steps + (1 if profile else 0)
-        with RssPeak() as rss:
+        with RssPeak() as rss, _inductor_option(option):
             timer, trainer, prof = train_ours(
                 patcher, data, steps, device, profile_last=profile, compile_blocks=compile_blocks
             )
+        if trainer.compiled_blocks:
+            from torch._dynamo.utils import counters
+
+            print(f"{name}: torch.compile graphs {counters['stats']['unique_graphs']}, "
+                  f"graph breaks {dict(counters['graph_break'])}", flush=True)
         if prof is not None:
             timer.times.pop()  # the profiled step is not timed
             _profile_table(prof, args.out / "profile_ours_av.txt")
@@ -214,7 +224,7 @@ def bench_ours(args, config, geometry, device, results: list[Result], flops: dic
                 "lora": lora,
                 "connectors": text_fwd,
             }
-        counted = flops[name.removesuffix(" eager")]
+        counted = flops["ours AV" if audio else "ours video-only"]
         fwd = ForwardFlops(counted["linear"], counted["attention"], counted["other"])
         res = _summarise(
             name,
@@ -232,6 +242,25 @@ def bench_ours(args, config, geometry, device, results: list[Result], flops: dic
         gc.collect()
     del patcher
     _free(device)
+
+
+@contextmanager
+def _inductor_option(option: str) -> Iterator[None]:
+    """Compile the blocks afresh with the boolean inductor setting ``option`` on (nothing when empty)."""
+    if not option:
+        yield
+        return
+    import torch._dynamo
+    import torch._inductor.config
+
+    from trainer_core.comfy.blocks import compiled_block_forward
+
+    torch._dynamo.reset()
+    compiled_block_forward.cache_clear()
+    with torch._inductor.config.patch({option: True}):
+        yield
+    torch._dynamo.reset()
+    compiled_block_forward.cache_clear()
 
 
 def bench_fp8(args, config, geometry, device, results: list[Result]) -> None:
@@ -482,6 +511,8 @@ def main() -> int:
     p.add_argument("--no-reference", action="store_true")
     p.add_argument("--profile", action="store_true", help="profile one extra step of ours AV")
     p.add_argument("--eager", action="store_true", help="also time our blocks uncompiled")
+    p.add_argument("--inductor-option", nargs="*", default=[], help="extra ours-AV rows compiled with this "
+                   "boolean torch._inductor.config setting on (e.g. cpp_wrapper)")
     p.add_argument("--previews-only", action="store_true", help="only the with/without in-training previews check")
     p.add_argument("--budget-s", type=float, default=480, help="skip optional sections after this many seconds")
     p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ".")))

@@ -27,8 +27,8 @@ def pytorch_attention(comfy, monkeypatch):
     monkeypatch.setattr(attention, "optimized_attention", attention.attention_pytorch)
 
 
-def _loss_and_grads(backbone, adapters, inp, compiled: bool) -> tuple[float, list[torch.Tensor]]:
-    backbone.set_gradient_checkpointing(True)
+def _loss_and_grads(backbone, adapters, inp, compiled: bool, checkpointing: bool) -> tuple[float, list[torch.Tensor]]:
+    backbone.set_gradient_checkpointing(checkpointing)
     backbone.set_compiled_blocks(compiled)
     adapters.zero_grad(set_to_none=True)
     with backbone.training_session(), adapters.attached():
@@ -37,7 +37,8 @@ def _loss_and_grads(backbone, adapters, inp, compiled: bool) -> tuple[float, lis
     return loss.item(), [p.grad.clone() for p in adapters.parameters()]
 
 
-def test_compiled_blocks_match_eager_and_share_one_graph(comfy, pytorch_attention, tmp_path):
+@pytest.mark.parametrize("checkpointing", [False, True])  # True compiles the checkpoint with the block
+def test_compiled_blocks_match_eager_and_share_one_graph(comfy, pytorch_attention, tmp_path, checkpointing):
     from torch._dynamo.utils import counters
 
     from trainer_core.comfy import ComfyBackbone
@@ -51,9 +52,9 @@ def test_compiled_blocks_match_eager_and_share_one_graph(comfy, pytorch_attentio
         text = backbone.prepare_text(text_embeds(backbone, seed=1))
     inp = model_input(text, seed=2, audio=True, first_frame=True)
 
-    eager_loss, eager = _loss_and_grads(backbone, adapters, inp, compiled=False)
+    eager_loss, eager = _loss_and_grads(backbone, adapters, inp, False, checkpointing)
     counters.clear()
-    compiled_loss, compiled = _loss_and_grads(backbone, adapters, inp, compiled=True)
+    compiled_loss, compiled = _loss_and_grads(backbone, adapters, inp, True, checkpointing)
 
     assert counters["stats"]["unique_graphs"] >= 1, "the compiled path did not run"
     # Block 0's inputs do not require grad, the other blocks' do: two graphs serve all LAYERS blocks.

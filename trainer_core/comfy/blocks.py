@@ -118,18 +118,26 @@ def av_block_forward(block: nn.Module, vx: torch.Tensor, ax: torch.Tensor, kw: d
     return vx, ax
 
 
+def _checkpointed_block_forward(block: nn.Module, vx: torch.Tensor, ax: torch.Tensor, kw: dict[str, Any]) -> tuple[
+    torch.Tensor, torch.Tensor
+]:
+    return checkpoint(av_block_forward, block, vx, ax, kw, use_reentrant=False)
+
+
 @functools.cache
-def compiled_block_forward() -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
+def compiled_block_forward(checkpointed: bool) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
     """``av_block_forward`` through ``torch.compile``, made once per process so every block shares one cache.
 
     The blocks have equal shapes and their weights are graph inputs, so one compiled graph serves all of them
     (two in practice: the first block's inputs do not require grad). Each new geometry or stream mix adds an
     entry, hence the raised recompile limit (beyond it torch falls back to the eager block, still correct).
+    ``checkpointed`` compiles the checkpoint with the block: the recompute then runs inside the compiled
+    backward, fused with it, instead of as a separate forward call.
     """
     import torch._dynamo
 
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
-    return torch.compile(av_block_forward, dynamic=False)
+    return torch.compile(_checkpointed_block_forward if checkpointed else av_block_forward, dynamic=False)
 
 
 class OutOfPlaceBlock:
@@ -151,11 +159,11 @@ class OutOfPlaceBlock:
         if gates is not None:
             kw["v_cross_gate_timestep"], kw["a_cross_gate_timestep"] = gates
         vx, ax = args["img"]
-        forward = compiled_block_forward() if settings.get("compile", False) else av_block_forward
-        run: Callable[..., tuple[torch.Tensor, torch.Tensor]] = lambda v, a: forward(self.block, v, a, kw)  # noqa: E731
-        if settings.get("checkpoint", False) and torch.is_grad_enabled():
-            return {"img": checkpoint(run, vx, ax, use_reentrant=False)}
-        return {"img": run(vx, ax)}
+        checkpointed = settings.get("checkpoint", False) and torch.is_grad_enabled()
+        if settings.get("compile", False):
+            return {"img": compiled_block_forward(checkpointed)(self.block, vx, ax, kw)}
+        forward = _checkpointed_block_forward if checkpointed else av_block_forward
+        return {"img": forward(self.block, vx, ax, kw)}
 
 
 def install_out_of_place_blocks(patcher: Any, blocks: nn.ModuleList) -> None:
