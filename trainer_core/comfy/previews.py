@@ -1,19 +1,18 @@
 """In-training previews rendered with ComfyUI's own sampling path, on the model being trained.
 
-Every ``preview.every`` steps the current adapters are turned into a ComfyUI LoRA state dict and applied to a
-``clone()`` of the MODEL through ComfyUI's LoRA loader (``comfy.sd.load_lora_for_models``, what LoraLoader
-does), and a short low-resolution video is sampled with ``comfy.sample.sample_custom``: Euler with the LTX
-scheduler's sigmas (``LTXVScheduler``, stretched to its terminal), video-only latent as ``EmptyLTXVLatentVideo``
-makes, noise from ``comfy.sample.prepare_noise``. So a preview is what a user gets when loading that
-checkpoint with ComfyUI's LoRA loader and sampling it (the reference trainer's previews use another shift).
+Every ``preview.every`` steps a short low-resolution video is sampled from the MODEL being trained with
+``comfy.sample.sample_custom``: Euler with the LTX scheduler's sigmas (``LTXVScheduler``, stretched to its
+terminal), video-only latent as ``EmptyLTXVLatentVideo`` makes, noise from ``comfy.sample.prepare_noise``,
+ComfyUI's stock blocks and inference kernels. The LoRA enters through the adapter hooks that training already
+attached (``W x + s B A x`` per layer), so the preview is what ComfyUI's LoRA loader + sampler give for that
+checkpoint (they merge ``W + s B A`` instead: equal up to rounding, tested) without ComfyUI patching and backing
+up ~16 GB of attention weights per preview at full size. (The reference trainer's previews use another shift.)
 
 While sampling, the training state is held aside and then restored exactly:
 - the RNG streams (torch CPU and CUDA, Python, NumPy): ``prepare_noise`` reseeds torch's global generator;
-- the adapter hooks stay attached but at strength 0 (the clone's patched weights carry the LoRA instead);
+- the adapters are in eval mode (no LoRA dropout) and run without autograd;
 - ``comfy.model_management.in_training`` is cleared, so sampling uses ComfyUI's inference kernels;
-- optimizer state on a GPU is moved to the CPU and back, so sampling fits wherever training fits;
-- the MODEL's weights are put back by loading the un-patched MODEL again (ComfyUI unpatches the shared
-  weights from the clone's backups, as it does when switching between LoRA'd and plain models).
+- optimizer state on a GPU is moved to the CPU and back, so sampling fits wherever training fits.
 The same seed therefore gives the same loss sequence with and without previews (tested).
 
 Previews are saved beside the checkpoints (``previews/<name>_step_NNNNN.png`` with the first, middle and last
@@ -107,17 +106,17 @@ def sampling_mode(trainer: Trainer) -> Iterator[None]:
     import comfy.model_management as mm
 
     adapters = trainer.adapters
-    previous_strength, previous_flag = adapters.strength, mm.in_training
+    previous_mode, previous_flag = adapters.training, mm.in_training
     with rng_preserved(), optimizer_state_offloaded(trainer.optimizer) as offloaded:
         if offloaded:
             log.info("previews: optimizer state (%.1f MiB) moved to the CPU while sampling", offloaded / 2**20)
         try:
-            adapters.strength = 0.0  # the clone's patched weights carry the LoRA; the hooks would add it twice
+            adapters.eval()
             mm.in_training = False
             with torch.no_grad():
                 yield
         finally:
-            adapters.strength = previous_strength
+            adapters.train(previous_mode)
             mm.in_training = previous_flag
 
 
@@ -176,16 +175,12 @@ class PreviewRunner:
     def render(self, step: int) -> Path:
         """Sample every preview prompt with the current adapters; save and show the result."""
         import comfy.model_management as mm
-        import comfy.sd
 
         with sampling_mode(self.trainer):
-            lora = self.trainer.adapters.to_comfy_state_dict()
-            patched, _ = comfy.sd.load_lora_for_models(self.model, None, lora, 1.0, 0)
-            latents = [sample_preview(patched, p, self.settings) for p in self.prompts]
-            del patched
+            latents = [sample_preview(self.model, p, self.settings) for p in self.prompts]
             videos = [as_video(self.vae.decode(x)) if self.vae is not None else latent_rgb(self.model, x)
                       for x in latents]
-            # Load the plain MODEL again: ComfyUI restores the shared weights the clone patched.
+            # A VAE decode may have pushed weights off the device; training expects them where they were.
             mm.load_models_gpu([self.model])
         layout = GridLayout(len(videos), [p.label for p in self.prompts])
         still = grid_image(videos, layout)
