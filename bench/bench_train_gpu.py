@@ -105,15 +105,15 @@ def _summarise(
 
 # -- ours --------------------------------------------------------------------------------------------------------
 def train_ours(
-    patcher, data, steps: int, device: torch.device, memory_required: int = 0, profile_last: bool = False,
-    compile_blocks: str = "auto",
+    patcher, data, steps: int, device: torch.device, profile_last: bool = False, compile_blocks: str = "auto",
 ) -> tuple[StepTimer, object, object]:
     """``steps`` optimizer steps of our Trainer on ComfyUI's model; returns the timer, trainer and profile."""
     from trainer_core.comfy import ComfyBackbone
+    from trainer_core.comfy.training import reserve_training_memory
     from trainer_core.config.training import TrainConfig
     from trainer_core.engine.trainer import Callbacks, Trainer
 
-    backbone = ComfyBackbone(patcher, memory_required=memory_required)
+    backbone = ComfyBackbone(patcher)
     with tempfile.TemporaryDirectory() as out:
         cfg = TrainConfig.model_validate(
             {
@@ -128,6 +128,7 @@ def train_ours(
             }
         )
         trainer = Trainer(backbone, data, cfg)
+        reserve_training_memory(backbone, trainer)  # as the Train node does
         timer = StepTimer(device)
         prof = {"p": None}
 
@@ -190,7 +191,7 @@ def bench_ours(args, config, geometry, device, results: list[Result], flops: dic
         time.perf_counter() - t0,
         sum(p.numel() for p in patcher.model.diffusion_model.parameters()) / 1e9,
     )
-    runs = [(True, "auto", ""), (False, "auto", "")]
+    runs = [(True, "auto", "")] + ([] if args.av_only else [(False, "auto", "")])
     runs += [(audio, "off", "") for audio in (True, False) if args.eager]
     runs += [(True, "auto", option) for option in args.inductor_option]
     for audio, compile_blocks, option in runs:
@@ -299,12 +300,12 @@ def bench_capped(args, config, geometry, device, results: list[Result], cap_gib:
         patcher.model.to(mm.unet_offload_device())
     torch.cuda.empty_cache()
     torch.cuda.set_per_process_memory_fraction(cap_gib * GIB / total, _index(device))
-    _load_like_comfyui(patcher, device, memory_required=int(8 * GIB))  # ComfyUI decides what stays on the GPU
+    # The training session loads the model: ComfyUI keeps what fits beside the Train node's memory estimate.
     data = training_data(geometry["video"], geometry["audio_steps"], geometry["text_tokens"], _text_width(config))
     reset_peak(device)
     try:
         with RssPeak() as rss:
-            timer, _, _ = train_ours(patcher, data, 1 + args.capped_steps, device, memory_required=int(8 * GIB))
+            timer, trainer, _ = train_ours(patcher, data, 1 + args.capped_steps, device)
         bf16 = next((r for r in results if r.name == "ours AV"), None)
         results.append(
             _summarise(
@@ -315,7 +316,9 @@ def bench_capped(args, config, geometry, device, results: list[Result], cap_gib:
                 rss,
                 _tokens(geometry, True),
                 bf16.tflop if bf16 else float("nan"),
-                f"ComfyUI low-VRAM streaming; {patcher.loaded_size() / GIB:.1f} GiB weights kept on GPU",
+                f"ComfyUI low-VRAM streaming, {patcher.loaded_size() / GIB:.1f} GiB weights kept on GPU, "
+                f"{trainer.backbone.memory_required / GIB:.1f} GiB reserved for training; "
+                f"{'compiled' if trainer.compiled_blocks else 'eager'} blocks",
             )
         )
     finally:
@@ -329,7 +332,8 @@ def bench_capped(args, config, geometry, device, results: list[Result], cap_gib:
 def bench_previews(args, config, geometry, device, results: list[Result]) -> None:
     """AV training with and without in-training previews every 2 steps: does sampling fit where training fits?
 
-    Same model, data and seed; prints peak VRAM, wall time and both loss sequences (they must be equal).
+    Same model, data and seed, three runs: no previews twice (the run-to-run noise of GPU kernels, e.g. flash
+    attention's atomic backward) and previews every 2 steps. Prints peak VRAM, wall time and the loss sequences.
     """
     from trainer_core.comfy import ComfyBackbone
     from trainer_core.comfy.previews import attach_previews
@@ -341,7 +345,7 @@ def bench_previews(args, config, geometry, device, results: list[Result]) -> Non
     data = training_data(geometry["video"], geometry["audio_steps"], geometry["text_tokens"], _text_width(config))
     size = 64 if args.tiny else 256
     runs = {}
-    for every in (0, 2):
+    for label, every in (("off", 0), ("off again", 0), ("every 2", 2)):
         reset_peak(device)
         with tempfile.TemporaryDirectory() as out:
             cfg = TrainConfig.model_validate(
@@ -361,16 +365,25 @@ def bench_previews(args, config, geometry, device, results: list[Result]) -> Non
             t0 = time.perf_counter()
             result = trainer.train(callbacks)
             seconds = time.perf_counter() - t0
+            if runner is not None:
+                (args.out / "previews").mkdir(exist_ok=True)
+                for png in runner.saved:  # the preview stills come back with the run's output
+                    (args.out / "previews" / png.name).write_bytes(png.read_bytes())
         peak, reserved = peak_gib(device)
-        runs[every] = result.losses
+        runs[label] = result.losses
         print(
-            f"previews every {every or 'off'}: 4 steps in {seconds:.1f} s, peak {peak:.1f} GiB ({reserved:.1f}), "
-            f"previews {len(runner.saved) if runner else 0}, losses {result.losses}; {note}",
+            f"previews {label}: 4 steps in {seconds:.1f} s, previews {seconds - sum(trainer.run.seconds):.1f} s"
+            f" (step times {[round(t, 2) for t in trainer.run.seconds]}),"
+            f" peak {peak:.1f} GiB ({reserved:.1f}), previews {len(runner.saved) if runner else 0}, "
+            f"losses {result.losses}; {'compiled' if trainer.compiled_blocks else 'eager'} blocks; {note}",
             flush=True,
         )
         del trainer
         gc.collect()
-    print(f"previews leave the losses unchanged: {runs[0] == runs[2]}", flush=True)
+    noise = max(abs(a - b) for a, b in zip(runs["off"], runs["off again"], strict=True))
+    change = max(abs(a - b) for a, b in zip(runs["off"], runs["every 2"], strict=True))
+    print(f"previews: loss difference {change:.3g} vs run-to-run {noise:.3g} without previews; "
+          f"bit-identical: {runs['off'] == runs['every 2']}", flush=True)
     del patcher
     _free(device)
 
@@ -513,7 +526,9 @@ def main() -> int:
     p.add_argument("--eager", action="store_true", help="also time our blocks uncompiled")
     p.add_argument("--inductor-option", nargs="*", default=[], help="extra ours-AV rows compiled with this "
                    "boolean torch._inductor.config setting on (e.g. cpp_wrapper)")
-    p.add_argument("--previews-only", action="store_true", help="only the with/without in-training previews check")
+    p.add_argument("--previews", action="store_true", help="add the with/without in-training previews check")
+    p.add_argument("--no-ours", action="store_true", help="skip our bf16 rows (e.g. with --previews alone)")
+    p.add_argument("--av-only", action="store_true", help="our bf16 rows: audio+video only")
     p.add_argument("--budget-s", type=float, default=480, help="skip optional sections after this many seconds")
     p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ".")))
     args = p.parse_args()
@@ -531,16 +546,16 @@ def main() -> int:
 
     results: list[Result] = []
     flops: dict = {}
-    if args.previews_only:
-        _section("previews", float("inf"), bench_previews, args, config, geometry, device, results)
-        return 0
-    _section("ours bf16", float("inf"), bench_ours, args, config, geometry, device, results, flops)
+    if not args.no_ours:
+        _section("ours bf16", float("inf"), bench_ours, args, config, geometry, device, results, flops)
     if not args.no_reference:
         _section("reference", float("inf"), bench_reference, args, config, geometry, device, results, flops)
     if not args.no_fp8:
         _section("fp8", deadline, bench_fp8, args, config, geometry, device, results)
     for cap in args.cap_gib if device.type == "cuda" else []:
         _section(f"cap {cap:g}", deadline, bench_capped, args, config, geometry, device, results, cap)
+    if args.previews:
+        _section("previews", float("inf"), bench_previews, args, config, geometry, device, results)
 
     (args.out / "results.json").write_text(
         json.dumps(

@@ -57,8 +57,9 @@ def _trainable_input(t: torch.Tensor, device: torch.device, dtype: torch.dtype |
 class ComfyBackbone:
     """``trainer_core.backbone.Backbone`` over a ComfyUI LTX-2.x ``ModelPatcher`` (the MODEL socket value).
 
-    ``memory_required`` (bytes) is what ComfyUI should keep free on the device beside the weights for
-    activations and optimizer state when it loads the model (0: ComfyUI's inference reserve).
+    ``memory_required`` (bytes, settable) is what ComfyUI should keep free on the device beside the weights for
+    activations and optimizer state when it loads the model (0: ComfyUI's inference reserve; the Train node sets
+    ``engine.memory``'s estimate, see ``training.reserve_training_memory``).
     """
 
     def __init__(self, model_patcher: Any, memory_required: int = 0) -> None:
@@ -71,7 +72,7 @@ class ComfyBackbone:
             )
         self._patcher = model_patcher
         self._dm = diffusion_model
-        self._memory_required = int(memory_required)
+        self.memory_required = int(memory_required)
         self._checkpointing = False
         self._compiled = False
         self._session_options: dict[str, Any] | None = None
@@ -93,12 +94,17 @@ class ComfyBackbone:
     def model_patcher(self) -> Any:
         return self._patcher
 
+    @property
+    def block_shape(self) -> tuple[int, int]:
+        """(number of transformer blocks, video hidden width): what activation memory scales with."""
+        return len(self._dm.transformer_blocks), int(self._dm.inner_dim)
+
     # -- text ----------------------------------------------------------------------------------------------------
     def prepare_text(self, embeds: torch.Tensor) -> TextContext:
         """Run the frozen connectors on ComfyUI's LTX-2.x text-encoder output ``[1, T, D]`` once, without autograd."""
         import comfy.model_management as mm
 
-        mm.load_models_gpu([self._patcher], memory_required=self._memory_required)
+        mm.load_models_gpu([self._patcher], memory_required=self.memory_required)
         dm = self._dm
         previous_flag = mm.in_training
         try:
@@ -194,7 +200,7 @@ class ComfyBackbone:
             # Weights ComfyUI moves while loading must stay inference tensors like the rest of the model:
             # moved outside inference mode they break its next inference forward.
             with torch.inference_mode():
-                mm.load_models_gpu([self._patcher], memory_required=self._memory_required)
+                mm.load_models_gpu([self._patcher], memory_required=self.memory_required)
             with torch.inference_mode(False), torch.enable_grad():
                 patched = self._patcher.clone()  # shares the weights; only its options differ
                 install_out_of_place_blocks(patched, self._dm.transformer_blocks)

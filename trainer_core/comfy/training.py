@@ -14,6 +14,7 @@ import torch
 
 from ..config.training import TrainConfig
 from ..engine.data import TrainingData
+from ..engine.memory import training_memory_bytes
 from ..engine.trainer import Callbacks, StepInfo, Trainer, TrainResult
 from ..lorafile.read import read_lora_file
 
@@ -76,6 +77,18 @@ def _server():
     return getattr(PromptServer, "instance", None)
 
 
+def reserve_training_memory(backbone, trainer: Trainer) -> int:
+    """Tell ComfyUI how much memory training needs beside the weights (it streams the weights that do not fit)."""
+    cfg = trainer.cfg
+    blocks, width = backbone.block_shape
+    backbone.memory_required = training_memory_bytes(
+        trainer.data, trainer.adapters.num_parameters(), cfg.optimization.batch_size, blocks, width,
+        cfg.memory.gradient_checkpointing, cfg.memory.mixed_precision,
+    )
+    log.info("reserving %.1f GiB beside the weights for LoRA state and activations", backbone.memory_required / 2**30)
+    return backbone.memory_required
+
+
 def train_on_model(
     model_patcher,
     data: TrainingData,
@@ -95,6 +108,7 @@ def train_on_model(
 
     backbone = ComfyBackbone(model_patcher)
     trainer = Trainer(backbone, data, cfg)
+    reserve_training_memory(backbone, trainer)
     if resume is not None:
         trainer.resume(resume)
     progress = NodeProgress(node_id, cfg.optimization.steps)

@@ -1,0 +1,37 @@
+"""Device memory a training run needs beside the frozen weights: what ComfyUI must keep free when it loads them.
+
+ComfyUI decides how much of the model stays on the GPU (the rest is streamed per layer) from the memory a job
+says it needs. Training needs the LoRA state plus the activations, far more than ComfyUI's inference reserve;
+too little and the first step runs out of memory on a small card, too much and more weights are streamed than
+necessary (slower). Figures measured on the full-size model (docs/benchmarks.md): 44.5 GiB peak with 39.1 GiB
+of weights at 3,621 tokens, rank 32 all_attention (213.9M LoRA parameters), checkpointing on.
+"""
+
+from __future__ import annotations
+
+from .data import TrainingData
+
+# fp32 master + fp32 grad + AdamW's two fp32 moments; bf16 working copies and their grads add 2 + 2.
+LORA_BYTES_PER_PARAM = {"bf16": 20, "no": 16}
+# Per token and per block, in units of one bf16 hidden vector: with checkpointing each block keeps its input
+# (1) and one block at a time recomputes (the rest of the margin); without, every block keeps ~53 (measured:
+# ~20 MiB per token at 48 blocks x 4096 wide).
+ACTIVATION_VECTORS = {True: 1.5, False: 53.0}
+HEADROOM = 1 << 30  # allocator fragmentation, cuBLAS/attention workspaces
+
+
+def sample_tokens(shape: tuple[int, ...]) -> int:
+    """Transformer tokens of one sample from ``TrainingData.shape_of`` (video [C, F, H, W] then audio [C, T, M])."""
+    _, frames, height, width = shape[:4]
+    audio = shape[5] if len(shape) > 4 else 0
+    return frames * height * width + audio
+
+
+def training_memory_bytes(
+    data: TrainingData, lora_parameters: int, batch_size: int, blocks: int, width: int, checkpointing: bool,
+    mixed_precision: str,
+) -> int:
+    """Estimated bytes of LoRA state + activations + headroom for a run over ``data``'s largest sample."""
+    tokens = max(sample_tokens(data.shape_of(i)) for i in range(len(data))) * batch_size
+    activations = tokens * blocks * width * 2 * ACTIVATION_VECTORS[checkpointing]
+    return int(lora_parameters * LORA_BYTES_PER_PARAM[mixed_precision] + activations + HEADROOM)
