@@ -530,7 +530,7 @@ def main() -> int:
     p.add_argument("--no-ours", action="store_true", help="skip our bf16 rows (e.g. with --previews alone)")
     p.add_argument("--av-only", action="store_true", help="our bf16 rows: audio+video only")
     p.add_argument("--budget-s", type=float, default=480, help="skip optional sections after this many seconds")
-    p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", ".")))
+    p.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", REPO / "out" / "bench")))
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     deadline = time.perf_counter() + args.budget_s
