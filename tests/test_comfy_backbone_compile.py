@@ -12,7 +12,7 @@ import torch
 
 from tests.comfy_models import flow_loss, load_comfy, model_input, randomize_b, text_embeds
 from trainer_core.config import ConfigError
-from trainer_core.engine.trainer import compile_wanted
+from trainer_core.engine.compiling import compile_wanted
 from trainer_core.lora.adapter import LoraAdapters
 from trainer_core.lora.targets import select_targets
 from trainer_core.tiny import write_tiny_checkpoint
@@ -69,11 +69,35 @@ def test_compiled_blocks_match_eager_and_share_one_graph(comfy, pytorch_attentio
 def test_compile_setting_resolution(monkeypatch):
     import importlib.util
 
+    from trainer_core.engine import compiling
+
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert not compile_wanted("off", cuda)
     assert not compile_wanted("auto", cpu)
     assert compile_wanted("on", cpu)  # the CPU backend needs only a C++ compiler
+    compiling._compile_failure.cache_clear()
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
     assert not compile_wanted("auto", cuda)
     with pytest.raises(ConfigError, match="Triton is not installed"):
         compile_wanted("on", cuda)
+    compiling._compile_failure.cache_clear()
+
+
+def test_broken_compiler_falls_back_or_fails_clearly(monkeypatch, caplog):
+    from trainer_core.engine import compiling
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("Failed to find C compiler. Please specify via CC environment variable.")
+
+    compiling._compile_failure.cache_clear()
+    monkeypatch.setattr(torch, "compile", broken)
+    try:
+        assert "RuntimeError: Failed to find C compiler" in compiling._compile_failure("cpu")
+        with pytest.raises(ConfigError, match=r"torch.compile failed on cpu: RuntimeError: Failed to find C comp"):
+            compile_wanted("on", torch.device("cpu"))
+    finally:
+        compiling._compile_failure.cache_clear()
+    # auto on a GPU whose probe fails: uncompiled blocks and a warning that says why.
+    monkeypatch.setattr(compiling, "_compile_failure", lambda device: "torch.compile failed on cuda: no C compiler")
+    assert not compile_wanted("auto", torch.device("cuda"))
+    assert "uncompiled blocks" in caplog.text and "no C compiler" in caplog.text

@@ -6,7 +6,6 @@ CLI (progress bar, Ctrl-C) and the ComfyUI node (ProgressBar, interrupt button, 
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import math
 import time
@@ -20,11 +19,12 @@ import torch
 from .. import __version__
 from ..atomic import write_atomic
 from ..backbone import Backbone, TextContext
-from ..config import ConfigError, dump_yaml
+from ..config import dump_yaml
 from ..config.training import TrainConfig
 from ..lora.adapter import LoraAdapters
 from ..lora.targets import select_targets
 from .checkpoints import CheckpointWriter
+from .compiling import compile_wanted
 from .data import TrainingData, collate, epoch_batches
 from .optim import build_optimizer, build_scheduler
 from .recipe import FlowMatchingRecipe
@@ -59,21 +59,6 @@ class TrainResult:
     adapters: LoraAdapters
     message: str = ""
     checkpoints: list[Path] = field(default_factory=list)
-
-
-def compile_wanted(setting: str, device: torch.device) -> bool:
-    """Resolve ``memory.compile_blocks``: auto compiles on CUDA when Triton (torch.compile's GPU backend) exists."""
-    if setting == "off":
-        return False
-    has_triton = importlib.util.find_spec("triton") is not None
-    if setting == "auto":
-        return device.type == "cuda" and has_triton
-    if device.type == "cuda" and not has_triton:
-        raise ConfigError(
-            "memory.compile_blocks is 'on' but Triton is not installed (torch.compile needs it on CUDA): "
-            "pip install triton, or set compile_blocks to auto or off"
-        )
-    return True
 
 
 class NonFiniteLossError(RuntimeError):
