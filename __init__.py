@@ -5,9 +5,12 @@ Everything is imported relatively so the pack never shadows ComfyUI's own top-le
 """
 
 from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
-from .trainer_core.comfy.progress_history import register_routes
+from .nodes.sweep import lora_dirs
+from .trainer_core.comfy import progress_history, sweep_count
 
 WEB_DIRECTORY = "./web"
-register_routes()  # GET /ltxlora/progress for the live chart (ComfyUI's documented pattern; no-op without a server)
+# ComfyUI's documented pattern for routes (PromptServer.instance.routes); both are no-ops without a server.
+progress_history.register_routes()  # GET /ltxlora/progress for the live chart
+sweep_count.register_routes(lora_dirs)  # GET /ltxlora/sweep_count for the sweep node's live cell count
 
 __all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]

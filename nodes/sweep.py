@@ -19,10 +19,11 @@ from ..trainer_core.sweep.plan import (
     DEFAULT_STRENGTHS,
     SweepError,
     SweepPrompt,
-    cell_count,
-    check_limit,
+    count_cells,
     parse_numbers,
+    parse_seeds,
     plan_sweep,
+    prompt_count,
     prompt_lines,
     resolve_lora_files,
     short,
@@ -31,17 +32,13 @@ from ..trainer_core.sweep.report import sweep_report
 from ._widgets import category
 
 SWEEP = "LTX_SWEEP"
+# The widgets whose values the cell count needs (the trigger word changes prompt kinds, not their number).
+COUNTED_WIDGETS = ("loras", "strengths", "seeds", "max_cells", "prompts")
 
 
-def _lora_dirs() -> list[Path]:
+def lora_dirs() -> list[Path]:
+    """ComfyUI's ``loras`` folders, where relative LoRA names are looked up."""
     return [Path(p) for p in folder_paths.get_folder_paths("loras")]
-
-
-def _seeds(text: str) -> list[int]:
-    seeds = parse_numbers(text, "seeds", int)
-    if any(s < 0 for s in seeds):
-        raise SweepError(f"seeds: {seeds} holds a negative seed; samplers take seeds >= 0")
-    return seeds
 
 
 def _prompts(with_trigger, without_trigger, clip, prompts: str, trigger: str) -> list[SweepPrompt]:
@@ -51,8 +48,7 @@ def _prompts(with_trigger, without_trigger, clip, prompts: str, trigger: str) ->
     if without_trigger is not None:
         out.append(SweepPrompt("without trigger", "other", without_trigger))
     lines = prompt_lines(prompts or "", trigger or "")
-    if lines and clip is None:
-        raise SweepError("prompts has text lines but no CLIP is connected to encode them: connect the LTX CLIP")
+    prompt_count(len(out), len(lines), clip is not None)
     for line, kind in lines:
         out.append(SweepPrompt(short(line), kind, clip.encode_from_tokens_scheduled(clip.tokenize(line))))
     return out
@@ -116,16 +112,22 @@ class LoraSweep(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, **kw) -> bool | str:
-        # Linked inputs arrive as None here (their values do not exist yet); count what the widgets tell.
-        if any(kw.get(k) is None for k in ("loras", "strengths", "seeds", "max_cells")):
+        # Linked inputs arrive as None here: a count that needs their values is checked when the node runs.
+        kw = {"prompts": "", "trigger": "", **kw}  # optional widgets may be left out of the prompt
+        if any(kw.get(k) is None for k in COUNTED_WIDGETS):
             return True
-        lines = prompt_lines(kw.get("prompts") or "", kw.get("trigger") or "") if "clip" in kw else []
-        n_prompts = ("with_trigger" in kw) + ("without_trigger" in kw) + len(lines)
         try:
-            files = resolve_lora_files(kw["loras"], _lora_dirs())
-            count = cell_count(len(files), parse_numbers(kw["strengths"], "strengths"), n_prompts, len(
-                _seeds(kw["seeds"])))
-            check_limit(count, kw["max_cells"])
+            count_cells(
+                kw["loras"],
+                kw["strengths"],
+                kw["seeds"],
+                kw["max_cells"],
+                n_conditioning=("with_trigger" in kw) + ("without_trigger" in kw),
+                clip="clip" in kw,
+                prompts=kw["prompts"],
+                trigger=kw["trigger"] or "",
+                search_dirs=lora_dirs(),
+            )
         except SweepError as err:
             return str(err)
         return True
@@ -136,10 +138,10 @@ class LoraSweep(io.ComfyNode):
         prompts="", trigger="",
     ) -> io.NodeOutput:
         plan = plan_sweep(
-            resolve_lora_files(loras, _lora_dirs()),
+            resolve_lora_files(loras, lora_dirs()),
             parse_numbers(strengths, "strengths"),
             _prompts(with_trigger, without_trigger, clip, prompts, trigger),
-            _seeds(seeds),
+            parse_seeds(seeds),
             max_cells,
         )
         models = row_models(model, plan)

@@ -50,7 +50,8 @@ class ProgressHistory:
 HISTORY_KEY = web.AppKey("ltxlora_progress_history", ProgressHistory)
 
 
-def _prompt_server():
+def prompt_server() -> Any:
+    """ComfyUI's running ``PromptServer``, or None (no server when ComfyUI is used as a library)."""
     try:
         from server import PromptServer
     except ImportError:  # ComfyUI used as a library (tests, CLI): no server, no UI
@@ -60,14 +61,14 @@ def _prompt_server():
 
 def server_history(server: Any = None) -> ProgressHistory | None:
     """The history kept on ``server`` (default: ComfyUI's running server), or None without one."""
-    server = server or _prompt_server()
+    server = server or prompt_server()
     app = getattr(server, "app", None)
     return None if app is None else app.get(HISTORY_KEY)
 
 
 def register_routes(server: Any = None) -> bool:
     """Add ``GET /ltxlora/progress`` to ComfyUI's server once; False when there is no server or it exists."""
-    server = server or _prompt_server()
+    server = server or prompt_server()
     if server is None or HISTORY_KEY in server.app:
         return False
     history = ProgressHistory()

@@ -18,6 +18,7 @@ from ..engine.checkpoints import list_checkpoints
 
 PromptKind = Literal["trigger", "other"]
 DEFAULT_STRENGTHS = "0, 0.5, 0.75, 1.0"
+NO_PROMPTS = "no prompts: connect with_trigger and/or without_trigger conditioning, or a CLIP and prompt lines"
 
 
 class SweepError(ValueError):
@@ -160,6 +161,50 @@ def check_limit(count: int, max_cells: int) -> None:
         )
 
 
+def parse_seeds(text: str) -> list[int]:
+    """Seeds from a comma-separated text; errors name the input (samplers take seeds >= 0)."""
+    seeds = parse_numbers(text, "seeds", int)
+    if any(s < 0 for s in seeds):
+        raise SweepError(f"seeds: {seeds} holds a negative seed; samplers take seeds >= 0")
+    return seeds
+
+
+def prompt_count(n_conditioning: int, n_lines: int, clip: bool) -> int:
+    """Prompts of a sweep: its conditioning inputs plus its prompt lines, which need a CLIP to encode them."""
+    if n_lines and not clip:
+        raise SweepError("prompts has text lines but no CLIP is connected to encode them: connect the LTX CLIP")
+    if n_conditioning + n_lines == 0:
+        raise SweepError(NO_PROMPTS)
+    return n_conditioning + n_lines
+
+
+def count_cells(
+    loras: str,
+    strengths: str,
+    seeds: str,
+    max_cells: int,
+    *,
+    n_conditioning: int,
+    clip: bool,
+    prompts: str = "",
+    trigger: str = "",
+    search_dirs: Sequence[Path] = (),
+) -> int:
+    """Cells the sweep node's widget values make; raises SweepError where queueing the node would be refused.
+
+    The node's ``validate_inputs`` and the editor's live count (``GET /ltxlora/sweep_count``) both call this, so
+    the editor shows what queueing accepts. ``n_conditioning`` is the number of linked conditioning inputs,
+    ``clip`` whether a CLIP is linked; ``search_dirs`` are ComfyUI's ``loras`` folders.
+    """
+    files = resolve_lora_files(loras, search_dirs)
+    values = parse_numbers(strengths, "strengths")
+    n_seeds = len(parse_seeds(seeds))
+    n_prompts = prompt_count(n_conditioning, len(prompt_lines(prompts, trigger)), clip)
+    count = cell_count(len(files), values, n_prompts, n_seeds)
+    check_limit(count, max_cells)
+    return count
+
+
 def plan_sweep(
     loras: Sequence[Path],
     strengths: Sequence[float],
@@ -169,9 +214,7 @@ def plan_sweep(
 ) -> SweepPlan:
     """The cells of a sweep, row by row; refuses more than ``max_cells`` before anything is loaded."""
     if not prompts:
-        raise SweepError(
-            "no prompts: connect with_trigger and/or without_trigger conditioning, or a CLIP and prompt lines"
-        )
+        raise SweepError(NO_PROMPTS)
     check_limit(cell_count(len(loras), strengths, len(prompts), len(seeds)), max_cells)
     variants = [Variant(None, 0.0)] if 0 in strengths else []
     variants += [Variant(Path(f), float(s)) for f in loras for s in strengths if s != 0]
