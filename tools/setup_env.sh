@@ -22,7 +22,8 @@ CONS=$(mktemp)
 trap 'rm -f "$CONS"' EXIT
 "$V" -c 'import torch; print("torch==" + torch.__version__.split("+")[0])' > "$CONS"
 
-"${PIP[@]}" -c "$CONS" -r requirements.txt "pytest>=8" "psutil>=5"
+# aiohttp: ComfyUI's web server library; the tests of the pack's routes need it also where no ComfyUI is found.
+"${PIP[@]}" -c "$CONS" -r requirements.txt "pytest>=8" "psutil>=5" "aiohttp>=3.9"
 "$V" -c "import ltx_core" 2>/dev/null || "${PIP[@]}" -c "$CONS" --no-deps "ltx-core>=1.0,<1.1"
 "${PIP[@]}" -c "$CONS" accelerate "scipy>=1.14"
 
