@@ -288,11 +288,13 @@ def bench_fp8(args, config, geometry, device, results: list[Result]) -> None:
     _free(device)
 
 
-def bench_capped(args, config, geometry, device, results: list[Result], cap_gib: float) -> None:
+def bench_capped(
+    args, config, geometry, device, results: list[Result], cap_gib: float, weight_dtype: torch.dtype
+) -> None:
     """Our AV run under a per-process memory cap; ComfyUI streams what does not fit (its low-VRAM mode)."""
     import comfy.model_management as mm
 
-    patcher = build_comfy_patcher(config, device, torch.bfloat16, seed=0)
+    patcher = build_comfy_patcher(config, device, weight_dtype, seed=0)
     total = torch.cuda.get_device_properties(device).total_memory
     previous = mm.EXTRA_RESERVED_VRAM
     mm.EXTRA_RESERVED_VRAM = int(total - cap_gib * GIB)  # ComfyUI sizes its loads from this, not the torch cap
@@ -309,7 +311,7 @@ def bench_capped(args, config, geometry, device, results: list[Result], cap_gib:
         bf16 = next((r for r in results if r.name == "ours AV"), None)
         results.append(
             _summarise(
-                f"ours AV, {cap_gib:g} GiB cap",
+                f"ours AV{', fp8 weights' if weight_dtype.itemsize == 1 else ''}, {cap_gib:g} GiB cap",
                 timer,
                 1,
                 device,
@@ -520,6 +522,7 @@ def main() -> int:
     p.add_argument("--ref-steps", type=int, default=5)
     p.add_argument("--capped-steps", type=int, default=3)
     p.add_argument("--cap-gib", type=float, nargs="*", default=[24.0], help="memory caps for streaming runs")
+    p.add_argument("--cap-fp8", type=float, nargs="*", default=[], help="memory caps for fp8-weight streaming runs")
     p.add_argument("--no-fp8", action="store_true")
     p.add_argument("--no-reference", action="store_true")
     p.add_argument("--profile", action="store_true", help="profile one extra step of ours AV")
@@ -552,8 +555,9 @@ def main() -> int:
         _section("reference", float("inf"), bench_reference, args, config, geometry, device, results, flops)
     if not args.no_fp8:
         _section("fp8", deadline, bench_fp8, args, config, geometry, device, results)
-    for cap in args.cap_gib if device.type == "cuda" else []:
-        _section(f"cap {cap:g}", deadline, bench_capped, args, config, geometry, device, results, cap)
+    capped = [(cap, torch.bfloat16) for cap in args.cap_gib] + [(cap, torch.float8_e4m3fn) for cap in args.cap_fp8]
+    for cap, dtype in capped if device.type == "cuda" else []:
+        _section(f"cap {cap:g} {dtype}", deadline, bench_capped, args, config, geometry, device, results, cap, dtype)
     if args.previews:
         _section("previews", float("inf"), bench_previews, args, config, geometry, device, results)
 

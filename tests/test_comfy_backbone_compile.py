@@ -101,3 +101,33 @@ def test_broken_compiler_falls_back_or_fails_clearly(monkeypatch, caplog):
     monkeypatch.setattr(compiling, "_compile_failure", lambda device: "torch.compile failed on cuda: no C compiler")
     assert not compile_wanted("auto", torch.device("cuda"))
     assert "uncompiled blocks" in caplog.text and "no C compiler" in caplog.text
+
+
+def test_auto_compiles_only_blocks_whose_weights_are_on_the_device():
+    from torch import nn
+
+    from trainer_core.comfy.blocks import compiles
+
+    resident = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4))
+    streamed = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4, device="meta"))  # one layer left on another device
+    cpu = torch.device("cpu")
+    assert compiles("resident", resident, cpu)
+    assert not compiles("resident", streamed, cpu)
+    assert compiles("all", streamed, cpu)
+    assert not compiles(None, resident, cpu)
+
+
+def test_compile_setting_reaches_the_blocks(comfy, tmp_path):
+    from trainer_core.comfy import ComfyBackbone
+    from trainer_core.comfy.blocks import OPTIONS_KEY
+
+    backbone = ComfyBackbone(load_comfy(write_tiny_checkpoint(tmp_path / "t.safetensors", audio=True, seed=1)))
+    with torch.inference_mode():
+        text = backbone.prepare_text(text_embeds(backbone, seed=1))
+    inp = model_input(text, seed=2, audio=True)
+    seen = {}
+    for enabled, streamed in ((False, False), (True, False), (True, True)):
+        backbone.set_compiled_blocks(enabled, streamed)
+        with backbone.training_session():
+            seen[(enabled, streamed)] = backbone._transformer_options(inp, True)[OPTIONS_KEY]["compile"]
+    assert seen == {(False, False): None, (True, False): "resident", (True, True): "all"}

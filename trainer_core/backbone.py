@@ -84,8 +84,10 @@ class Backbone(Protocol):
         """Recompute each transformer block in backward instead of storing its activations."""
         ...
 
-    def set_compiled_blocks(self, enabled: bool) -> bool:
-        """Run each transformer block through ``torch.compile``; returns whether this backbone does."""
+    def set_compiled_blocks(self, enabled: bool, streamed: bool = False) -> bool:
+        """Run each transformer block through ``torch.compile``; returns whether this backbone does.
+
+        ``streamed``: also blocks whose weights are streamed from the host, not only fully resident ones."""
         ...
 
     def training_session(self) -> AbstractContextManager[None]:

@@ -193,9 +193,9 @@ class LtxCoreBackbone:
         """Per-block checkpointing (ltx-core's own; active while the model is in train mode)."""
         self.transformer.set_gradient_checkpointing(bool(enabled))
 
-    def set_compiled_blocks(self, enabled: bool) -> bool:
+    def set_compiled_blocks(self, enabled: bool, streamed: bool = False) -> bool:
         """Not offered: the headless reference backbone runs ltx-core's blocks as they are."""
-        del enabled
+        del enabled, streamed
         return False
 
     @contextmanager

@@ -74,7 +74,7 @@ class ComfyBackbone:
         self._dm = diffusion_model
         self.memory_required = int(memory_required)
         self._checkpointing = False
-        self._compiled = False
+        self._compile: str | None = None  # None, "resident" or "all" (see blocks.OutOfPlaceBlock)
         self._session_options: dict[str, Any] | None = None
 
     # -- Backbone properties ---------------------------------------------------------------------------------
@@ -153,7 +153,7 @@ class ComfyBackbone:
         options = dict(self._session_options)
         settings: dict[str, Any] = {
             "checkpoint": self._checkpointing and torch.is_grad_enabled(),
-            "compile": self._compiled,
+            "compile": self._compile,
         }
         if audio and inp.audio_sigma is not None and inp.video.shape[0] > 1:
             settings["cross_gates"] = self._reference_cross_gates(inp)
@@ -185,9 +185,9 @@ class ComfyBackbone:
     def set_gradient_checkpointing(self, enabled: bool) -> None:
         self._checkpointing = bool(enabled)
 
-    def set_compiled_blocks(self, enabled: bool) -> bool:
-        self._compiled = bool(enabled)
-        return self._compiled
+    def set_compiled_blocks(self, enabled: bool, streamed: bool = False) -> bool:
+        self._compile = ("all" if streamed else "resident") if enabled else None
+        return enabled
 
     @contextmanager
     def training_session(self) -> Iterator[None]:

@@ -140,12 +140,23 @@ def compiled_block_forward(checkpointed: bool) -> Callable[..., tuple[torch.Tens
     return torch.compile(_checkpointed_block_forward if checkpointed else av_block_forward, dynamic=False)
 
 
+def compiles(mode: str | None, block: nn.Module, device: torch.device) -> bool:
+    """Whether ``block`` runs compiled: every block for ``"all"``; for ``"resident"`` only blocks whose weights
+    all live on ``device``. Blocks ComfyUI streams from the host (low-VRAM mode) keep its eager per-layer casts:
+    compiled, their varying mix of resident and streamed layers means more graphs to compile, and one such run
+    (fp8 weights, 24 GiB cap) did not finish its first step in four minutes."""
+    if mode == "all":
+        return True
+    return mode == "resident" and all(p.device == device for p in block.parameters())
+
+
 class OutOfPlaceBlock:
     """A ``patches_replace["dit"][("double_block", i)]`` entry running ``av_block_forward`` on one bound block.
 
     Per-call settings come from ``transformer_options[OPTIONS_KEY]`` (a ``dict``): ``checkpoint`` (recompute the
-    block in backward), ``compile`` (run ``compiled_block_forward``) and ``cross_gates`` (``(video_gate,
-    audio_gate)`` embeddings replacing ComfyUI's cross-attention gate timesteps, see ``ComfyBackbone``).
+    block in backward), ``compile`` (run ``compiled_block_forward``: ``"all"`` blocks, or ``"resident"`` ones
+    only, see ``compiles``) and ``cross_gates`` (``(video_gate, audio_gate)`` embeddings replacing ComfyUI's
+    cross-attention gate timesteps, see ``ComfyBackbone``).
     """
 
     def __init__(self, block: nn.Module) -> None:
@@ -160,7 +171,7 @@ class OutOfPlaceBlock:
             kw["v_cross_gate_timestep"], kw["a_cross_gate_timestep"] = gates
         vx, ax = args["img"]
         checkpointed = settings.get("checkpoint", False) and torch.is_grad_enabled()
-        if settings.get("compile", False):
+        if compiles(settings.get("compile"), self.block, vx.device):
             return {"img": compiled_block_forward(checkpointed)(self.block, vx, ax, kw)}
         forward = _checkpointed_block_forward if checkpointed else av_block_forward
         return {"img": forward(self.block, vx, ax, kw)}

@@ -90,7 +90,8 @@ class MemorySettings(Section):
     compile_blocks: Literal["auto", "on", "off"] = knob(
         "auto",
         "torch.compile each transformer block: fused kernels, much faster steps on a GPU; the first step compiles "
-        "for a minute or two. auto = on for CUDA with Triton installed (ComfyUI models only).",
+        "for a minute or two. auto = on CUDA when torch.compile works there, for the blocks whose weights are all "
+        "on the GPU; on = every block, also those ComfyUI streams from RAM (ComfyUI models only).",
     )
 
 

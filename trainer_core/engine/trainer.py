@@ -163,7 +163,7 @@ class Trainer:
         write_atomic(self.out / "config.yaml", dump_yaml(self.cfg))
         self.backbone.set_gradient_checkpointing(self.cfg.memory.gradient_checkpointing)
         wanted = compile_wanted(self.cfg.memory.compile_blocks, self.backbone.device)
-        self.compiled_blocks = self.backbone.set_compiled_blocks(wanted)
+        self.compiled_blocks = self.backbone.set_compiled_blocks(wanted, self.cfg.memory.compile_blocks == "on")
         if self.compiled_blocks:
             log.info("transformer blocks run through torch.compile; the first step includes compiling them")
         elif self.cfg.memory.compile_blocks == "on":
