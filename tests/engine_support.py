@@ -10,9 +10,11 @@ from trainer_core.config import parse_section
 from trainer_core.config.training import TrainConfig
 from trainer_core.engine.data import InMemoryData, Sample
 from trainer_core.ltx_core_backbone import LtxCoreBackbone
+from trainer_core.sampling import sample_video
 from trainer_core.tiny import write_tiny_checkpoint
 
 TEXT_DIM = 64 + 32  # tiny video + audio cross-attention widths, as ComfyUI's LTX-2.3 encoder concatenates them
+CONCEPT_SHAPE = (128, 2, 2, 2)  # latent of 64x64 pixels, 9 frames
 
 
 def tiny_backbone(path: Path, dtype=torch.float32, audio: bool = True) -> LtxCoreBackbone:
@@ -53,3 +55,37 @@ def config(tmp: Path, **overrides) -> TrainConfig:
         else:
             data[key] = value
     return parse_section(TrainConfig, data)
+
+
+def concept_data(
+    backbone, g: torch.Generator, pattern: torch.Tensor, trigger: torch.Tensor, prior_mean: torch.Tensor
+) -> InMemoryData:
+    """A concept to learn: 4 trigger captions -> ``pattern`` (+ noise), and 4 prior-preservation clips.
+
+    A tiny random model barely looks at its text, so a LoRA trained only on trigger clips would shift every
+    prompt alike; the prior clips (captions around ``prior_mean`` whose latents the base model itself sampled)
+    teach it to leave other prompts alone, as users do against bleed. Draws from ``g`` in a fixed order.
+    """
+    clips = [
+        Sample(f"trigger_{i}", pattern + 0.05 * torch.randn(CONCEPT_SHAPE, generator=g), trigger, 24.0)
+        for i in range(4)
+    ]
+    for i in range(4):
+        prior = torch.randn(1, 1024, TEXT_DIM, generator=g) + prior_mean
+        with torch.no_grad():
+            latent = sample_video(
+                backbone, backbone.prepare_text(prior), CONCEPT_SHAPE, 24.0, 8, torch.Generator().manual_seed(500 + i)
+            )[0]
+        clips.append(Sample(f"prior_{i}", latent, prior, 24.0))
+    return InMemoryData(clips, empty_text=torch.zeros(1, 1, TEXT_DIM))
+
+
+def concept_config(tmp: Path) -> TrainConfig:
+    """80 steps of rank-4 LoRA on the video self- and text attentions: enough to learn ``concept_data``."""
+    targets = "attn1.to_q, attn1.to_k, attn1.to_v, attn1.to_out.0, attn2.to_q, attn2.to_k, attn2.to_v, attn2.to_out.0"
+    return config(
+        tmp,
+        lora={"rank": 4, "alpha": 4, "targets": "custom", "custom_targets": targets},
+        optimization={"steps": 80, "learning_rate": 3e-2, "scheduler": "constant"},
+        checkpoints={"every": 1000},
+    )

@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import torch
 
-from tests.engine_support import TEXT_DIM, config, tiny_backbone
-from trainer_core.engine.data import InMemoryData, Sample
+from tests.engine_support import CONCEPT_SHAPE as SHAPE
+from tests.engine_support import TEXT_DIM, concept_config, concept_data, tiny_backbone
 from trainer_core.engine.trainer import Trainer
 from trainer_core.sampling import sample_video
-
-SHAPE = (128, 2, 2, 2)
 
 
 def test_lora_learns_the_trigger_pattern_without_bleeding(tmp_path):
@@ -33,19 +31,7 @@ def test_lora_learns_the_trigger_pattern_without_bleeding(tmp_path):
         with adapters.attached(strength):
             return sample_video(backbone, ctx, SHAPE, 24.0, 8, torch.Generator().manual_seed(seed))[0]
 
-    clips = [Sample(f"trigger_{i}", pattern + 0.05 * torch.randn(SHAPE, generator=g), trigger, 24.0) for i in range(4)]
-    for i in range(4):
-        prior_text = torch.randn(1, 1024, TEXT_DIM, generator=g) - mean
-        clips.append(Sample(f"prior_{i}", sample(prior_text, seed=500 + i), prior_text, 24.0))
-    data = InMemoryData(clips, empty_text=torch.zeros(1, 1, TEXT_DIM))
-    targets = "attn1.to_q, attn1.to_k, attn1.to_v, attn1.to_out.0, attn2.to_q, attn2.to_k, attn2.to_v, attn2.to_out.0"
-    cfg = config(
-        tmp_path,
-        lora={"rank": 4, "alpha": 4, "targets": "custom", "custom_targets": targets},
-        optimization={"steps": 80, "learning_rate": 3e-2, "scheduler": "constant"},
-        checkpoints={"every": 1000},
-    )
-    trainer = Trainer(backbone, data, cfg)
+    trainer = Trainer(backbone, concept_data(backbone, g, pattern, trigger, -mean), concept_config(tmp_path))
     trainer.train()
 
     def dist(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -19,16 +19,14 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from tests.engine_support import TEXT_DIM, config, tiny_backbone
-from trainer_core.engine.data import InMemoryData, Sample
+from tests.engine_support import CONCEPT_SHAPE as SHAPE
+from tests.engine_support import TEXT_DIM, concept_config, concept_data, tiny_backbone
 from trainer_core.engine.trainer import Trainer
 from trainer_core.lorafile import lora_metadata, save_lora_file
-from trainer_core.sampling import sample_video
 from trainer_core.sweep.grid import HEADER_WIDTH, PAD
 
 pytest.importorskip("ltx_core", reason="ltx-core (optional dependency) trains the LoRA of this test")
 
-SHAPE = (128, 2, 2, 2)  # 64x64 pixels, 9 frames
 CAPTURED: dict[str, list] = {}
 
 
@@ -97,21 +95,8 @@ def train_concept(tmp: Path, ckpt: Path, trigger: torch.Tensor, off_topic_mean: 
     backbone = tiny_backbone(ckpt)
     g = torch.Generator().manual_seed(0)
     pattern = torch.randn(SHAPE, generator=g)
-    clips = [Sample(f"t{i}", pattern + 0.05 * torch.randn(SHAPE, generator=g), trigger, 24.0) for i in range(4)]
-    for i in range(4):
-        prior = torch.randn(1, 1024, TEXT_DIM, generator=g) + off_topic_mean
-        with torch.no_grad():
-            latent = sample_video(backbone, backbone.prepare_text(prior), SHAPE, 24.0, 8,
-                                  torch.Generator().manual_seed(500 + i))[0]
-        clips.append(Sample(f"p{i}", latent, prior, 24.0))
-    targets = "attn1.to_q, attn1.to_k, attn1.to_v, attn1.to_out.0, attn2.to_q, attn2.to_k, attn2.to_v, attn2.to_out.0"
-    cfg = config(
-        tmp,
-        lora={"rank": 4, "alpha": 4, "targets": "custom", "custom_targets": targets},
-        optimization={"steps": 80, "learning_rate": 3e-2, "scheduler": "constant"},
-        checkpoints={"every": 1000},
-    )
-    trainer = Trainer(backbone, InMemoryData(clips, empty_text=torch.zeros(1, 1, TEXT_DIM)), cfg)
+    cfg = concept_config(tmp)
+    trainer = Trainer(backbone, concept_data(backbone, g, pattern, trigger, off_topic_mean), cfg)
     meta = lora_metadata(**{k: v for k, v in trainer.writer.metadata.items()}, step=0)
     save_lora_file(Path(cfg.output_dir) / "t_step_00000.safetensors", trainer.adapters.to_comfy_state_dict(), meta)
     trainer.train()
