@@ -108,27 +108,10 @@ def train_ours(
     patcher, data, steps: int, device: torch.device, profile_last: bool = False, compile_blocks: str = "auto",
 ) -> tuple[StepTimer, object, object]:
     """``steps`` optimizer steps of our Trainer on ComfyUI's model; returns the timer, trainer and profile."""
-    from trainer_core.comfy import ComfyBackbone
-    from trainer_core.comfy.training import reserve_training_memory
-    from trainer_core.config.training import TrainConfig
-    from trainer_core.engine.trainer import Callbacks, Trainer
+    from trainer_core.engine.trainer import Callbacks
 
-    backbone = ComfyBackbone(patcher)
     with tempfile.TemporaryDirectory() as out:
-        cfg = TrainConfig.model_validate(
-            {
-                "output_dir": out,
-                "name": "bench",
-                "lora": {"rank": RANK, "alpha": RANK, "targets": "all_attention"},
-                "optimization": {"steps": steps},
-                "checkpoints": {"every": 10**9},
-                "memory": {
-                    "gradient_checkpointing": True, "mixed_precision": "bf16", "compile_blocks": compile_blocks,
-                },
-            }
-        )
-        trainer = Trainer(backbone, data, cfg)
-        reserve_training_memory(backbone, trainer)  # as the Train node does
+        trainer = _trainer(patcher, data, out, steps, compile_blocks=compile_blocks)
         timer = StepTimer(device)
         prof = {"p": None}
 
@@ -142,6 +125,31 @@ def train_ours(
         timer.start()
         trainer.train(Callbacks(on_step=on_step))
     return timer, trainer, prof["p"]
+
+
+def _trainer(patcher, data, out: str, steps: int, compile_blocks: str = "auto", preview: dict | None = None):
+    """Our Trainer on ComfyUI's MODEL as the Train node builds it (memory reserve included): rank 32, all
+    attentions, checkpointing, bf16; checkpoints only at the end."""
+    from trainer_core.comfy import ComfyBackbone
+    from trainer_core.comfy.training import reserve_training_memory
+    from trainer_core.config.training import TrainConfig
+    from trainer_core.engine.trainer import Trainer
+
+    cfg = TrainConfig.model_validate(
+        {
+            "output_dir": out,
+            "name": "bench",
+            "lora": {"rank": RANK, "alpha": RANK, "targets": "all_attention"},
+            "optimization": {"steps": steps},
+            "checkpoints": {"every": 10**9},
+            "memory": {"gradient_checkpointing": True, "mixed_precision": "bf16", "compile_blocks": compile_blocks},
+            "preview": preview or {},
+        }
+    )
+    backbone = ComfyBackbone(patcher)
+    trainer = Trainer(backbone, data, cfg)
+    reserve_training_memory(backbone, trainer)
+    return trainer
 
 
 def _start_profiler(device: torch.device):
@@ -271,7 +279,6 @@ def bench_fp8(args, config, geometry, device, results: list[Result]) -> None:
     reset_peak(device)
     with RssPeak() as rss:
         timer, _, _ = train_ours(patcher, data, args.warmup + max(3, args.steps // 2), device)
-    bf16 = next((r for r in results if r.name == "ours AV"), None)
     results.append(
         _summarise(
             "ours AV fp8 weights",
@@ -280,7 +287,7 @@ def bench_fp8(args, config, geometry, device, results: list[Result]) -> None:
             device,
             rss,
             _tokens(geometry, True),
-            bf16.tflop if bf16 else float("nan"),
+            _av_tflop(results),
             f"e4m3fn storage, bf16 compute; {load_note}",
         )
     )
@@ -308,7 +315,6 @@ def bench_capped(
     try:
         with RssPeak() as rss:
             timer, trainer, _ = train_ours(patcher, data, 1 + args.capped_steps, device)
-        bf16 = next((r for r in results if r.name == "ours AV"), None)
         results.append(
             _summarise(
                 f"ours AV{', fp8 weights' if weight_dtype.itemsize == 1 else ''}, {cap_gib:g} GiB cap",
@@ -317,7 +323,7 @@ def bench_capped(
                 device,
                 rss,
                 _tokens(geometry, True),
-                bf16.tflop if bf16 else float("nan"),
+                _av_tflop(results),
                 f"ComfyUI low-VRAM streaming, {patcher.loaded_size() / GIB:.1f} GiB weights kept on GPU, "
                 f"{trainer.backbone.memory_required / GIB:.1f} GiB reserved for training; "
                 f"{'compiled' if trainer.compiled_blocks else 'eager'} blocks",
@@ -337,10 +343,8 @@ def bench_previews(args, config, geometry, device, results: list[Result]) -> Non
     Same model, data and seed, three runs: no previews twice (the run-to-run noise of GPU kernels, e.g. flash
     attention's atomic backward) and previews every 2 steps. Prints peak VRAM, wall time and the loss sequences.
     """
-    from trainer_core.comfy import ComfyBackbone
     from trainer_core.comfy.previews import attach_previews
-    from trainer_core.config.training import TrainConfig
-    from trainer_core.engine.trainer import Callbacks, Trainer
+    from trainer_core.engine.trainer import Callbacks
 
     patcher = build_comfy_patcher(config, device, torch.bfloat16, seed=0)
     note = _load_like_comfyui(patcher, device)
@@ -350,18 +354,9 @@ def bench_previews(args, config, geometry, device, results: list[Result]) -> Non
     for label, every in (("off", 0), ("off again", 0), ("every 2", 2)):
         reset_peak(device)
         with tempfile.TemporaryDirectory() as out:
-            cfg = TrainConfig.model_validate(
-                {
-                    "output_dir": out,
-                    "name": "bench",
-                    "lora": {"rank": RANK, "alpha": RANK, "targets": "all_attention"},
-                    "optimization": {"steps": 4},
-                    "checkpoints": {"every": 10**9},
-                    "memory": {"gradient_checkpointing": True, "mixed_precision": "bf16"},
-                    "preview": {"every": every, "width": size, "height": size, "frames": 9, "steps": 8},
-                }
-            )
-            trainer = Trainer(ComfyBackbone(patcher), data, cfg)
+            preview = {"every": every, "width": size, "height": size, "frames": 9, "steps": 8}
+            trainer = _trainer(patcher, data, out, 4, preview=preview)
+            cfg = trainer.cfg
             callbacks = Callbacks()
             runner = attach_previews(callbacks, trainer, patcher, data, cfg) if every else None
             t0 = time.perf_counter()
@@ -432,7 +427,7 @@ def _index(device: torch.device) -> int:
     return device.index if device.index is not None else torch.cuda.current_device()
 
 
-def _load_like_comfyui(patcher, device: torch.device, memory_required: int = 0) -> str:
+def _load_like_comfyui(patcher, device: torch.device) -> str:
     """Put the weights on the host and let ComfyUI load them, as after its checkpoint loader.
 
     Built straight on the GPU, ComfyUI's bookkeeping would count the weights as foreign memory and load the model
@@ -447,7 +442,7 @@ def _load_like_comfyui(patcher, device: torch.device, memory_required: int = 0) 
     with torch.inference_mode():
         patcher.model.to(mm.unet_offload_device())
         torch.cuda.empty_cache()
-        mm.load_models_gpu([patcher], memory_required=memory_required)
+        mm.load_models_gpu([patcher])
     loaded, size = patcher.loaded_size(), patcher.model_size()
     return f"{loaded / GIB:.1f} of {size / GIB:.1f} GiB weights on GPU"
 
@@ -456,6 +451,11 @@ def _load_like_comfyui(patcher, device: torch.device, memory_required: int = 0) 
 def _text_width(config) -> int:
     t = config["transformer"]
     return t["cross_attention_dim"] + t["audio_cross_attention_dim"]
+
+
+def _av_tflop(results: list[Result]) -> float:
+    """TFLOP per step counted for the resident "ours AV" row: the same work for its fp8 and capped variants."""
+    return next((r.tflop for r in results if r.name == "ours AV"), float("nan"))
 
 
 def _tokens(geometry, audio: bool) -> int:
