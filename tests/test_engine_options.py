@@ -88,3 +88,38 @@ def test_bf16_working_copies_give_the_same_gradients_as_casting_every_call(ckpt)
         assert all(p.grad.dtype == torch.float32 for p in adapters.masters())
     assert all(torch.equal(g0, g1) for g0, g1 in zip(*grads, strict=True))
     assert any(g.abs().sum() > 0 for g in grads[1])
+
+
+def test_master_gradients_are_overwritten_in_place_each_step(ckpt):
+    """With working copies the masters' gradient buffers live across steps: every step must overwrite all of
+    them, zeroing layers the forward never reached (audio layers in a video-only step)."""
+    from tests.comfy_models import model_input
+    from trainer_core.lora.adapter import LoraAdapters
+
+    backbone = tiny_backbone(ckpt)
+    adapters = LoraAdapters(select_targets(backbone.lora_targets(), "all_attention"), 4, 4.0,
+                            generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        for b in adapters.lora_B:
+            b.normal_(0, 0.1, generator=torch.Generator().manual_seed(1))
+    adapters.use_compute_dtype(torch.bfloat16)
+    text = backbone.prepare_text(synthetic_data(n=1)[0].text)
+    buffers = None
+    for audio in (True, False):
+        with backbone.training_session(), adapters.attached(), torch.autocast("cpu", dtype=torch.bfloat16):
+            v, a = backbone.velocity(model_input(text, seed=2, audio=audio))
+            (v.float().pow(2).mean() + (a.float().pow(2).mean() if a is not None else 0)).backward()
+        if buffers is not None:
+            for g in buffers:
+                g.fill_(7.0)  # stale values the next step must not leave behind
+        adapters.grads_to_masters()
+        grads = [p.grad for p in adapters.masters()]
+        if buffers is not None:
+            assert [g.data_ptr() for g in grads] == [g.data_ptr() for g in buffers]  # reused, not reallocated
+        buffers = grads
+    audio_layers = [i for i, n in enumerate(adapters.names) if ".audio_" in n or "video_to_audio" in n]
+    n = len(adapters.names)
+    assert audio_layers
+    assert all(buffers[i].abs().sum() == 0 and buffers[n + i].abs().sum() == 0 for i in audio_layers)
+    assert not any((g == 7.0).any() for g in buffers)
+    assert any(g.abs().sum() > 0 for g in buffers)

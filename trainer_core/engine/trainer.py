@@ -236,6 +236,7 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.adapters.masters(), opt.max_grad_norm)
         self.optimizer.step()
         self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        if not self.adapters.uses_working_copies:  # else grads_to_masters overwrites every master gradient
+            self.optimizer.zero_grad(set_to_none=True)
         self.adapters.refresh_work()
         return total, parts_mean
