@@ -115,3 +115,25 @@ def test_checkpoint_is_not_a_lora(tmp_path):
 def test_metadata_rejects_unknown_family():
     with pytest.raises(ValueError, match="ltx-3"):
         lora_metadata(rank=1, alpha=1, targets=[], step=0, base_model="ltx-3")
+
+
+def test_written_files_get_the_umask_mode_or_keep_the_replaced_files_mode(tmp_path):
+    import os
+
+    from trainer_core.atomic import save_png, write_atomic
+
+    previous = os.umask(0o022)
+    try:
+        lora = save_lora_file(tmp_path / "x.safetensors", _lora(), {})
+        text = write_atomic(tmp_path / "config.yaml", "a: 1\n")
+        from PIL import Image
+
+        png = save_png(Image.new("RGB", (4, 4)), tmp_path / "loss.png")
+    finally:
+        os.umask(previous)
+    for path in (lora, text, png):  # readable by ComfyUI running as another user, as open() would make it
+        assert path.stat().st_mode & 0o777 == 0o644, path
+    assert Image.open(png).format == "PNG"
+    text.chmod(0o640)
+    write_atomic(text, "a: 2\n")
+    assert text.stat().st_mode & 0o777 == 0o640 and text.read_text() == "a: 2\n"

@@ -9,9 +9,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import tempfile
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from PIL import Image
 
 
 class DiskWriteError(OSError):
@@ -20,16 +22,23 @@ class DiskWriteError(OSError):
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temp path beside ``path``; on success it replaces ``path``, on failure it is removed."""
+    """Yield a temp path beside ``path``; on success it replaces ``path``, on failure it is removed.
+
+    The result has the permissions a plain ``open(path, "w")`` would give (the umask's), or those of the file it
+    replaces: ``tempfile.mkstemp``'s private 0600 would hide LoRAs from other users (e.g. ComfyUI in Docker).
+    """
     final = Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp = final.parent / f".{final.name}.{uuid.uuid4().hex}.tmp"
+    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))  # mode 0666 minus the umask
     try:
+        # Read back rather than asked of os.umask() (not thread-safe); writers such as safetensors may replace
+        # the temp file with their own 0600 one, so the mode is set again at the end.
+        mode = (final if final.exists() else tmp).stat().st_mode & 0o7777
         yield tmp
         with tmp.open("rb+") as fh:
             os.fsync(fh.fileno())
+        tmp.chmod(mode)
         tmp.replace(final)
     except OSError as err:
         tmp.unlink(missing_ok=True)
@@ -55,4 +64,11 @@ def write_atomic(path: str | os.PathLike, data: bytes | str, writer: Callable[[P
             writer(tmp)
         else:
             tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+    return Path(path)
+
+
+def save_png(image: Image.Image, path: str | os.PathLike) -> Path:
+    """Save a PIL image as PNG atomically (the temp name has no .png suffix, so the format is explicit)."""
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")
     return Path(path)

@@ -17,6 +17,7 @@ import av
 import numpy as np
 import torch
 
+from .atomic import save_png
 from .cache.ltx_core_encoders import LtxCoreVae
 from .cache.reader import CachedData
 from .cache.standin_text import StandinTextEncoder, text_width_for
@@ -146,7 +147,7 @@ def run_demo(out: Path, steps: int = 200, seed: int = 0) -> DemoSummary:
     backbone = LtxCoreBackbone.from_checkpoint(ckpt, dtype=torch.float32, device="cpu")
     result = Trainer(backbone, data, cfg).train(Callbacks(on_step=ProgressLine()))
     loss_png = out / "loss.png"
-    loss_curve(result.losses).save(loss_png)
+    save_png(loss_curve(result.losses), loss_png)
 
     # Reload the saved file into fresh adapters: the sweep uses what was written to disk, not what is in memory.
     tensors, _ = read_lora_file(result.lora_path)
@@ -173,7 +174,8 @@ def run_demo(out: Path, steps: int = 200, seed: int = 0) -> DemoSummary:
         column_labels=["latent frames (top-3 PCA colours)", "decoded first/middle/last"],
     )
     sweep_png = out / "sweep.png"
-    grid_image([v for pair in zip(views, decoded, strict=True) for v in pair], layout, tile_height=96).save(sweep_png)
+    cells = [v for pair in zip(views, decoded, strict=True) for v in pair]
+    save_png(grid_image(cells, layout, tile_height=96), sweep_png)
     k = min(10, len(result.losses))
     return DemoSummary(
         dataset_items=len(dataset.items),

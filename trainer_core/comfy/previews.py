@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..atomic import atomic_path
+from ..atomic import save_png
 from ..config.training import PreviewSettings, TrainConfig
 from ..engine.data import TrainingData
 from ..engine.trainer import Callbacks, StepInfo, Trainer
@@ -185,8 +185,7 @@ class PreviewRunner:
         layout = GridLayout(len(videos), [p.label for p in self.prompts])
         still = grid_image(videos, layout)
         path = self.folder / f"{self.name}_step_{step:05d}.png"
-        with atomic_path(path) as tmp:
-            still.save(tmp, format="PNG")
+        save_png(still, path)
         grid_video(videos, layout, path.with_suffix(".mp4"), fps=24.0)
         self.saved.append(path)
         log.info("preview saved: %s", path)

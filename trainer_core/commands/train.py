@@ -36,6 +36,7 @@ def _resume_path(value: str, output_dir: Path, name: str) -> Path:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from ..atomic import save_png
     from ..cache.reader import CachedData
     from ..config import ConfigError, load_yaml
     from ..config.training import TrainConfig
@@ -58,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     if args.resume:
         trainer.resume(_resume_path(args.resume, Path(cfg.output_dir), cfg.name))
     result = trainer.train(Callbacks(on_step=ProgressLine()))
-    loss_curve(result.losses).save(Path(cfg.output_dir) / "loss.png")
+    save_png(loss_curve(result.losses), Path(cfg.output_dir) / "loss.png")
     sys.stdout.write(f"{result.status} at step {result.step}: {result.lora_path}\n")
     if result.message:
         sys.stderr.write(result.message + "\n")
