@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 
 from tests.engine_support import config, synthetic_data, tiny_backbone
 from trainer_core.backbone import TextContext
+from trainer_core.config import ConfigError
 from trainer_core.engine.recipe import FlowMatchingRecipe
 from trainer_core.engine.trainer import Callbacks, Trainer
 from trainer_core.lora.adapter import LoraAdapters
@@ -162,3 +163,33 @@ def test_interrupt_inside_the_model_saves_then_propagates(ckpt, tmp_path):
     assert (tmp_path / "run" / "t_step_00003.safetensors").is_file()
     assert (tmp_path / "run" / "t_step_00002.safetensors").is_file()
     assert not any(p.name.endswith(".tmp") for p in (tmp_path / "run").iterdir())
+
+
+def test_interrupt_midway_through_a_step_resumes_exactly(ckpt, tmp_path):
+    """The interrupted step already drew its caption dropout, sigmas and noise: the saved RNG must not include
+    those draws, or the resumed run diverges from an uninterrupted one."""
+    data = synthetic_data()
+    cfg = {"checkpoints": {"every": 100}, "recipe": {"caption_dropout": 0.5}}
+    straight = Trainer(tiny_backbone(ckpt), data, config(tmp_path / "a", **cfg)).train()
+    backbone = tiny_backbone(ckpt)
+    velocity, calls = backbone.velocity, {"n": 0}
+
+    def interrupted(inp):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return velocity(inp)
+
+    backbone.velocity = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(backbone, data, config(tmp_path / "b", **cfg)).train()
+    resumed = Trainer(tiny_backbone(ckpt), data, config(tmp_path / "b", **cfg))
+    resumed.resume(tmp_path / "b" / "run" / "t_step_00003.safetensors")
+    assert resumed.train().losses == straight.losses
+
+
+def test_resume_at_the_last_step_says_to_raise_steps(ckpt, tmp_path):
+    first = Trainer(tiny_backbone(ckpt), synthetic_data(), config(tmp_path)).train()
+    again = Trainer(tiny_backbone(ckpt), synthetic_data(), config(tmp_path))
+    with pytest.raises(ConfigError, match=r"at step 6, and optimization.steps is 6: raise optimization.steps"):
+        again.resume(first.lora_path)

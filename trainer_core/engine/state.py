@@ -100,7 +100,8 @@ def load_state(
     torch.set_rng_state(tensors["rng.torch"])
     generator.set_state(tensors["rng.generator"])
     if torch.cuda.is_available():
-        cuda = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
+        cuda_keys = sorted((k for k in tensors if k.startswith("rng.cuda.")), key=lambda k: int(k.rsplit(".", 1)[1]))
+        cuda = [tensors[k] for k in cuda_keys]
         if len(cuda) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(cuda)
     return RunState(step=int(meta["step"]), losses=list(meta["losses"]), seconds=list(meta["seconds"]))

@@ -19,7 +19,7 @@ import torch
 from .. import __version__
 from ..atomic import write_atomic
 from ..backbone import Backbone, TextContext
-from ..config import dump_yaml
+from ..config import ConfigError, dump_yaml
 from ..config.training import TrainConfig
 from ..lora.adapter import LoraAdapters
 from ..lora.targets import select_targets
@@ -106,6 +106,11 @@ class Trainer:
         tensors, _ = read_lora_file(lora_path)
         self.adapters.load_comfy_state_dict(tensors)
         self.run = load_state(lora_path, self.optimizer, self.scheduler, self.generator)
+        if self.run.step >= self.cfg.optimization.steps:
+            raise ConfigError(
+                f"{lora_path} is at step {self.run.step}, and optimization.steps is {self.cfg.optimization.steps}: "
+                "raise optimization.steps above it to train further"
+            )
         log.info("resuming from step %d (%s)", self.run.step, lora_path)
 
     def _text(self, key: str, embeds: torch.Tensor) -> TextContext:
@@ -177,8 +182,10 @@ class Trainer:
             __version__,
         )
         with self.backbone.training_session(), self.adapters.attached():
+            rng = self._rng_state()
             try:
                 while self.run.step < opt.steps:
+                    rng = self._rng_state()  # a step interrupted midway has drawn from the RNGs: undo on save
                     t0 = time.perf_counter()
                     loss, parts = self._optimizer_step(batches)
                     self.run.step += 1
@@ -196,8 +203,10 @@ class Trainer:
             except NonFiniteLossError as err:
                 status, message = "diverged", str(err)
             except BaseException:
-                # Cancelled from inside the model (ComfyUI's interrupt, Ctrl-C): keep what was learned so far.
+                # Cancelled from inside the model (ComfyUI's interrupt, Ctrl-C): keep what was learned so far,
+                # with the RNGs as they were at the end of the last completed step, so a resume continues exactly.
                 if self.run.step > saved_step:
+                    self._set_rng_state(rng)
                     self._save(cb)
                 raise
         return TrainResult(
@@ -209,6 +218,17 @@ class Trainer:
             message,
             list(self.writer.written),
         )
+
+    def _rng_state(self) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor] | None]:
+        cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
+        return self.generator.get_state(), torch.get_rng_state(), cuda
+
+    def _set_rng_state(self, state: tuple[torch.Tensor, torch.Tensor, list[torch.Tensor] | None]) -> None:
+        generator, cpu, cuda = state
+        self.generator.set_state(generator)
+        torch.set_rng_state(cpu)
+        if cuda is not None:
+            torch.cuda.set_rng_state_all(cuda)
 
     def _optimizer_step(self, batches) -> tuple[float, dict[str, float]]:
         opt = self.cfg.optimization
