@@ -180,8 +180,9 @@ class PreviewRunner:
             latents = [sample_preview(self.model, p, self.settings) for p in self.prompts]
             videos = [as_video(self.vae.decode(x)) if self.vae is not None else latent_rgb(self.model, x)
                       for x in latents]
-            # A VAE decode may have pushed weights off the device; training expects them where they were.
-            mm.load_models_gpu([self.model])
+        # Sampling loads with ComfyUI's inference reserve (and the optimizer state was on the CPU), a VAE decode
+        # may push weights off the device: load again with training's reserve, now that its state is back.
+        mm.load_models_gpu([self.model], memory_required=self.trainer.backbone.memory_required)
         layout = GridLayout(len(videos), [p.label for p in self.prompts])
         still = grid_image(videos, layout)
         path = self.folder / f"{self.name}_step_{step:05d}.png"
