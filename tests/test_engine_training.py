@@ -145,17 +145,22 @@ def test_cancel_between_steps_saves_a_usable_checkpoint(ckpt, tmp_path):
     assert resumed.run.step == 2
 
 
-def test_interrupt_inside_the_model_saves_then_propagates(ckpt, tmp_path):
-    backbone = tiny_backbone(ckpt)
+def _interrupted_on_call(backbone, n: int):
+    """``backbone`` whose ``n``-th forward raises KeyboardInterrupt (ComfyUI's interrupt lands inside the model)."""
     velocity, calls = backbone.velocity, {"n": 0}
 
     def interrupted(inp):
         calls["n"] += 1
-        if calls["n"] == 4:
+        if calls["n"] == n:
             raise KeyboardInterrupt
         return velocity(inp)
 
     backbone.velocity = interrupted
+    return backbone
+
+
+def test_interrupt_inside_the_model_saves_then_propagates(ckpt, tmp_path):
+    backbone = _interrupted_on_call(tiny_backbone(ckpt), 4)
     trainer = Trainer(backbone, synthetic_data(), config(tmp_path, checkpoints={"every": 2}))
     with pytest.raises(KeyboardInterrupt):
         trainer.train()
@@ -171,16 +176,7 @@ def test_interrupt_midway_through_a_step_resumes_exactly(ckpt, tmp_path):
     data = synthetic_data()
     cfg = {"checkpoints": {"every": 100}, "recipe": {"caption_dropout": 0.5}}
     straight = Trainer(tiny_backbone(ckpt), data, config(tmp_path / "a", **cfg)).train()
-    backbone = tiny_backbone(ckpt)
-    velocity, calls = backbone.velocity, {"n": 0}
-
-    def interrupted(inp):
-        calls["n"] += 1
-        if calls["n"] == 4:
-            raise KeyboardInterrupt
-        return velocity(inp)
-
-    backbone.velocity = interrupted
+    backbone = _interrupted_on_call(tiny_backbone(ckpt), 4)
     with pytest.raises(KeyboardInterrupt):
         Trainer(backbone, data, config(tmp_path / "b", **cfg)).train()
     resumed = Trainer(tiny_backbone(ckpt), data, config(tmp_path / "b", **cfg))
