@@ -8,6 +8,7 @@ import torch
 
 from trainer_core.cache import CachedData, CacheError
 from trainer_core.cache.ltx_trainer_import import conditions_to_comfy, find_precomputed, import_ltx_trainer
+from trainer_core.cache.manifest import Manifest
 
 SEQ, HIDDEN, LAYERS, V_DIM, A_DIM = 1024, 16, 3, 24, 8
 
@@ -113,3 +114,52 @@ def test_cli_import(tmp_path):
     out = tmp_path / "out"
     assert main(["cache", "import-ltx-trainer", str(tmp_path / "ds" / ".precomputed"), "--out", str(out)]) == 0
     assert len(CachedData(out)) == 1
+
+
+def test_import_goes_through_the_cache_writers_checks(tmp_path):
+    """The import shares build_cache's loop: foreign folders are refused, replaced and deleted files are
+    collected, missing files are written again, an unreadable pair fails alone and is recorded."""
+    extractor = feature_extractor()
+    write_precomputed(tmp_path / "ds", {"a.mp4": 5, "b.mp4": 6, "c.mp4": 7}, extractor)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(CacheError, match="already holds other files"):
+        import_ltx_trainer(tmp_path / "ds", mine)
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+
+    cache = tmp_path / "cache"
+    import_ltx_trainer(tmp_path / "ds", cache)
+    write_precomputed(tmp_path / "ds", {"a.mp4": 9}, extractor, seed=1)  # a changed pair: new files replace its old
+    (tmp_path / "ds/.precomputed/latents/c.mp4.pt").unlink()  # c has no latent now, only conditions
+    b = Manifest.load(cache).items["b.mp4"]
+    (cache / b.latent).unlink()
+    report = import_ltx_trainer(tmp_path / "ds", cache)
+    assert sorted(report.encoded_latents) == ["a.mp4", "b.mp4"] and report.removed == ["c.mp4"]
+    manifest = Manifest.load(cache)
+    assert sorted(manifest.items) == ["a.mp4", "b.mp4"]
+    on_disk = {p.relative_to(cache).as_posix() for p in cache.rglob("*.safetensors")}
+    assert on_disk == manifest.referenced_files()  # the old files of a.mp4 and c.mp4 are gone
+    assert len(CachedData(cache)) == 2
+
+    torch.save({"latents": NotATensor()}, tmp_path / "ds/.precomputed/latents/b.mp4.pt")
+    (tmp_path / "ds/.precomputed/latents/extra.mp4.pt").write_bytes(b"")  # no conditions for it
+    report = import_ltx_trainer(tmp_path / "ds", cache)
+    assert sorted(report.failed) == ["b.mp4", "extra.mp4"] and "weights_only=True" in report.failed["b.mp4"]
+    manifest = Manifest.load(cache)
+    assert sorted(manifest.items) == ["a.mp4"] and sorted(manifest.failed) == ["b.mp4", "extra.mp4"]
+    assert {p.relative_to(cache).as_posix() for p in cache.rglob("*.safetensors")} == manifest.referenced_files()
+
+
+def test_interrupted_import_resumes(tmp_path):
+    write_precomputed(tmp_path / "ds", {"a.mp4": 3, "b.mp4": 4, "c.mp4": 5}, feature_extractor())
+
+    def stop_at_third(done, total, item_id):
+        if done == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        import_ltx_trainer(tmp_path / "ds", tmp_path / "cache", on_progress=stop_at_third)
+    assert len(CachedData(tmp_path / "cache")) == 2
+    report = import_ltx_trainer(tmp_path / "ds", tmp_path / "cache")
+    assert report.encoded_latents == ["c.mp4"] and len(report.skipped) == 2

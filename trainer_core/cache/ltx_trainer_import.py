@@ -16,21 +16,16 @@ extractor and, with ComfyUI present, against ComfyUI's text encoder). LTX-2 (19B
 
 from __future__ import annotations
 
-import logging
 import pickle
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .encoders import LATENT_CHANNELS, TEXT_FAMILY_LTX2, TEXT_FAMILY_LTX23, VIDEO_FAMILY, CacheError, TextEncoder
-from .manifest import LATENT_DIR, TEXT_DIR, ItemRecord, Manifest, check_same_model
+from .manifest import LATENT_DIR, TEXT_DIR, ItemRecord
 from .store import file_sha256, file_stem, save_tensors, short_digest
-from .writer import CacheReport, encode_text_file
-
-logger = logging.getLogger(__name__)
+from .writer import CacheReport, CacheRun, ProgressFn, UnreadableItem, write_cache
 
 IMPORTED = "imported-from-ltx-trainer"
 
@@ -101,35 +96,52 @@ def _source_key(latent_pt: Path, cond_pt: Path) -> dict[str, Any]:
             "mtimes_ns": [a.st_mtime_ns, b.st_mtime_ns]}
 
 
-def _pairs(root: Path) -> tuple[list[tuple[str, Path, Path]], list[str]]:
-    pairs, unmatched = [], []
+def _pairs(root: Path) -> tuple[dict[str, tuple[Path, Path]], dict[str, str]]:
+    """Item id -> (latent file, conditions file), and the latents without conditions (id -> reason)."""
+    pairs, unmatched = {}, {}
     for latent_pt in sorted((root / "latents").rglob("*.pt")):
         rel = latent_pt.relative_to(root / "latents").as_posix()
         cond_pt = root / "conditions" / rel
         if cond_pt.is_file():
-            pairs.append((rel.removesuffix(".pt"), latent_pt, cond_pt))
+            pairs[rel.removesuffix(".pt")] = (latent_pt, cond_pt)
         else:
-            unmatched.append(rel)
+            unmatched[rel.removesuffix(".pt")] = f"{latent_pt} has no matching conditions/{rel}"
     return pairs, unmatched
 
 
-def _import_item(folder: Path, item_id: str, latent_pt: Path, cond_pt: Path, trigger: str) -> tuple[ItemRecord, str]:
-    latent, fps = latent_from_ltx_trainer(load_pt(latent_pt), str(latent_pt))
-    text, family = conditions_to_comfy(load_pt(cond_pt), str(cond_pt))
-    sha = short_digest(file_sha256(latent_pt), file_sha256(cond_pt))
-    lat_rel = f"{LATENT_DIR}/{file_stem(item_id)}-{short_digest(item_id, sha)}.safetensors"
-    txt_rel = f"{TEXT_DIR}/{short_digest(IMPORTED, item_id, sha)}.safetensors"
-    lat = save_tensors(folder / lat_rel, {"video": latent}, {"id": item_id, "from": str(latent_pt)})
-    txt = save_tensors(folder / txt_rel, {"text": text}, {"id": item_id, "from": str(cond_pt)})
-    st = latent_pt.stat()
-    rec = ItemRecord(
-        id=item_id, source=str(latent_pt), source_size=st.st_size, source_mtime_ns=st.st_mtime_ns,
-        source_sha256=sha, prep=_source_key(latent_pt, cond_pt), caption="", trigger=trigger, frame_rate=fps,
-        vae=IMPORTED, text_encoder=IMPORTED, latent=lat_rel, latent_shape=list(latent.shape),
-        latent_bytes=lat["bytes"], latent_sha256=lat["sha256"], text=txt_rel, text_shape=list(text.shape),
-        text_bytes=txt["bytes"], text_sha256=txt["sha256"],
-    )
-    return rec, family
+class _Importer:
+    """``import_ltx_trainer``'s ``RecordFn``: converts a pair of ``.pt`` files unless they are unchanged."""
+
+    def __init__(self, trigger: str) -> None:
+        self.trigger = trigger
+
+    def __call__(self, run: CacheRun, item_id: str, files: tuple[Path, Path], old: ItemRecord | None) -> ItemRecord:
+        latent_pt, cond_pt = files
+        if (old is not None and old.prep == _source_key(latent_pt, cond_pt)
+                and run.file_ok(old.latent, old.latent_bytes) and run.file_ok(old.text, old.text_bytes)):
+            return old  # its trigger is the one its conditions were encoded with
+        try:
+            latent, fps = latent_from_ltx_trainer(load_pt(latent_pt), str(latent_pt))
+            text, family = conditions_to_comfy(load_pt(cond_pt), str(cond_pt))
+        except CacheError as err:
+            raise UnreadableItem(str(err)) from err
+        run.adopt_model({"video_family": VIDEO_FAMILY, "text_family": family, "text_width": text.shape[-1],
+                         "vae": IMPORTED, "text_encoder": IMPORTED})
+        sha = short_digest(file_sha256(latent_pt), file_sha256(cond_pt))
+        lat_rel = f"{LATENT_DIR}/{file_stem(item_id)}-{short_digest(item_id, sha)}.safetensors"
+        txt_rel = f"{TEXT_DIR}/{short_digest(IMPORTED, item_id, sha)}.safetensors"
+        lat = save_tensors(run.folder / lat_rel, {"video": latent}, {"id": item_id, "from": str(latent_pt)})
+        txt = save_tensors(run.folder / txt_rel, {"text": text}, {"id": item_id, "from": str(cond_pt)})
+        run.report.encoded_latents.append(item_id)
+        run.report.encoded_texts.append(item_id)
+        st = latent_pt.stat()
+        return ItemRecord(
+            id=item_id, source=str(latent_pt), source_size=st.st_size, source_mtime_ns=st.st_mtime_ns,
+            source_sha256=sha, prep=_source_key(latent_pt, cond_pt), caption="", trigger=self.trigger,
+            frame_rate=fps, vae=IMPORTED, text_encoder=IMPORTED, latent=lat_rel, latent_shape=list(latent.shape),
+            latent_bytes=lat["bytes"], latent_sha256=lat["sha256"], text=txt_rel, text_shape=list(text.shape),
+            text_bytes=txt["bytes"], text_sha256=txt["sha256"],
+        )
 
 
 def import_ltx_trainer(
@@ -138,49 +150,21 @@ def import_ltx_trainer(
     *,
     trigger: str = "",
     text_encoder: TextEncoder | None = None,
-    on_progress: Callable[[int, int, str], None] | None = None,
+    on_progress: ProgressFn | None = None,
 ) -> CacheReport:
     """Convert ``precomputed`` (or its ``.precomputed`` child) into the cache at ``folder``; incremental.
 
+    Goes through the cache writer's loop (``writer.write_cache``): the same folder checks, atomic files, manifest
+    saves and cleanup as ``build_cache``. A pair that cannot be read is recorded as failed and left out.
     ``trigger``: the ``--lora-trigger`` ltx-trainer used (recorded, captions are not stored by ltx-trainer).
     ``text_encoder``: optional, to encode the empty caption for caption dropout (ltx-trainer has none).
     """
-    root, folder = find_precomputed(precomputed), Path(folder)
-    start = time.monotonic()
+    root = find_precomputed(precomputed)
     pairs, unmatched = _pairs(root)
     if not pairs:
         raise CacheError(f"{root}: no latents/*.pt with a matching conditions/*.pt found")
-    for rel in unmatched:
-        logger.warning("import: %s has no conditions file; skipped", rel)
-    manifest = Manifest.load(folder) or Manifest()
-    report = CacheReport(folder)
-    report.failed.update({rel: "no matching conditions/*.pt" for rel in unmatched})
-    try:
-        for done, (item_id, latent_pt, cond_pt) in enumerate(pairs):
-            if on_progress:
-                on_progress(done, len(pairs), item_id)
-            old = manifest.items.get(item_id)
-            if old is not None and old.prep == _source_key(latent_pt, cond_pt):
-                report.skipped.append(item_id)
-                continue
-            rec, family = _import_item(folder, item_id, latent_pt, cond_pt, trigger)
-            model = {"video_family": VIDEO_FAMILY, "text_family": family, "text_width": rec.text_shape[-1],
-                     "vae": IMPORTED, "text_encoder": IMPORTED}
-            check_same_model(manifest, model, folder)
-            manifest.model = model
-            manifest.items[item_id] = rec
-            report.encoded_latents.append(item_id)
-            report.encoded_texts.append(item_id)
-        if text_encoder is not None:
-            empty = encode_text_file(folder, "", text_encoder, text_encoder.identity())
-            manifest.empty_text = {**empty, "text_encoder": text_encoder.identity()}
-        for key in sorted(set(manifest.items) - {p[0] for p in pairs}):
-            del manifest.items[key]
-            report.removed.append(key)
-        manifest.dataset = {"trigger": trigger, "imported_from": str(root)}
-    finally:
-        if manifest.items:
-            manifest.save(folder)
-    report.seconds = time.monotonic() - start
-    logger.info("%s", report.summary())
-    return report
+    empty = None if text_encoder is None else (text_encoder, text_encoder.identity())
+    return write_cache(
+        folder, pairs, _Importer(trigger), dataset={"trigger": trigger, "imported_from": str(root)},
+        empty_text=empty, failed=unmatched, on_progress=on_progress,
+    )

@@ -6,16 +6,19 @@ its source file, preparation, caption or the model that encoded it changed, or i
 item's frames are in memory at a time. Every file is written atomically and the manifest is updated as items
 complete, so a cancelled or crashed run leaves a valid cache of the items done so far and the next run
 resumes from there.
+
+``write_cache`` is that loop (folder check, manifest, failures, cleanup), shared with the ltx-trainer import
+(``ltx_trainer_import``): each caller passes only how one item's record is made.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import torch
 
@@ -32,7 +35,7 @@ _MANIFEST_FLUSH_SECONDS = 2.0
 ProgressFn = Callable[[int, int, str], None]  # (done, total, item id); may raise to cancel
 
 
-class _Unreadable(Exception):
+class UnreadableItem(Exception):
     """One item's source cannot be read or decoded: the item is recorded as failed, the run goes on."""
 
 
@@ -94,11 +97,6 @@ def _source_hash(item: CacheItem, old: ItemRecord | None) -> str:
     return file_sha256(Path(item.source))
 
 
-def _file_ok(folder: Path, rel: str, size: int) -> bool:
-    path = folder / rel
-    return path.is_file() and path.stat().st_size == size
-
-
 def _check_text(emb: torch.Tensor, text: TextEncoder, where: str) -> None:
     if emb.ndim != 3 or emb.shape[0] != 1 or emb.shape[2] != text.width:
         raise CacheError(f"{where}: the text encoder returned shape {tuple(emb.shape)}, expected [1, T, {text.width}]")
@@ -115,85 +113,53 @@ def encode_text_file(folder: Path, caption: str, text: TextEncoder, text_id: str
     return {"file": rel, "shape": list(emb.shape), **info}
 
 
-class _Run:
-    """State of one ``build_cache`` call (kept small so each step is a short method)."""
+class CacheRun:
+    """One pass of the shared loop (``write_cache``) over a cache folder: its manifest, report and cleanup."""
 
-    def __init__(self, folder: Path, manifest: Manifest, video: VideoEncoder, text: TextEncoder, trigger: str):
-        self.folder, self.manifest, self.video, self.text, self.trigger = folder, manifest, video, text, trigger
-        self.vae_id, self.text_id = manifest.model["vae"], manifest.model["text_encoder"]
+    def __init__(self, folder: Path, manifest: Manifest) -> None:
+        self.folder, self.manifest = folder, manifest
         self.report = CacheReport(folder)
-        self.texts: dict[str, dict[str, Any]] = {}  # caption -> text file record made or verified this run
         self._flushed = time.monotonic()
+
+    def file_ok(self, rel: str, size: int) -> bool:
+        """Whether the cache file ``rel`` exists with the recorded size (else its item is written again)."""
+        path = self.folder / rel
+        return path.is_file() and path.stat().st_size == size
+
+    def adopt_model(self, model: dict[str, Any]) -> None:
+        """Make ``model`` the manifest's; another model family in this folder raises ``CacheError``."""
+        old = self.manifest.model
+        check_same_model(self.manifest, model, self.folder)
+        if old and old.get("vae") != model["vae"]:
+            logger.info("cache %s: the VAE changed; every clip will be re-encoded", self.folder)
+        if old and old.get("text_encoder") != model["text_encoder"]:
+            logger.info("cache %s: the text encoder changed; every caption will be re-encoded", self.folder)
+        self.manifest.model = model
+
+    def empty_text(self, text: TextEncoder, text_id: str) -> None:
+        """Encode the empty caption (caption dropout) unless the folder has it from this text encoder."""
+        old = self.manifest.empty_text
+        if old and old.get("text_encoder") == text_id and self.file_ok(old["file"], old["bytes"]):
+            return
+        self.manifest.empty_text = {**encode_text_file(self.folder, "", text, text_id), "text_encoder": text_id}
+        self.report.encoded_texts.append("(empty caption)")
+
+    def keep(self, record: ItemRecord) -> None:
+        if record == self.manifest.items.get(record.id):
+            self.report.skipped.append(record.id)
+        self.manifest.items[record.id] = record
+        self.manifest.failed.pop(record.id, None)
+
+    def fail(self, item_id: str, reason: str) -> None:
+        self.manifest.items.pop(item_id, None)
+        self.manifest.failed[item_id] = reason
+        self.report.failed[item_id] = reason
+        logger.warning("cache: %s could not be written: %s", item_id, reason)
 
     def flush(self, force: bool = False) -> None:
         if force or time.monotonic() - self._flushed > _MANIFEST_FLUSH_SECONDS:
             self.manifest.save(self.folder)
             self._flushed = time.monotonic()
-
-    def empty_text(self) -> None:
-        old = self.manifest.empty_text
-        if old and old.get("text_encoder") == self.text_id and _file_ok(self.folder, old["file"], old["bytes"]):
-            return
-        self.manifest.empty_text = {**encode_text_file(self.folder, "", self.text, self.text_id),
-                                    "text_encoder": self.text_id}
-        self.report.encoded_texts.append("(empty caption)")
-
-    def text_for(self, caption: str, old: ItemRecord | None) -> dict[str, Any]:
-        if caption in self.texts:
-            return self.texts[caption]
-        if (old and old.caption == caption and old.text_encoder == self.text_id
-                and _file_ok(self.folder, old.text, old.text_bytes)):
-            rec = {"file": old.text, "shape": old.text_shape, "bytes": old.text_bytes, "sha256": old.text_sha256}
-        else:
-            rec = encode_text_file(self.folder, caption, self.text, self.text_id)
-            self.report.encoded_texts.append(caption)
-        self.texts[caption] = rec
-        return rec
-
-    def item(self, item: CacheItem) -> None:
-        old = self.manifest.items.get(item.id)
-        try:
-            source_sha = _source_hash(item, old)
-        except OSError as err:
-            raise _Unreadable(f"cannot read the source file {item.source}: {err.strerror or err}") from err
-        prep = item.plan.as_dict()
-        latent_ok = (
-            old is not None and old.vae == self.vae_id and old.source_sha256 == source_sha and old.prep == prep
-            and _file_ok(self.folder, old.latent, old.latent_bytes)
-        )
-        if latent_ok:
-            latent = {"file": old.latent, "shape": old.latent_shape, "bytes": old.latent_bytes,
-                      "sha256": old.latent_sha256}
-        else:
-            latent = self._encode_latent(item, source_sha, prep)
-        text = self.text_for(item.caption, old)
-        rec = ItemRecord(
-            id=item.id, source=str(item.source), source_size=item.source_size,
-            source_mtime_ns=item.source_mtime_ns, source_sha256=source_sha, prep=prep, caption=item.caption,
-            trigger=self.trigger, frame_rate=float(item.fps or DEFAULT_FRAME_RATE), vae=self.vae_id,
-            text_encoder=self.text_id, latent=latent["file"], latent_shape=latent["shape"],
-            latent_bytes=latent["bytes"], latent_sha256=latent["sha256"], text=text["file"],
-            text_shape=text["shape"], text_bytes=text["bytes"], text_sha256=text["sha256"],
-        )
-        if rec == old:
-            self.report.skipped.append(item.id)
-        self.manifest.items[item.id] = rec
-        self.manifest.failed.pop(item.id, None)
-
-    def _encode_latent(self, item: CacheItem, source_sha: str, prep: dict[str, Any]) -> dict[str, Any]:
-        try:
-            frames = item.load_frames()
-        except MediaError as err:
-            raise _Unreadable(str(err)) from err
-        latent = self.video.encode(frames)
-        check_latent(latent, frames, f"{item.id}")
-        del frames
-        # The name depends on everything the latent is made of, so a record never points at a newer file.
-        key = short_digest(item.id, source_sha, repr(sorted(prep.items())), self.vae_id)
-        rel = f"{LATENT_DIR}/{file_stem(item.id)}-{key}.safetensors"
-        info = save_tensors(self.folder / rel, {"video": latent}, {"id": item.id})
-        self.report.encoded_latents.append(item.id)
-        return {"file": rel, "shape": list(latent.shape), **info}
 
     def remove_unlisted(self, ids: set[str]) -> None:
         for key in sorted(set(self.manifest.items) - ids):
@@ -212,6 +178,12 @@ class _Run:
                     path.unlink()
 
 
+T = TypeVar("T")
+# (run, item id, item, its record from the previous run or None) -> the item's record; raises UnreadableItem
+# for an item whose source cannot be read (recorded as failed, the run goes on), anything else to stop the run.
+RecordFn = Callable[[CacheRun, str, T, ItemRecord | None], ItemRecord]
+
+
 def _check_folder(folder: Path) -> Manifest | None:
     if folder.exists() and not folder.is_dir():
         raise CacheError(f"cache folder {folder} is a file; choose a folder")
@@ -223,6 +195,119 @@ def _check_folder(folder: Path) -> Manifest | None:
             "or new folder so nothing of yours is overwritten"
         )
     return manifest
+
+
+def write_cache(
+    folder: str | Path,
+    items: Mapping[str, T],
+    record: RecordFn[T],
+    *,
+    dataset: dict[str, Any],
+    model: dict[str, Any] | None = None,
+    empty_text: tuple[TextEncoder, str] | None = None,
+    failed: Mapping[str, str] | None = None,
+    on_progress: ProgressFn | None = None,
+) -> CacheReport:
+    """The loop every cache writer shares: write ``items`` (id -> item) into ``folder`` through ``record``.
+
+    Refuses a folder holding other files; drops records of ids no longer listed; ``model`` (known up front) or
+    ``record`` (through ``run.adopt_model``) sets the manifest's model; ``empty_text`` is ``(encoder, identity)``
+    for the empty caption. ``failed`` lists items known to be unusable before the loop. The manifest is saved as
+    items complete and whatever happens, so a stopped run leaves a valid cache of the items done; files no record
+    points at are deleted at the end. Raises ``CacheError`` when every item failed.
+    """
+    folder, failed = Path(folder), dict(failed or {})
+    start = time.monotonic()
+    run = CacheRun(folder, _check_folder(folder) or Manifest())
+    if model is not None:
+        run.adopt_model(model)
+    run.manifest.dataset = dataset
+    folder.mkdir(parents=True, exist_ok=True)
+    run.remove_unlisted(set(items) | set(failed))
+    for item_id, reason in failed.items():
+        run.fail(item_id, reason)
+    try:
+        if empty_text is not None:
+            run.empty_text(*empty_text)
+        for done, (item_id, item) in enumerate(items.items()):
+            if on_progress:
+                on_progress(done, len(items), item_id)
+            try:
+                run.keep(record(run, item_id, item, run.manifest.items.get(item_id)))
+            except UnreadableItem as err:
+                run.fail(item_id, str(err))
+            run.flush()
+        if on_progress:
+            on_progress(len(items), len(items), "")
+    finally:
+        run.flush(force=True)
+    run.collect_garbage()
+    run.report.seconds = time.monotonic() - start
+    if run.report.failed and len(run.report.failed) == len(items) + len(failed):
+        raise CacheError(f"no item could be written to the cache:\n{run.report.summary()}")
+    logger.info("%s", run.report.summary())
+    return run.report
+
+
+class _Encoder:
+    """``build_cache``'s ``RecordFn``: encodes what changed with the VAE and the text encoder."""
+
+    def __init__(self, video: VideoEncoder, text: TextEncoder, model: dict[str, Any], trigger: str) -> None:
+        self.video, self.text, self.trigger = video, text, trigger
+        self.vae_id, self.text_id = model["vae"], model["text_encoder"]
+        self.texts: dict[str, dict[str, Any]] = {}  # caption -> text file record made or verified this run
+
+    def text_for(self, run: CacheRun, caption: str, old: ItemRecord | None) -> dict[str, Any]:
+        if caption in self.texts:
+            return self.texts[caption]
+        if (old and old.caption == caption and old.text_encoder == self.text_id
+                and run.file_ok(old.text, old.text_bytes)):
+            rec = {"file": old.text, "shape": old.text_shape, "bytes": old.text_bytes, "sha256": old.text_sha256}
+        else:
+            rec = encode_text_file(run.folder, caption, self.text, self.text_id)
+            run.report.encoded_texts.append(caption)
+        self.texts[caption] = rec
+        return rec
+
+    def __call__(self, run: CacheRun, item_id: str, item: CacheItem, old: ItemRecord | None) -> ItemRecord:
+        try:
+            source_sha = _source_hash(item, old)
+        except OSError as err:
+            raise UnreadableItem(f"cannot read the source file {item.source}: {err.strerror or err}") from err
+        prep = item.plan.as_dict()
+        latent_ok = (
+            old is not None and old.vae == self.vae_id and old.source_sha256 == source_sha and old.prep == prep
+            and run.file_ok(old.latent, old.latent_bytes)
+        )
+        if latent_ok:
+            latent = {"file": old.latent, "shape": old.latent_shape, "bytes": old.latent_bytes,
+                      "sha256": old.latent_sha256}
+        else:
+            latent = self._encode_latent(run, item, source_sha, prep)
+        text = self.text_for(run, item.caption, old)
+        return ItemRecord(
+            id=item_id, source=str(item.source), source_size=item.source_size,
+            source_mtime_ns=item.source_mtime_ns, source_sha256=source_sha, prep=prep, caption=item.caption,
+            trigger=self.trigger, frame_rate=float(item.fps or DEFAULT_FRAME_RATE), vae=self.vae_id,
+            text_encoder=self.text_id, latent=latent["file"], latent_shape=latent["shape"],
+            latent_bytes=latent["bytes"], latent_sha256=latent["sha256"], text=text["file"],
+            text_shape=text["shape"], text_bytes=text["bytes"], text_sha256=text["sha256"],
+        )
+
+    def _encode_latent(self, run: CacheRun, item: CacheItem, source_sha: str, prep: dict[str, Any]) -> dict[str, Any]:
+        try:
+            frames = item.load_frames()
+        except MediaError as err:
+            raise UnreadableItem(str(err)) from err
+        latent = self.video.encode(frames)
+        check_latent(latent, frames, f"{item.id}")
+        del frames
+        # The name depends on everything the latent is made of, so a record never points at a newer file.
+        key = short_digest(item.id, source_sha, repr(sorted(prep.items())), self.vae_id)
+        rel = f"{LATENT_DIR}/{file_stem(item.id)}-{key}.safetensors"
+        info = save_tensors(run.folder / rel, {"video": latent}, {"id": item.id})
+        run.report.encoded_latents.append(item.id)
+        return {"file": rel, "shape": list(latent.shape), **info}
 
 
 def build_cache(
@@ -241,40 +326,9 @@ def build_cache(
     model errors and cancellation (any exception from ``on_progress``) stop the run after saving the manifest
     of the items already done.
     """
-    folder = Path(folder)
-    start = time.monotonic()
-    manifest = _check_folder(folder) or Manifest()
     model = model_record(video, text)
-    check_same_model(manifest, model, folder)
-    if manifest.model and manifest.model.get("vae") != model["vae"]:
-        logger.info("cache %s: the VAE changed; every clip will be re-encoded", folder)
-    if manifest.model and manifest.model.get("text_encoder") != model["text_encoder"]:
-        logger.info("cache %s: the text encoder changed; every caption will be re-encoded", folder)
-    manifest.model = model
-    manifest.dataset = {"trigger": trigger, **(dataset_info or {})}
-    folder.mkdir(parents=True, exist_ok=True)
-    run = _Run(folder, manifest, video, text, trigger)
-    run.remove_unlisted({i.id for i in items})
-    try:
-        run.empty_text()
-        for done, item in enumerate(items):
-            if on_progress:
-                on_progress(done, len(items), item.id)
-            try:
-                run.item(item)
-            except _Unreadable as err:
-                manifest.items.pop(item.id, None)
-                manifest.failed[item.id] = str(err)
-                run.report.failed[item.id] = str(err)
-                logger.warning("cache: %s could not be encoded: %s", item.id, err)
-            run.flush()
-        if on_progress:
-            on_progress(len(items), len(items), "")
-    finally:
-        run.flush(force=True)
-    run.collect_garbage()
-    run.report.seconds = time.monotonic() - start
-    if items and len(run.report.failed) == len(items):
-        raise CacheError(f"no item of the dataset could be encoded:\n{run.report.summary()}")
-    logger.info("%s", run.report.summary())
-    return run.report
+    return write_cache(
+        folder, {item.id: item for item in items}, _Encoder(video, text, model, trigger),
+        dataset={"trigger": trigger, **(dataset_info or {})}, model=model, empty_text=(text, model["text_encoder"]),
+        on_progress=on_progress,
+    )
