@@ -6,7 +6,9 @@ train through it, all of it undone when ``training_session()`` exits (normally, 
 - ``comfy.model_management.in_training = True``: ComfyUI's fused kernels (RMS-AdaLN, RoPE, FFN) have no backward;
   the flag makes the model use plain PyTorch ops.
 - The model is loaded through ``comfy.model_management.load_models_gpu`` like any sampler would, so ComfyUI's
-  memory manager decides what stays on the device and low-VRAM weight streaming keeps working.
+  memory manager decides what stays on the device. The blocks it leaves on the host are streamed by
+  ``streaming.BlockStreamer`` (prefetched one block ahead, overlapping the compute) when blocks are checkpointed,
+  else by ComfyUI's own per-layer copies.
 - Every transformer block runs ``blocks.av_block_forward`` (out of place, reference video-to-audio order,
   optional per-block checkpointing), installed through ``patches_replace`` on a ``ModelPatcher.clone()``: the
   user's MODEL never sees it.
@@ -26,7 +28,7 @@ batch 1, and for batches with per-sample sigmas we pass the reference gates (``b
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -36,6 +38,7 @@ from torch import nn
 from ..backbone import ModelInput, TextContext
 from .blocks import OPTIONS_KEY, install_out_of_place_blocks
 from .inference import trainable_aliases
+from .streaming import BlockStreamer, slot_reserve_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -59,10 +62,13 @@ class ComfyBackbone:
 
     ``memory_required`` (bytes, settable) is what ComfyUI should keep free on the device beside the weights for
     activations and optimizer state when it loads the model (0: ComfyUI's inference reserve; the Train node sets
-    ``engine.memory``'s estimate, see ``training.reserve_training_memory``).
+    ``engine.memory``'s estimate, see ``training.reserve_training_memory``). With checkpointing, ``load`` adds the
+    two slots of the block streamer. ``streamed_blocks`` forces blocks through the streamer with all their
+    weights (tests exercise it where nothing is offloaded); by default it streams what ComfyUI left on the host.
     """
 
-    def __init__(self, model_patcher: Any, memory_required: int = 0) -> None:
+    def __init__(self, model_patcher: Any, memory_required: int = 0, streamed_blocks: Iterable[int] | None = None
+                 ) -> None:
         diffusion_model = getattr(getattr(model_patcher, "model", None), "diffusion_model", None)
         blocks = getattr(diffusion_model, "transformer_blocks", None)
         if blocks is None or not hasattr(diffusion_model, "audio_embeddings_connector"):
@@ -76,6 +82,8 @@ class ComfyBackbone:
         self._checkpointing = False
         self._compile: str | None = None  # None, "resident" or "all" (see blocks.OutOfPlaceBlock)
         self._session_options: dict[str, Any] | None = None
+        self._streamed_blocks = None if streamed_blocks is None else tuple(streamed_blocks)
+        self._streamer: BlockStreamer | None = None  # planned at the first checkpointed block after a load
 
     # -- Backbone properties ---------------------------------------------------------------------------------
     @property
@@ -104,7 +112,7 @@ class ComfyBackbone:
         """Run the frozen connectors on ComfyUI's LTX-2.x text-encoder output ``[1, T, D]`` once, without autograd."""
         import comfy.model_management as mm
 
-        mm.load_models_gpu([self._patcher], memory_required=self.memory_required)
+        self.load()
         dm = self._dm
         previous_flag = mm.in_training
         try:
@@ -151,10 +159,12 @@ class ComfyBackbone:
             options["prefetch_dynamic_vbars"] = self._patcher.is_dynamic()
             return options
         options = dict(self._session_options)
-        settings: dict[str, Any] = {
-            "checkpoint": self._checkpointing and torch.is_grad_enabled(),
-            "compile": self._compile,
-        }
+        checkpoint = self._checkpointing and torch.is_grad_enabled()
+        settings: dict[str, Any] = {"checkpoint": checkpoint, "compile": self._compile}
+        if checkpoint:
+            if self._streamer is None:
+                self._streamer = BlockStreamer(self._dm.transformer_blocks, self.device, self._streamed_blocks)
+            settings["streamer"] = self._streamer if self._streamer.plan else None
         if audio and inp.audio_sigma is not None and inp.video.shape[0] > 1:
             settings["cross_gates"] = self._reference_cross_gates(inp)
         options[OPTIONS_KEY] = settings
@@ -189,6 +199,25 @@ class ComfyBackbone:
         self._compile = ("all" if streamed else "resident") if enabled else None
         return enabled
 
+    @property
+    def streamer(self) -> BlockStreamer | None:
+        """The block streamer of the current load (None before the first checkpointed step after a load)."""
+        return self._streamer
+
+    def load(self) -> None:
+        """(Re)load the model through ComfyUI with training's reserve; streamed weights go back to the host first."""
+        import comfy.model_management as mm
+
+        self.release_streamed_blocks()
+        reserve = self.memory_required + (slot_reserve_bytes(self._dm.transformer_blocks) if self._checkpointing else 0)
+        mm.load_models_gpu([self._patcher], memory_required=reserve)
+
+    def release_streamed_blocks(self) -> None:
+        """Point streamed weights back at their host copies before anything else (a loader, a sampler) runs."""
+        if self._streamer is not None:
+            self._streamer.release()
+            self._streamer = None
+
     @contextmanager
     def training_session(self) -> Iterator[None]:
         """Make the shared model trainable through hooks for the block; undo everything on any exit."""
@@ -200,7 +229,7 @@ class ComfyBackbone:
             # Weights ComfyUI moves while loading must stay inference tensors like the rest of the model:
             # moved outside inference mode they break its next inference forward.
             with torch.inference_mode():
-                mm.load_models_gpu([self._patcher], memory_required=self.memory_required)
+                self.load()
             with torch.inference_mode(False), torch.enable_grad():
                 patched = self._patcher.clone()  # shares the weights; only its options differ
                 install_out_of_place_blocks(patched, self._dm.transformer_blocks)
@@ -208,7 +237,10 @@ class ComfyBackbone:
                 options["prefetch_dynamic_vbars"] = self._patcher.is_dynamic()
                 with trainable_aliases(self._dm):
                     self._session_options = options
-                    yield
+                    try:
+                        yield
+                    finally:  # before the aliases go: they must find the weights where ComfyUI put them
+                        self.release_streamed_blocks()
         finally:
             self._session_options = None
             mm.in_training = previous_flag

@@ -142,9 +142,10 @@ def compiled_block_forward(checkpointed: bool) -> Callable[..., tuple[torch.Tens
 
 def compiles(mode: str | None, block: nn.Module, device: torch.device) -> bool:
     """Whether ``block`` runs compiled: every block for ``"all"``; for ``"resident"`` only blocks whose weights
-    all live on ``device``. Blocks ComfyUI streams from the host (low-VRAM mode) keep its eager per-layer casts:
-    compiled, their varying mix of resident and streamed layers means more graphs to compile, and one such run
-    (fp8 weights, 24 GiB cap) did not finish its first step in four minutes."""
+    all live on ``device`` at the call, which includes blocks the streamer has just brought in. Blocks left to
+    ComfyUI's per-layer copies (no checkpointing, quantized host weights) run eagerly: compiled, their varying
+    mix of resident and host layers means more graphs to compile, and one such run (fp8 weights, 24 GiB cap,
+    before the streamer) did not finish its first step in four minutes."""
     if mode == "all":
         return True
     return mode == "resident" and all(p.device == device for p in block.parameters())
@@ -155,12 +156,14 @@ class OutOfPlaceBlock:
 
     Per-call settings come from ``transformer_options[OPTIONS_KEY]`` (a ``dict``): ``checkpoint`` (recompute the
     block in backward), ``compile`` (run ``compiled_block_forward``: ``"all"`` blocks, or ``"resident"`` ones
-    only, see ``compiles``) and ``cross_gates`` (``(video_gate, audio_gate)`` embeddings replacing ComfyUI's
-    cross-attention gate timesteps, see ``ComfyBackbone``).
+    only, see ``compiles``), ``cross_gates`` (``(video_gate, audio_gate)`` embeddings replacing ComfyUI's
+    cross-attention gate timesteps, see ``ComfyBackbone``) and ``streamer`` (a ``streaming.BlockStreamer`` that
+    brings host-resident weights in ahead of checkpointed blocks).
     """
 
-    def __init__(self, block: nn.Module) -> None:
+    def __init__(self, block: nn.Module, index: int) -> None:
         self.block = block
+        self.index = index
 
     def __call__(self, args: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
         del extra  # ComfyUI's stock block wrapper: the point of this patch is not to call it
@@ -171,13 +174,20 @@ class OutOfPlaceBlock:
             kw["v_cross_gate_timestep"], kw["a_cross_gate_timestep"] = gates
         vx, ax = args["img"]
         checkpointed = settings.get("checkpoint", False) and torch.is_grad_enabled()
+        streamer = settings.get("streamer")
+        streamed = checkpointed and streamer is not None and streamer.streams(self.index)
+        if streamed:
+            streamer.enter(self.index)  # after this the block's weights are all on the device
         if compiles(settings.get("compile"), self.block, vx.device):
-            return {"img": compiled_block_forward(checkpointed)(self.block, vx, ax, kw)}
-        forward = _checkpointed_block_forward if checkpointed else av_block_forward
-        return {"img": forward(self.block, vx, ax, kw)}
+            vx, ax = compiled_block_forward(checkpointed)(self.block, vx, ax, kw)
+        else:
+            vx, ax = (_checkpointed_block_forward if checkpointed else av_block_forward)(self.block, vx, ax, kw)
+        if streamed:
+            vx, ax = streamer.mark(self.index, vx, ax)
+        return {"img": (vx, ax)}
 
 
 def install_out_of_place_blocks(patcher: Any, blocks: nn.ModuleList) -> None:
     """Register an ``OutOfPlaceBlock`` for every block on ``patcher`` (a clone: the options are per patcher)."""
     for i, block in enumerate(blocks):
-        patcher.set_model_patch_replace(OutOfPlaceBlock(block), "dit", "double_block", i)
+        patcher.set_model_patch_replace(OutOfPlaceBlock(block, i), "dit", "double_block", i)

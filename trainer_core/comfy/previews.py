@@ -107,6 +107,7 @@ def sampling_mode(trainer: Trainer) -> Iterator[None]:
 
     adapters = trainer.adapters
     previous_mode, previous_flag = adapters.training, mm.in_training
+    trainer.backbone.release_streamed_blocks()  # the sampler loads the model its own way
     with rng_preserved(), optimizer_state_offloaded(trainer.optimizer) as offloaded:
         if offloaded:
             log.info("previews: optimizer state (%.1f MiB) moved to the CPU while sampling", offloaded / 2**20)
@@ -174,7 +175,6 @@ class PreviewRunner:
 
     def render(self, step: int) -> Path:
         """Sample every preview prompt with the current adapters; save and show the result."""
-        import comfy.model_management as mm
 
         with sampling_mode(self.trainer):
             latents = [sample_preview(self.model, p, self.settings) for p in self.prompts]
@@ -182,7 +182,7 @@ class PreviewRunner:
                       for x in latents]
         # Sampling loads with ComfyUI's inference reserve (and the optimizer state was on the CPU), a VAE decode
         # may push weights off the device: load again with training's reserve, now that its state is back.
-        mm.load_models_gpu([self.model], memory_required=self.trainer.backbone.memory_required)
+        self.trainer.backbone.load()
         layout = GridLayout(len(videos), [p.label for p in self.prompts])
         still = grid_image(videos, layout)
         path = self.folder / f"{self.name}_step_{step:05d}.png"

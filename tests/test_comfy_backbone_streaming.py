@@ -1,0 +1,126 @@
+"""The block streamer (``trainer_core.comfy.streaming``): streamed blocks train exactly like resident ones.
+
+On the CPU nothing is offloaded, so the tests force blocks through the streamer (``streamed_blocks``): their
+weights are copied into the two slots and the parameters point there while the block runs, as on a GPU where
+ComfyUI left them on the host. Slots are reused between blocks, so a block that ran on another block's slot
+contents, or a backward that recomputed without reloading, gives different gradients.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.comfy_models import flow_loss, load_comfy, model_input, randomize_b, text_embeds
+from trainer_core.lora.adapter import LoraAdapters
+from trainer_core.lora.targets import select_targets
+from trainer_core.tiny import write_tiny_checkpoint
+
+LAYERS = 5
+STREAMED = (1, 2, 3, 4)  # four blocks through two slots: every slot is reused, forward and backward
+
+
+@pytest.fixture(scope="module")
+def model(comfy, tmp_path_factory):
+    path = write_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny5.safetensors", seed=5, num_layers=LAYERS)
+    return load_comfy(path)
+
+
+def _step(model, streamed, watch=None, compiled=False, between=None) -> tuple[float, dict[str, torch.Tensor], object]:
+    """One checkpointed LoRA step; returns (loss, LoRA gradients, (backbone, bytes streamed)).
+
+    ``watch(backbone)`` runs when the session starts, ``between(backbone)`` between forward and backward."""
+    from trainer_core.comfy import ComfyBackbone
+
+    backbone = ComfyBackbone(model, streamed_blocks=streamed)
+    backbone.set_gradient_checkpointing(True)
+    backbone.set_compiled_blocks(compiled)
+    adapters = LoraAdapters(select_targets(backbone.lora_targets(), "all_attention"), rank=4, alpha=4,
+                            generator=torch.Generator().manual_seed(1))
+    randomize_b(adapters, seed=2)
+    with torch.inference_mode():
+        text = backbone.prepare_text(text_embeds(backbone, seed=3))
+    inp = model_input(text, seed=4, audio=True, first_frame=True)
+    with backbone.training_session(), adapters.attached():
+        if watch is not None:
+            watch(backbone)
+        loss = flow_loss(backbone, inp, seed=5)
+        if between is not None:
+            between(backbone)
+        loss.backward()
+        copied = backbone.streamer.bytes_copied if backbone.streamer is not None else 0
+    grads = {f"{n}.{w}": p.grad.clone() for i, n in enumerate(adapters.names)
+             for w, p in (("A", adapters.lora_A[i]), ("B", adapters.lora_B[i])) if p.grad is not None}
+    return loss.item(), grads, (backbone, copied)
+
+
+def test_streamed_blocks_give_the_resident_gradients(model):
+    loss, grads, _ = _step(model, streamed=())
+    s_loss, s_grads, (backbone, copied) = _step(model, streamed=STREAMED)
+    assert s_loss == loss
+    assert grads.keys() == s_grads.keys() and len(grads) > 0
+    for name in grads:
+        torch.testing.assert_close(s_grads[name], grads[name], rtol=0, atol=0, msg=name)
+    # Forward: the four blocks; backward: the last two are still in the slots, the first two come back.
+    blocks = model.model.diffusion_model.transformer_blocks
+    block_bytes = sum(p.nbytes for p in blocks[1].parameters())
+    assert block_bytes * 6 <= copied < block_bytes * 6 * 1.1
+    assert backbone.streamer is None  # released when the session ended
+
+
+def test_compiled_recompute_reads_the_reloaded_weights(model, monkeypatch):
+    """Compiled blocks save their weights as parameters, not as views of a slot: between forward and backward
+    the slots are released and their old memory filled with NaN, and the gradients still equal the resident
+    compiled run's (the backward reloads every block into new slots)."""
+    import comfy.ldm.modules.attention as attention
+
+    monkeypatch.setattr(attention, "optimized_attention", attention.attention_pytorch)  # see the compile test
+    old_slots: list[torch.Tensor] = []
+
+    def poison(backbone) -> None:
+        old_slots.extend(s.buffer for s in backbone.streamer.slots)
+        backbone.streamer.release()
+        for buffer in old_slots:
+            buffer.fill_(255)  # all-ones bytes: NaN in float32
+
+    loss, grads, _ = _step(model, streamed=(), compiled=True)
+    s_loss, s_grads, _ = _step(model, streamed=STREAMED, compiled=True, between=poison)
+    assert len(old_slots) == 2
+    assert s_loss == loss and grads.keys() == s_grads.keys()
+    for name in grads:
+        torch.testing.assert_close(s_grads[name], grads[name], rtol=0, atol=0, msg=name)
+
+
+def test_streamed_weights_live_in_the_slots_while_their_block_runs(model):
+    """Forward and checkpoint recompute of every streamed block read slot memory holding that block's weights."""
+    blocks = model.model.diffusion_model.transformer_blocks
+    before = {n: (p.data_ptr(), p.clone()) for n, p in blocks.named_parameters()}
+    flags = {n: m.comfy_cast_weights for n, m in blocks.named_modules() if hasattr(m, "comfy_cast_weights")}
+    seen: list[tuple[int, bool, bool]] = []
+
+    def watch(backbone):
+        for i, block in enumerate(blocks):
+            def check(module, args, i=i):
+                streamer = backbone.streamer
+                ptr = module.weight.data_ptr()
+                in_slot = streamer is not None and any(
+                    s.buffer.data_ptr() <= ptr < s.buffer.data_ptr() + s.buffer.nbytes for s in streamer.slots)
+                same = torch.equal(module.weight, before[f"{i}.attn1.to_q.weight"][1])
+                seen.append((i, in_slot, same))
+            handles.append(block.attn1.to_q.register_forward_pre_hook(check))
+
+    handles: list = []
+    try:
+        _step(model, streamed=STREAMED, watch=watch)
+    finally:
+        for h in handles:
+            h.remove()
+    runs = {i: [(slot, same) for j, slot, same in seen if j == i] for i in range(LAYERS)}
+    for i in range(LAYERS):
+        assert len(runs[i]) == 2, f"block {i}: forward + recompute expected, got {runs[i]}"
+        assert all(same for _, same in runs[i]), f"block {i} ran with another block's weights"
+        assert all(slot == (i in STREAMED) for slot, _ in runs[i]), f"block {i}: {runs[i]}"
+    # Afterwards the model is exactly as ComfyUI left it: same storage, same values, same cast flags.
+    for n, p in blocks.named_parameters():
+        assert p.data_ptr() == before[n][0] and torch.equal(p, before[n][1]), n
+    assert flags == {n: m.comfy_cast_weights for n, m in blocks.named_modules() if hasattr(m, "comfy_cast_weights")}
