@@ -84,6 +84,19 @@ def matmul_tflops(device: torch.device, n: int = 8192, reps: int = 20) -> float:
     return 2 * n**3 * reps / (time.perf_counter() - t0) / 1e12
 
 
+def host_to_device_gbps(device: torch.device, gib: float = 1.0, reps: int = 5) -> float:
+    """Measured copy rate from pinned host memory to ``device`` (what the block streamer is bound by)."""
+    host = torch.empty(int(gib * GIB), dtype=torch.uint8).pin_memory()
+    dev = torch.empty_like(host, device=device)
+    dev.copy_(host, non_blocking=True)
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        dev.copy_(host, non_blocking=True)
+    sync(device)
+    return host.nbytes * reps / (time.perf_counter() - t0) / 1e9
+
+
 @dataclass
 class ForwardFlops:
     """FLOPs of one forward, by kind (counted with ``torch.utils.flop_counter``)."""

@@ -71,7 +71,7 @@ def test_streamed_blocks_give_the_resident_gradients(model):
 def test_compiled_recompute_reads_the_reloaded_weights(model, monkeypatch):
     """Compiled blocks save their weights as parameters, not as views of a slot: between forward and backward
     the slots are released and their old memory filled with NaN, and the gradients still equal the resident
-    compiled run's (the backward reloads every block into new slots)."""
+    compiled run's (the backward reloads every block into new slots). Streamed blocks compile nothing new."""
     import comfy.ldm.modules.attention as attention
 
     monkeypatch.setattr(attention, "optimized_attention", attention.attention_pytorch)  # see the compile test
@@ -83,9 +83,15 @@ def test_compiled_recompute_reads_the_reloaded_weights(model, monkeypatch):
         for buffer in old_slots:
             buffer.fill_(255)  # all-ones bytes: NaN in float32
 
+    from torch._dynamo.utils import counters
+
+    counters.clear()
     loss, grads, _ = _step(model, streamed=(), compiled=True)
+    assert counters["stats"]["unique_graphs"] >= 1, "the compiled path did not run"
+    counters.clear()
     s_loss, s_grads, _ = _step(model, streamed=STREAMED, compiled=True, between=poison)
     assert len(old_slots) == 2
+    assert counters["stats"]["unique_graphs"] == 0, "streamed blocks should reuse the resident blocks' graphs"
     assert s_loss == loss and grads.keys() == s_grads.keys()
     for name in grads:
         torch.testing.assert_close(s_grads[name], grads[name], rtol=0, atol=0, msg=name)

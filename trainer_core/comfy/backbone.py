@@ -84,6 +84,7 @@ class ComfyBackbone:
         self._session_options: dict[str, Any] | None = None
         self._streamed_blocks = None if streamed_blocks is None else tuple(streamed_blocks)
         self._streamer: BlockStreamer | None = None  # planned at the first checkpointed block after a load
+        self.streamed_bytes = 0  # weight bytes the streamer copied to the device, over all sessions (logged)
 
     # -- Backbone properties ---------------------------------------------------------------------------------
     @property
@@ -216,6 +217,7 @@ class ComfyBackbone:
         """Point streamed weights back at their host copies before anything else (a loader, a sampler) runs."""
         if self._streamer is not None:
             self._streamer.release()
+            self.streamed_bytes += self._streamer.bytes_copied
             self._streamer = None
 
     @contextmanager
