@@ -161,5 +161,55 @@ def test_live_chart_receives_points_and_survives_reload(server, tmp_path):
     assert [p["step"] for p in history["points"]] == list(range(1, TRAIN_STEPS + 1))
     assert restored["run"] == before["run"] == history["run"]  # the same run continued after the reload
     assert text.startswith(f"step {TRAIN_STEPS}/{TRAIN_STEPS} · loss ") and "s/step" in text and "GPU" in text
+    assert "compute) · done" in text
+    walls = [p["wall_seconds"] for p in history["points"]]
+    assert walls[0] is None and all(w > 0 for w in walls[1:])  # wall-clock s/step from the second step on
     assert ink > 500  # the canvas has the curves drawn on it
     assert (ARTIFACTS / "web_live_chart.png").stat().st_size > 10_000
+
+
+LONG_RUN = 300_000  # far past the ~100k arguments a spread into Math.min/max can take before the stack overflows
+
+
+def test_chart_draws_very_long_runs_and_stats_show_wall_clock_eta(server, tmp_path):
+    """The extension's own drawChart and stats, imported from the URL the frontend loaded it from."""
+    # ComfyUI serves the web folder under the pyproject name and under the folder name (which differ here); the
+    # frontend loads both and the one that registers second fails, so the module is the one that imports.
+    urls = [u for u in json.loads(get(f"{server}/extensions")) if u.endswith("/ltxlora_progress.js")]
+
+    async def scenario(browser: Browser):
+        await browser.open(server)
+        return await browser.eval(f"""(async () => {{
+            let m = null;
+            for (const url of {json.dumps(urls)}) m ??= await import(url).catch(() => null);
+            const points = Array.from({{length: {LONG_RUN}}}, (_, i) => ({{
+                step: i + 1, loss: i === 200000 ? 5 : i === 250000 ? 0.25 : 1 + (i % 1000) / 1000, seconds: 1}}));
+            const canvas = document.createElement("canvas");
+            canvas.style.cssText = "width:400px;height:180px";
+            document.body.append(canvas);
+            const labels = [], ctx = canvas.getContext("2d"), fillText = ctx.fillText;
+            ctx.fillText = function (text, ...rest) {{
+                labels.push(String(text));
+                return fillText.call(this, text, ...rest);
+            }};
+            let error = null;
+            try {{
+                m.drawChart(canvas, {{run: "long", total: {LONG_RUN}, points}});
+            }} catch (e) {{
+                error = String(e);
+            }}
+            const d = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
+            let ink = 0; for (let i = 3; i < d.length; i += 4) ink += d[i] > 0;
+            const point = (step, wall) => ({{step, loss: 0.5, seconds: 1, wall_seconds: wall, gpu_gib: null}});
+            return {{error, labels, ink,
+                     wall: m.stats({{run: "r", total: 100, points: [point(49, 1.9), point(50, 2)]}}),
+                     first: m.stats({{run: "r", total: 100, points: [point(1, null)]}})}};
+        }})()""")
+
+    r = with_browser(scenario)(tmp_path)
+    assert r["error"] is None
+    assert "0.250" in r["labels"] and "5.00" in r["labels"]  # the axis spans the true minimum and maximum
+    assert r["ink"] > 500
+    # ETA from the wall-clock s/step (checkpoints and previews included), compute time beside it
+    assert r["wall"] == "step 50/100 · loss 0.5000 · 2.00 s/step (1.00 compute) · ETA 1m 40s · GPU n/a (CPU)"
+    assert r["first"] == "step 1/100 · loss 0.5000 · 1.00 s/step (1.00 compute) · ETA 1m 39s · GPU n/a (CPU)"

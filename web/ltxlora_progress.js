@@ -11,7 +11,7 @@ const SMOOTHING = 0.9; // EMA weight of the smoothed curve (bias-corrected, as T
 const CHART_HEIGHT = 200;
 const COLORS = { raw: "rgba(120, 170, 255, 0.45)", smooth: "#ffb347", grid: "rgba(255,255,255,0.12)", text: "#ccc" };
 
-// One run per Train node id: { run, total, points: [{step, loss, lr, seconds, gpu_gib}] }.
+// One run per Train node id: { run, total, points: [{step, loss, lr, seconds, wall_seconds, gpu_gib}] }.
 const runs = new Map();
 
 function runFor(nodeId) {
@@ -45,20 +45,36 @@ function formatSeconds(s) {
   return h ? `${h}h ${m}m` : m ? `${m}m ${sec}s` : `${sec}s`;
 }
 
-/** Stats line: step, loss, s/step (mean of the last 20 steps), ETA and peak GPU memory. */
+/** [min, max] of `values` in one pass (spreading a long array into Math.min overflows the call stack). */
+export function valueRange(values) {
+  let lo = Infinity, hi = -Infinity;
+  for (const v of values) {
+    if (v < lo) lo = v;
+    if (v > hi) hi = v;
+  }
+  return [lo, hi];
+}
+
+/**
+ * Stats line: step, loss, s/step and ETA, the compute time per step (mean of the last 20 steps) and peak GPU
+ * memory. s/step and ETA are wall-clock (`wall_seconds`, measured by the server between steps), so checkpoint
+ * saves and previews count; compute time alone stands in until a second step is done.
+ */
 export function stats(r) {
   const pts = r.points;
   if (!pts.length) return "waiting for the first step…";
   const last = pts[pts.length - 1];
   const recent = pts.slice(-20);
-  const perStep = recent.reduce((a, p) => a + p.seconds, 0) / recent.length;
+  const compute = recent.reduce((a, p) => a + p.seconds, 0) / recent.length;
+  const perStep = Number.isFinite(last.wall_seconds) ? last.wall_seconds : compute;
   const eta = (r.total - last.step) * perStep;
   const gpu = last.gpu_gib == null ? "n/a (CPU)" : `${last.gpu_gib.toFixed(1)} GiB`;
   const done = last.step >= r.total ? "done" : `ETA ${formatSeconds(eta)}`;
-  return `step ${last.step}/${r.total} · loss ${last.loss.toFixed(4)} · ${perStep.toFixed(2)} s/step · ${done} · GPU ${gpu}`;
+  return `step ${last.step}/${r.total} · loss ${last.loss.toFixed(4)} · ${perStep.toFixed(2)} s/step ` +
+    `(${compute.toFixed(2)} compute) · ${done} · GPU ${gpu}`;
 }
 
-function drawChart(canvas, r) {
+export function drawChart(canvas, r) {
   const dpr = window.devicePixelRatio || 1;
   const w = canvas.clientWidth || 300, h = canvas.clientHeight || CHART_HEIGHT - 24;
   canvas.width = Math.round(w * dpr);
@@ -69,7 +85,7 @@ function drawChart(canvas, r) {
   const pts = r ? r.points.filter((p) => Number.isFinite(p.loss)) : [];
   if (pts.length < 1) return;
   const losses = pts.map((p) => p.loss), smooth = smoothed(losses);
-  const lo = Math.min(...losses), hi = Math.max(...losses), span = hi - lo || Math.abs(hi) || 1;
+  const [lo, hi] = valueRange(losses), span = hi - lo || Math.abs(hi) || 1;
   const pad = { l: 44, r: 6, t: 6, b: 14 };
   const x = (step) => pad.l + ((step - 1) / Math.max(1, r.total - 1)) * (w - pad.l - pad.r);
   const y = (v) => pad.t + (1 - (v - lo) / span) * (h - pad.t - pad.b);

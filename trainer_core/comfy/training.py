@@ -25,7 +25,11 @@ PROGRESS_EVENT = "ltxlora.progress"
 
 @dataclass
 class NodeProgress:
-    """Feeds ComfyUI's progress bar, the text under the node and the live chart (web/ extension)."""
+    """Feeds ComfyUI's progress bar, the text under the node and the live chart (web/ extension).
+
+    Each event carries the step's compute time (``seconds``) and the wall-clock s/step so far (``wall_seconds``,
+    checkpoint saves and previews included, ``trainer_core.progress.StepClock``); the ETA shown comes from the latter.
+    """
 
     node_id: str | None
     total: int
@@ -33,16 +37,21 @@ class NodeProgress:
     def __post_init__(self) -> None:
         import comfy.utils
 
+        from ..progress import StepClock
         from .progress_history import server_history
 
         self.bar = comfy.utils.ProgressBar(self.total, node_id=self.node_id)
+        self.clock = StepClock()
         self.run = uuid.uuid4().hex  # lets the chart tell a new run from the one it already shows
         self.history = server_history(_server())
         if self.history is not None:  # kept on the server so the chart survives a page reload
             self.history.start(self.run, self.node_id, self.total)
 
     def on_step(self, info: StepInfo) -> None:
+        from ..progress import format_eta
+
         self.bar.update_absolute(info.step, self.total)
+        wall = self.clock.tick(info.step)
         memory = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
         payload = {
             "run": self.run,
@@ -52,6 +61,7 @@ class NodeProgress:
             "loss": info.loss,
             "lr": info.lr,
             "seconds": info.seconds,
+            "wall_seconds": wall,
             "gpu_gib": memory,
         }
         if self.history is not None:
@@ -59,7 +69,9 @@ class NodeProgress:
         server = _server()
         if server is not None:
             server.send_sync(PROGRESS_EVENT, payload)
-            text = f"step {info.step}/{info.total}  loss {info.loss:.4f}  {info.seconds:.2f} s/step"
+            per_step = info.seconds if wall is None else wall
+            text = (f"step {info.step}/{info.total}  loss {info.loss:.4f}  {per_step:.2f} s/step "
+                    f"({info.seconds:.2f} compute)  ETA {format_eta(per_step * (info.total - info.step))}")
             server.send_progress_text(text, self.node_id)
 
     @staticmethod
