@@ -12,7 +12,7 @@ from comfy_api.latest import io, ui
 
 from ..trainer_core.lorafile import LoraFileError, read_lora_file
 from ..trainer_core.lorafile.apply import apply_lora, model_weight_shapes
-from ..trainer_core.lorafile.inspect import inspect_file, match_model
+from ..trainer_core.lorafile.inspect import inspect_file, report_text
 from ..trainer_core.lorafile.layouts import DTYPES, convert_file
 from ._widgets import category
 
@@ -113,12 +113,9 @@ class InspectLora(io.ComfyNode):
 
     @classmethod
     def execute(cls, lora_name, model=None) -> io.NodeOutput:
-        shapes = None if model is None else model_weight_shapes(model)
-        names = None if shapes is None else [k.removesuffix(".weight") for k in shapes]
-        report, parsed = inspect_file(folder_paths.get_full_path_or_raise("loras", lora_name), names)
-        text = f"{lora_name}\n{report.text()}"
-        if shapes is not None:
-            text += "\n" + match_model(parsed, report.family, shapes).text()
+        path = folder_paths.get_full_path_or_raise("loras", lora_name)
+        report, match = inspect_file(path, None if model is None else model_weight_shapes(model))
+        text = f"{lora_name}\n{report_text(report, match)}"
         return io.NodeOutput(text, ui=ui.PreviewText(text))
 
 

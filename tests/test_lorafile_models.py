@@ -110,7 +110,7 @@ def test_converted_lora_gives_same_ltx_core_output(core, ckpts, tmp_path, layout
 # ---------------------------------------------------------------- family detection and the guard
 
 
-def test_ltx2_lora_is_detected_and_refused_on_ltx23(ckpts):
+def test_ltx2_lora_is_detected_and_refused_on_ltx23(ckpts, tmp_path):
     shapes23 = checkpoint_weight_shapes(ckpts["ltx-2.3"])
     # Structure alone: an LTX-2 LoRA that also adapts the in-transformer caption projection.
     ltx2 = fabricate(ckpts["ltx-2"], r"attn1\.to_q|caption_projection")
@@ -119,6 +119,12 @@ def test_ltx2_lora_is_detected_and_refused_on_ltx23(ckpts):
     match = match_model(ltx2, family, shapes23)
     assert not match.ok and "LTX-2 (19B)" in match.family_conflict and FAMILY_NAMES["ltx-2.3"] in match.family_conflict
     assert sorted(match.missing) == sorted(n for n in ltx2.modules if "caption_projection" in n)
+    # The file inspection (CLI, Inspect LoRA node) matches a file against a model the same way
+    path = save_lora_file(tmp_path / "ltx2.safetensors", to_layout(ltx2, "kohya"), {})
+    report, from_file = inspect_file(path, shapes23)
+    assert report.family == family and report.layout == "kohya"
+    assert (sorted(from_file.matched), sorted(from_file.missing)) == (sorted(match.matched), sorted(match.missing))
+    assert from_file.family_conflict == match.family_conflict
     # Same layer names and shapes as 2.3: only our metadata tells them apart, and then it is refused too.
     attn_only = fabricate(ckpts["ltx-2"], r"attn1\.to_[qkv]$")
     assert not match_model(attn_only, detect_family(attn_only, {}), shapes23).problems()

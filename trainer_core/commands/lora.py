@@ -33,19 +33,11 @@ def _out(text: str) -> None:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from ..lorafile.inspect import checkpoint_weight_shapes, inspect_file, match_model, report_json
+    from ..lorafile.inspect import checkpoint_weight_shapes, inspect_file, report_json, report_text
 
-    shapes = checkpoint_weight_shapes(args.model) if args.model else None
-    names = None if shapes is None else [k.removesuffix(".weight") for k in shapes]
-    report, parsed = inspect_file(args.file, names)
-    match = None if shapes is None else match_model(parsed, report.family, shapes)
-    if args.json:
-        _out(report_json(report, match))
-        return 0
-    _out(report.text())
-    if match is not None:
-        _out(match.text())
-    return 0 if match is None or match.ok else 1
+    report, match = inspect_file(args.file, checkpoint_weight_shapes(args.model) if args.model else None)
+    _out(report_json(report, match) if args.json else report_text(report, match))
+    return 0 if args.json or match is None or match.ok else 1
 
 
 def _convert(args: argparse.Namespace) -> int:

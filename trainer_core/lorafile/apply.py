@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from .inspect import FamilyGuess, MatchReport, detect_family, is_audio_stream, match_model
-from .layouts import ParsedLora, parse_lora, to_layout
+from .inspect import FamilyGuess, MatchReport, is_audio_stream, match_lora
+from .layouts import ParsedLora, to_layout
 from .read import LoraFileError
 
 log = logging.getLogger(__name__)
@@ -103,9 +103,7 @@ def apply_lora(
     import comfy.lora
 
     shapes = model_weight_shapes(model)
-    parsed = parse_lora(tensors, module_names=[k.removesuffix(".weight") for k in shapes])
-    family = detect_family(parsed, metadata)
-    match = match_model(parsed, family, shapes)
+    parsed, family, match = match_lora(tensors, metadata, shapes)
     if not (match.ok and not parsed.unsupported) and not force:
         raise LoraMismatchError(_refusal(name, match, parsed.unsupported))
     report = ApplyReport(name, family, match, strength_video, strength_audio, forced=force)

@@ -318,6 +318,21 @@ def match_model(parsed: ParsedLora, family: FamilyGuess, model_weights: Mapping[
     return MatchReport(target, matched, missing, mismatch, conflict)
 
 
+def match_lora(
+    tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str], model_weights: Mapping[str, torch.Size]
+) -> tuple[ParsedLora, FamilyGuess, MatchReport]:
+    """Parse a LoRA against a model's layer names (``{weight name without diffusion_model.: shape}``), tell its
+    family and how it fits that model: what ComfyUI would apply, skip or fail on."""
+    parsed = parse_lora(tensors, module_names=[k.removesuffix(".weight") for k in model_weights])
+    family = detect_family(parsed, metadata)
+    return parsed, family, match_model(parsed, family, model_weights)
+
+
+def report_text(report: LoraReport, match: MatchReport | None = None) -> str:
+    """The report (and optional model match) for people."""
+    return report.text() if match is None else f"{report.text()}\n{match.text()}"
+
+
 def report_json(report: LoraReport, match: MatchReport | None = None) -> str:
     """The report (and optional model match) as JSON."""
     out = report.to_dict()
@@ -326,14 +341,22 @@ def report_json(report: LoraReport, match: MatchReport | None = None) -> str:
     return json.dumps(out, indent=2, default=str)
 
 
-def inspect_file(path: str | os.PathLike, module_names: Iterable[str] | None = None) -> tuple[LoraReport, ParsedLora]:
-    """Read, parse and inspect a LoRA file; ``LoraFileError`` names the file when it is unusable."""
+def inspect_file(
+    path: str | os.PathLike, model_weights: Mapping[str, torch.Size] | None = None
+) -> tuple[LoraReport, MatchReport | None]:
+    """Read and inspect a LoRA file and, given a model's weight shapes, match it against that model (else None).
+
+    ``LoraFileError`` names the file when it is unusable.
+    """
     tensors, metadata = read_lora_file(path)
     try:
-        parsed = parse_lora(tensors, module_names)
+        if model_weights is None:
+            parsed, match = parse_lora(tensors), None
+        else:
+            parsed, _, match = match_lora(tensors, metadata, model_weights)
     except LoraFileError as err:
         raise LoraFileError(f"{path}: {err}") from None
-    return inspect_lora(parsed, metadata), parsed
+    return inspect_lora(parsed, metadata), match
 
 
 def checkpoint_weight_shapes(path: str | os.PathLike, prefix: str = "model.diffusion_model.") -> dict[str, torch.Size]:
