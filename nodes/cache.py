@@ -11,10 +11,8 @@ from comfy_api.latest import io, ui
 
 from ..trainer_core.cache.settings import CacheConfig, PreviewConfig, parse_items, resolve_folder
 from ..trainer_core.config import ConfigError
+from ._sockets import TRAINING_DATA, TRAINING_DATASET
 from ._widgets import category, section_from_inputs, section_inputs
-
-TrainingDataset = io.Custom("LTX_TRAINING_DATASET")
-TrainingData = io.Custom("LTX_TRAINING_DATA")
 
 
 def _progress(node_id: str | None):
@@ -46,13 +44,13 @@ class CacheLatents(io.ComfyNode):
             "caption dropout) with the text encoder, one item at a time, into a cache folder. Re-runs only encode "
             "what changed (source file, preparation, caption, or model).",
             inputs=[
-                TrainingDataset.Input("dataset", tooltip="From Load LTX Training Dataset."),
+                TRAINING_DATASET.Input("dataset", tooltip="From Load LTX Training Dataset."),
                 io.Vae.Input("vae", tooltip="LTX-2.3's video VAE, as loaded by the checkpoint loader."),
                 io.Clip.Input("clip", tooltip="LTX-2.3's text encoder (Gemma 3 with the checkpoint's projection)."),
                 *section_inputs(CacheConfig),
             ],
             outputs=[
-                TrainingData.Output(display_name="training_data", tooltip="The cached clips, for the Train node."),
+                TRAINING_DATA.Output(display_name="training_data", tooltip="The cached clips, for the Train node."),
                 io.String.Output(display_name="report", tooltip="What was encoded, skipped, removed or failed."),
             ],
             hidden=[io.Hidden.unique_id],
@@ -97,7 +95,7 @@ class PreviewCachedLatents(io.ComfyNode):
             description="Decodes chosen cached clips back to frames with the VAE, to check what the trainer will "
             "see.",
             inputs=[
-                TrainingData.Input("training_data", tooltip="From Cache LTX Training Latents."),
+                TRAINING_DATA.Input("training_data", tooltip="From Cache LTX Training Latents."),
                 io.Vae.Input("vae", tooltip="The VAE that made the cache (LTX-2.3's video VAE)."),
                 *section_inputs(PreviewConfig),
             ],

@@ -15,9 +15,8 @@ from ..trainer_core.dataset.contact_sheet import contact_sheet
 from ..trainer_core.dataset.report import summary_line
 from ..trainer_core.dataset.sources import check_dataset_path, dataset_fingerprint
 from ..trainer_core.frames import trim_to_8n1
+from ._sockets import TRAINING_DATASET
 from ._widgets import category, section_from_inputs, section_inputs
-
-TrainingDataset = io.Custom("LTX_TRAINING_DATASET")
 
 
 class LoadDataset(io.ComfyNode):
@@ -34,7 +33,7 @@ class LoadDataset(io.ComfyNode):
             "one item at a time.",
             inputs=section_inputs(DatasetConfig),
             outputs=[
-                TrainingDataset.Output(display_name="dataset", tooltip="The prepared dataset (lazy frames)."),
+                TRAINING_DATASET.Output(display_name="dataset", tooltip="The prepared dataset (lazy frames)."),
                 io.String.Output(display_name="report", tooltip="Per-item status, changes and caption findings."),
             ],
         )
@@ -90,7 +89,7 @@ class DatasetPreview(io.ComfyNode):
             description="Shows the first prepared frame of every item (as it will be trained) with its status: "
             "ok, adjusted or excluded.",
             inputs=[
-                TrainingDataset.Input("dataset", tooltip="A dataset from Load LTX Training Dataset."),
+                TRAINING_DATASET.Input("dataset", tooltip="A dataset from Load LTX Training Dataset."),
                 *section_inputs(ContactSheetConfig),
             ],
             outputs=[io.Image.Output(display_name="contact_sheet", tooltip="The contact sheet as an IMAGE.")],

@@ -29,9 +29,9 @@ from ..trainer_core.sweep.plan import (
     short,
 )
 from ..trainer_core.sweep.report import sweep_report
+from ._sockets import SWEEP
 from ._widgets import category
 
-SWEEP = "LTX_SWEEP"
 # The widgets whose values the cell count needs (the trigger word changes prompt kinds, not their number).
 COUNTED_WIDGETS = ("loras", "strengths", "seeds", "max_cells", "prompts")
 
@@ -105,7 +105,7 @@ class LoraSweep(io.ComfyNode):
                 io.Conditioning.Output(display_name="positive", is_output_list=True, tooltip="Prompt per cell."),
                 io.Int.Output(display_name="seed", is_output_list=True, tooltip="Seed per cell."),
                 io.String.Output(display_name="label", is_output_list=True, tooltip="Label per cell."),
-                io.Custom(SWEEP).Output(display_name="sweep", tooltip="The plan, for LTX Sweep Grid's numbers."),
+                SWEEP.Output(display_name="sweep", tooltip="The plan, for LTX Sweep Grid's numbers."),
                 io.String.Output(display_name="plan", tooltip="The cell count, rows, prompts and seeds as text."),
             ],
         )
@@ -172,7 +172,7 @@ class SweepGrid(io.ComfyNode):
             inputs=[
                 io.Image.Input("images", tooltip="Decoded results of the sampler chain fed by LTX LoRA Sweep."),
                 io.String.Input("labels", force_input=True, tooltip="The sweep's label output."),
-                io.Custom(SWEEP).Input("sweep", optional=True, tooltip="The sweep's plan: rows, columns, numbers."),
+                SWEEP.Input("sweep", optional=True, tooltip="The sweep's plan: rows, columns, numbers."),
                 io.Int.Input("columns", default=0, min=0, max=256, tooltip="Without sweep: columns (0 = square)."),
                 io.Float.Input("fps", default=24.0, min=1.0, max=120.0, tooltip="Frame rate of the grid video."),
                 io.Int.Input("tile_height", default=160, min=32, max=1024, tooltip="Height of each frame tile."),

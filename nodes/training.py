@@ -19,27 +19,28 @@ from ..trainer_core.config.training import (
     TrainConfig,
 )
 from ..trainer_core.plots import loss_curve, to_image_tensor
+from . import _sockets as sockets
 from ._widgets import category, section_from_inputs, section_inputs
-
-TRAINING_DATA = "LTX_TRAINING_DATA"
 
 # (config field of TrainConfig, section class, socket type, node id, display name)
 _SETTINGS = (
-    ("lora", LoraSettings, "LTX_LORA_SETTINGS", "LtxLoraLoraSettings", "LTX LoRA Settings"),
+    ("lora", LoraSettings, sockets.LORA_SETTINGS, "LtxLoraLoraSettings", "LTX LoRA Settings"),
     (
         "optimization",
         OptimizationSettings,
-        "LTX_OPTIMIZER_SETTINGS",
+        sockets.OPTIMIZER_SETTINGS,
         "LtxLoraOptimizerSettings",
         "LTX Optimizer Settings",
     ),
-    ("recipe", RecipeSettings, "LTX_RECIPE_SETTINGS", "LtxLoraRecipeSettings", "LTX Training Recipe"),
-    ("memory", MemorySettings, "LTX_MEMORY_SETTINGS", "LtxLoraMemorySettings", "LTX Memory Settings"),
-    ("preview", PreviewSettings, "LTX_PREVIEW_SETTINGS", "LtxLoraPreviewSettings", "LTX Preview Settings"),
+    ("recipe", RecipeSettings, sockets.RECIPE_SETTINGS, "LtxLoraRecipeSettings", "LTX Training Recipe"),
+    ("memory", MemorySettings, sockets.MEMORY_SETTINGS, "LtxLoraMemorySettings", "LTX Memory Settings"),
+    ("preview", PreviewSettings, sockets.PREVIEW_SETTINGS, "LtxLoraPreviewSettings", "LTX Preview Settings"),
 )
 
 
-def _settings_node(section: type[Section], socket: str, node_id: str, display: str) -> type[io.ComfyNode]:
+def _settings_node(
+    section: type[Section], socket: type[io.ComfyTypeIO], node_id: str, display: str
+) -> type[io.ComfyNode]:
     """A node whose widgets are one config section and whose output is that section, validated."""
 
     class SettingsNode(io.ComfyNode):
@@ -51,7 +52,7 @@ def _settings_node(section: type[Section], socket: str, node_id: str, display: s
                 category=category("Training"),
                 description=f"{display} for Train LTX LoRA. Unconnected, the Train node uses these defaults.",
                 inputs=section_inputs(section),
-                outputs=[io.Custom(socket).Output(display_name="settings")],
+                outputs=[socket.Output(display_name="settings")],
             )
 
         @classmethod
@@ -81,8 +82,8 @@ class TrainLtxLora(io.ComfyNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         top = section_inputs(TrainConfig)
-        sockets = [
-            io.Custom(sock).Input(field, optional=True, tooltip=f"{name} node; defaults when unconnected.")
+        settings = [
+            sock.Input(field, optional=True, tooltip=f"{name} node; defaults when unconnected.")
             for field, _, sock, _, name in _SETTINGS
         ]
         return io.Schema(
@@ -94,7 +95,7 @@ class TrainLtxLora(io.ComfyNode):
             is_output_node=True,
             inputs=[
                 io.Model.Input("model", tooltip="ComfyUI's loaded LTX-2.3 model. It is left exactly as it was."),
-                io.Custom(TRAINING_DATA).Input(
+                sockets.TRAINING_DATA.Input(
                     "training_data", optional=True, tooltip="Cached clips from Cache LTX Training Latents."
                 ),
                 io.Latent.Input(
@@ -105,7 +106,7 @@ class TrainLtxLora(io.ComfyNode):
                 ),
                 io.Vae.Input("vae", optional=True, tooltip="Decodes in-training previews (else a rough latent view)."),
                 io.Clip.Input("clip", optional=True, tooltip="Encodes the preview prompts of LTX Preview Settings."),
-                *sockets,
+                *settings,
                 *top,
                 *section_inputs(CheckpointSettings),
                 io.String.Input(

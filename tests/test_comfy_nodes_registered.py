@@ -86,3 +86,20 @@ def test_widgets_match_the_config_schema(comfy):
                 assert opts["tooltip"] == field.description
                 checked += 1
     assert checked >= 12  # at least DatasetConfig (8), TrimFramesConfig (1) and ContactSheetConfig (3)
+
+
+def test_own_socket_types_are_defined_once_and_link_two_nodes(comfy):
+    """Every socket type of the pack's own (not one of ComfyUI's) is one of those defined in ``nodes/_sockets.py``,
+    and each is output by one node and taken by another: a type name spelt differently in one node would leave
+    a socket that nothing can link to."""
+    from comfy_api.latest import io
+
+    sockets = sys.modules[f"{comfy.__name__}.nodes._sockets"]
+    comfy_types = {getattr(v, "io_type", None) for v in vars(io).values() if isinstance(v, type)}
+    taken, given = set(), set()
+    for cls in comfy.NODE_CLASS_MAPPINGS.values():
+        taken |= {t for t, _ in _inputs(cls).values() if isinstance(t, str)} - comfy_types
+        given |= set(cls.RETURN_TYPES) - comfy_types
+    defined = {s.io_type for s in sockets.ALL}
+    assert len(defined) == len(sockets.ALL)
+    assert taken == given == defined
