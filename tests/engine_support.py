@@ -6,6 +6,8 @@ from pathlib import Path
 
 import torch
 
+from trainer_core.cache.manifest import ItemRecord, Manifest
+from trainer_core.cache.store import save_tensors
 from trainer_core.config import parse_section
 from trainer_core.config.training import TrainConfig
 from trainer_core.engine.data import InMemoryData, Sample
@@ -89,3 +91,27 @@ def concept_config(tmp: Path) -> TrainConfig:
         optimization={"steps": 80, "learning_rate": 3e-2, "scheduler": "constant"},
         checkpoints={"every": 1000},
     )
+
+
+def write_cache(folder: Path, frame_rates: list[float], empty_text: bool = True) -> Path:
+    """A latent cache as the cache step writes it (manifest + safetensors files), one clip per frame rate, without
+    encoding media. ``empty_text=False``: no empty caption, as in an ltx-trainer import without a text encoder."""
+    g = torch.Generator().manual_seed(0)
+    manifest = Manifest(model={"text_width": TEXT_DIM}, dataset={"trigger": ""})
+    for i, fps in enumerate(frame_rates):
+        video, text = torch.randn(CONCEPT_SHAPE, generator=g), torch.randn(1, 5, TEXT_DIM, generator=g)
+        latent_rel, text_rel = f"latents/clip_{i}.safetensors", f"text/clip_{i}.safetensors"
+        latent = save_tensors(folder / latent_rel, {"video": video})
+        caption = save_tensors(folder / text_rel, {"text": text})
+        manifest.items[f"clip_{i}"] = ItemRecord(
+            id=f"clip_{i}", source=f"clip_{i}.mp4", source_size=0, source_mtime_ns=0, source_sha256="", prep={},
+            caption=f"caption {i}", trigger="", frame_rate=fps, vae="", text_encoder="",
+            latent=latent_rel, latent_shape=list(video.shape), latent_bytes=latent["bytes"],
+            latent_sha256=latent["sha256"], text=text_rel, text_shape=list(text.shape), text_bytes=caption["bytes"],
+            text_sha256=caption["sha256"],
+        )
+    if empty_text:
+        info = save_tensors(folder / "text/empty.safetensors", {"text": torch.randn(1, 1, TEXT_DIM, generator=g)})
+        manifest.empty_text = {"file": "text/empty.safetensors", "shape": [1, 1, TEXT_DIM], **info}
+    manifest.save(folder)
+    return folder

@@ -52,6 +52,11 @@ class CachedData:
         return int(self.manifest.model.get("text_width") or self.records[0].text_shape[-1])
 
     @property
+    def has_empty_text(self) -> bool:
+        """Whether the cache holds the empty caption's features (an ltx-trainer import may not)."""
+        return bool(self.manifest.empty_text)
+
+    @property
     def empty_text(self) -> torch.Tensor:
         """The empty caption's features ``[1, T, D]`` (caption dropout)."""
         if self._empty_text is None:
@@ -102,6 +107,9 @@ class CachedData:
 
     def shape_of(self, index: int) -> tuple[int, ...]:
         return tuple(self.records[index].latent_shape)
+
+    def frame_rate_of(self, index: int) -> float:
+        return self.records[index].frame_rate
 
     def index_of(self, item_id: str) -> int:
         """Position of the item with id ``item_id`` (raises ``CacheError`` naming the known ids)."""

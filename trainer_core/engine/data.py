@@ -1,9 +1,9 @@
 """What the engine trains on: cached latents and text embeddings, one sample at a time.
 
 The cache step (``trainer_core.cache``) produces a ``TrainingData`` backed by safetensors files; tests, the demo and
-the Train node's direct-latent input use ``InMemoryData``. Batches only group samples of the same latent shape
-(bucket-aware batching), and each epoch's order is a pure function of (seed, epoch), so a resumed run sees the
-same batches as an uninterrupted one.
+the Train node's direct-latent input use ``InMemoryData``. Batches only group samples of the same latent shape and
+frame rate (bucket-aware batching: one batch is one model call, at one frame rate), and each epoch's order is a pure
+function of (seed, batch size, epoch), so a resumed run sees the same batches as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -35,10 +35,19 @@ class TrainingData(Protocol):
     fingerprint: str  # changes whenever any sample's content changes
     trigger: str
 
+    @property
+    def has_empty_text(self) -> bool:
+        """Whether ``empty_text`` is a real encoding of the empty caption (caption dropout needs one)."""
+        ...
+
     def __len__(self) -> int: ...
 
     def shape_of(self, index: int) -> tuple[int, ...]:
         """Latent shape of a sample without loading it (for bucket batching)."""
+        ...
+
+    def frame_rate_of(self, index: int) -> float:
+        """Frame rate of a sample without loading it (for bucket batching)."""
         ...
 
     def __getitem__(self, index: int) -> Sample: ...
@@ -46,7 +55,10 @@ class TrainingData(Protocol):
 
 @dataclass
 class InMemoryData:
-    """Samples held in memory (tests, demo, latents passed straight into the Train node)."""
+    """Samples held in memory (tests, demo, latents passed straight into the Train node).
+
+    An ``empty_text`` of 0 tokens means the data has no empty caption (latents wired straight into the Train node).
+    """
 
     samples: list[Sample]
     empty_text: torch.Tensor
@@ -64,6 +76,10 @@ class InMemoryData:
                     h.update(t.detach().float().cpu().numpy().tobytes())
         self.fingerprint = h.hexdigest()[:16]
 
+    @property
+    def has_empty_text(self) -> bool:
+        return self.empty_text.shape[-2] > 0
+
     def __len__(self) -> int:
         return len(self.samples)
 
@@ -71,17 +87,20 @@ class InMemoryData:
         s = self.samples[index]
         return (*s.video.shape, *(() if s.audio is None else s.audio.shape))
 
+    def frame_rate_of(self, index: int) -> float:
+        return self.samples[index].frame_rate
+
     def __getitem__(self, index: int) -> Sample:
         return self.samples[index]
 
 
 def epoch_batches(data: TrainingData, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
-    """The batches of one epoch: shuffled, same-shape samples only, deterministic in (seed, epoch)."""
+    """The batches of one epoch: shuffled, samples of one shape and frame rate each, deterministic in the arguments."""
     g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-    by_shape: dict[tuple[int, ...], list[int]] = defaultdict(list)
+    buckets: dict[tuple, list[int]] = defaultdict(list)
     for i in torch.randperm(len(data), generator=g).tolist():
-        by_shape[data.shape_of(i)].append(i)
-    batches = [idx[k : k + batch_size] for idx in by_shape.values() for k in range(0, len(idx), batch_size)]
+        buckets[(data.shape_of(i), data.frame_rate_of(i))].append(i)
+    batches = [idx[k : k + batch_size] for idx in buckets.values() for k in range(0, len(idx), batch_size)]
     order = torch.randperm(len(batches), generator=g).tolist()
     return [batches[i] for i in order]
 

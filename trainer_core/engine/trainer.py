@@ -69,6 +69,13 @@ class Trainer:
     """One LoRA training run of ``cfg`` on ``backbone`` over ``data``."""
 
     def __init__(self, backbone: Backbone, data: TrainingData, cfg: TrainConfig, base_model: str = "ltx-2.3") -> None:
+        if cfg.recipe.caption_dropout > 0 and not data.has_empty_text:
+            raise ConfigError(
+                f"recipe.caption_dropout is {cfg.recipe.caption_dropout}, but the training data has no empty caption "
+                "to drop to (latents wired straight into the Train node, or a cache imported without a text "
+                "encoder): set recipe.caption_dropout to 0, or train from a latent cache made by Cache LTX Training "
+                "Latents (it encodes the empty caption)"
+            )
         self.backbone, self.data, self.cfg = backbone, data, cfg
         self.out = Path(cfg.output_dir)
         targets = select_targets(backbone.lora_targets(), cfg.lora.targets, cfg.lora.custom_list())
