@@ -5,6 +5,9 @@ says it needs. Training needs the LoRA state plus the activations, far more than
 too little and the first step runs out of memory on a small card, too much and more weights are streamed than
 necessary (slower). Figures measured on the full-size model (docs/benchmarks.md): 44.5 GiB peak with 39.1 GiB
 of weights at 3,621 tokens, rank 32 all_attention (213.9M LoRA parameters), checkpointing on.
+
+The captions' text contexts (~12.6 MB each at full size) wait in host memory (``Trainer._text``); only one batch's
+copy is on the device, which the headroom covers.
 """
 
 from __future__ import annotations

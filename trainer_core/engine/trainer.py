@@ -103,7 +103,7 @@ class Trainer:
                 "training_config": cfg.model_dump(mode="json"),
             },
         )
-        self._texts: dict[str, TextContext] = {}
+        self._texts: dict[str, TextContext] = {}  # connector output per caption, in host memory
         self.compiled_blocks = False  # set by train(): whether the backbone runs its blocks through torch.compile
 
     def resume(self, lora_path: Path) -> None:
@@ -121,10 +121,21 @@ class Trainer:
         log.info("resuming from step %d (%s)", self.run.step, lora_path)
 
     def _text(self, key: str, embeds: torch.Tensor) -> TextContext:
-        # The frozen connectors run once per caption, not every step.
-        if key not in self._texts:
-            self._texts[key] = self.backbone.prepare_text(embeds.to(self.backbone.device))
-        return self._texts[key]
+        """``key``'s caption after the frozen connectors, on the device; they run once per caption, not every step.
+
+        The results wait in host memory (pinned for fast copies on CUDA): at full size each is ~12.6 MB, gigabytes
+        for a large dataset, which would crowd the device (and the memory estimate leaves them out).
+        """
+        device = self.backbone.device
+        host = self._texts.get(key)
+        if host is None:
+            ctx = self.backbone.prepare_text(embeds.to(device))
+            pin = device.type == "cuda"
+            host = self._texts[key] = TextContext(
+                *(None if t is None else _host_copy(t, pin) for t in (ctx.video, ctx.audio))
+            )
+        # Asynchronous from pinned memory: the host copy stays alive and unchanged in the cache.
+        return TextContext(*(None if t is None else t.to(device, non_blocking=True) for t in (host.video, host.audio)))
 
     def _batch_loss(self, indices: list[int]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         samples = [self.data[i] for i in indices]
@@ -267,3 +278,7 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
         self.adapters.refresh_work()
         return total, parts_mean
+
+
+def _host_copy(t: torch.Tensor, pin: bool) -> torch.Tensor:
+    return torch.empty_like(t, device="cpu", pin_memory=pin).copy_(t.detach()) if pin else t.detach().to("cpu")
