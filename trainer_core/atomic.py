@@ -9,15 +9,44 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NoReturn
 
 from PIL import Image
 
 
 class DiskWriteError(OSError):
-    """A write failed (full disk, no permission); the message names the file and what to do."""
+    """A write failed (full disk, quota, no permission); the message names the file and what to do."""
+
+
+# Quota exhaustion reads like a full disk to the user; EDQUOT is missing from some platforms' errno.
+_DISK_FULL = {errno.ENOSPC: "No space left on the disk"} | (
+    {errno.EDQUOT: "Disk quota exceeded"} if hasattr(errno, "EDQUOT") else {}
+)
+_NOT_WRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS)
+_OS_ERROR = re.compile(r"os error (\d+)")
+
+
+def disk_write_error(err: OSError, path: Path) -> DiskWriteError | None:
+    """The ``DiskWriteError`` for a failed write of ``path`` the user can fix (full disk, no permission), else None."""
+    if err.errno in _DISK_FULL:
+        return DiskWriteError(
+            err.errno,
+            f"{_DISK_FULL[err.errno]} while writing {path}; free space on that disk or choose another output folder",
+        )
+    if err.errno in _NOT_WRITABLE:
+        return DiskWriteError(err.errno, f"Cannot write {path}: permission denied; choose a writable folder")
+    return None
+
+
+def _reraise(err: OSError, path: Path) -> NoReturn:
+    translated = disk_write_error(err, path)
+    if translated is None:
+        raise err
+    raise translated from err
 
 
 @contextlib.contextmanager
@@ -26,11 +55,15 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
     The result has the permissions a plain ``open(path, "w")`` would give (the umask's), or those of the file it
     replaces: ``tempfile.mkstemp``'s private 0600 would hide LoRAs from other users (e.g. ComfyUI in Docker).
+    A full disk or an unwritable folder raises ``DiskWriteError`` naming ``path``.
     """
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".{final.name}.{uuid.uuid4().hex}.tmp"
-    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))  # mode 0666 minus the umask
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))  # mode 0666 minus the umask
+    except OSError as err:
+        _reraise(err, final)
     try:
         # Read back rather than asked of os.umask() (not thread-safe); writers such as safetensors may replace
         # the temp file with their own 0600 one, so the mode is set again at the end.
@@ -42,16 +75,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp.replace(final)
     except OSError as err:
         tmp.unlink(missing_ok=True)
-        if err.errno == errno.ENOSPC:
-            raise DiskWriteError(
-                err.errno,
-                f"No space left on the disk while writing {final}; free space or choose another output folder",
-            ) from err
-        if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-            raise DiskWriteError(
-                err.errno, f"Cannot write {final}: permission denied; choose a writable folder"
-            ) from err
-        raise
+        _reraise(err, final)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -64,6 +88,24 @@ def write_atomic(path: str | os.PathLike, data: bytes | str, writer: Callable[[P
             writer(tmp)
         else:
             tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+    return Path(path)
+
+
+def save_safetensors(path: str | os.PathLike, tensors: dict, metadata: dict[str, str] | None = None) -> Path:
+    """Write ``tensors`` with safetensors' streaming writer (no second copy of the data in memory) atomically."""
+    from safetensors import SafetensorError
+    from safetensors.torch import save_file
+
+    with atomic_path(path) as tmp:
+        try:
+            save_file(tensors, str(tmp), metadata=metadata)
+        except SafetensorError as err:
+            # safetensors reports I/O failures as its own error type; recover the errno so a full disk reads as one.
+            found = _OS_ERROR.search(str(err))
+            if found is None:
+                raise
+            code = int(found.group(1))
+            raise OSError(code, os.strerror(code)) from err
     return Path(path)
 
 

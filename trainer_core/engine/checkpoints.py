@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from ..atomic import DiskWriteError
 from ..lora.adapter import LoraAdapters
 from ..lorafile.metadata import lora_metadata
 from ..lorafile.write import save_lora_file
@@ -50,11 +51,22 @@ class CheckpointWriter:
         scheduler: torch.optim.lr_scheduler.LRScheduler,
         generator: torch.Generator,
     ) -> Path:
+        """Write the checkpoint of ``run.step``; a failed write leaves none of its files behind.
+
+        A full disk or an unwritable folder raises ``DiskWriteError`` naming the file and ``output_dir``.
+        """
         path = checkpoint_path(self.output_dir, self.name, run.step)
         meta = lora_metadata(step=run.step, **self.metadata)
-        # State first: a LoRA file without its state would look resumable but is not.
-        save_state(path, run, optimizer, scheduler, generator)
-        save_lora_file(path, adapters.to_comfy_state_dict(), meta)
+        try:
+            # State first: a LoRA file without its state would look resumable but is not.
+            save_state(path, run, optimizer, scheduler, generator)
+            save_lora_file(path, adapters.to_comfy_state_dict(), meta)
+        except DiskWriteError as err:
+            _delete(path)
+            raise DiskWriteError(err.errno, f"{err.strerror} (output_dir: {self.output_dir})") from err
+        except BaseException:
+            _delete(path)
+            raise
         self.written.append(path)
         log.info("saved checkpoint %s", path)
         self._prune()
@@ -65,6 +77,10 @@ class CheckpointWriter:
         if self.keep_last <= 0:
             return
         while len(self.written) > self.keep_last:
-            old = self.written.pop(0)
-            for p in (old, *state_paths(old)):
-                p.unlink(missing_ok=True)
+            _delete(self.written.pop(0))
+
+
+def _delete(path: Path) -> None:
+    """Remove the checkpoint ``path`` and its state files (after a failed save, some may be new and some old)."""
+    for p in (path, *state_paths(path)):
+        p.unlink(missing_ok=True)

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from ..atomic import write_atomic
+from ..atomic import save_safetensors, write_atomic
 
 
 @dataclass
@@ -64,7 +64,7 @@ def save_state(
         "optimizer": {"param_groups": opt["param_groups"], "scalars": scalars},
         "scheduler": scheduler.state_dict(),
     }
-    write_atomic(tensors_path, b"", writer=lambda tmp: save_file(tensors, str(tmp)))
+    save_safetensors(tensors_path, tensors)
     write_atomic(json_path, json.dumps(meta))
 
 

@@ -17,7 +17,7 @@ from typing import Literal
 import torch
 
 from .. import __version__
-from ..atomic import write_atomic
+from ..atomic import DiskWriteError, write_atomic
 from ..backbone import Backbone, TextContext
 from ..config import ConfigError, dump_yaml
 from ..config.training import TrainConfig
@@ -220,6 +220,8 @@ class Trainer:
                         break
             except NonFiniteLossError as err:
                 status, message = "diverged", str(err)
+            except DiskWriteError:
+                raise  # a checkpoint could not be written: saving another one would fail the same way
             except BaseException:
                 # Cancelled from inside the model (ComfyUI's interrupt, Ctrl-C): keep what was learned so far,
                 # with the RNGs as they were at the end of the last completed step, so a resume continues exactly.
