@@ -2,13 +2,14 @@
 
 Beside each LoRA checkpoint ``<name>_step_00250.safetensors`` the engine writes
 ``<name>_step_00250.state.safetensors`` (optimizer moments, RNG states) and ``<name>_step_00250.state.json``
-(step, scheduler, optimizer hyper-parameters, loss history). Together with the LoRA weights that is everything
-a resumed run needs to continue exactly where the interrupted one stopped.
+(step, data position, scheduler, optimizer hyper-parameters, loss history). Together with the LoRA weights that
+is everything a resumed run needs to continue exactly where the interrupted one stopped.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,15 +18,29 @@ import torch
 from safetensors.torch import load_file
 
 from ..atomic import save_safetensors, write_atomic
+from ..config import ConfigError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class RunState:
-    """Mutable progress of a run: the step last completed and the loss after every step."""
+    """Mutable progress of a run: the step last completed, the loss after every step and the data position.
+
+    ``seen`` lists the samples trained on so far in epoch ``epoch``: a resumed run leaves them out of that epoch.
+    """
 
     step: int = 0
     losses: list[float] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
+    epoch: int = 0
+    seen: list[int] = field(default_factory=list)
+
+    def consumed(self, epoch: int, batch: list[int]) -> None:
+        """Record that ``batch`` of ``epoch`` went into a completed step."""
+        if epoch != self.epoch:
+            self.epoch, self.seen = epoch, []
+        self.seen.extend(batch)
 
 
 def state_paths(lora_path: Path) -> tuple[Path, Path]:
@@ -61,6 +76,7 @@ def save_state(
         "step": run.step,
         "losses": run.losses,
         "seconds": run.seconds,
+        "data": {"epoch": run.epoch, "seen": run.seen},
         "optimizer": {"param_groups": opt["param_groups"], "scalars": scalars},
         "scheduler": scheduler.state_dict(),
     }
@@ -75,13 +91,17 @@ def has_state(lora_path: Path) -> bool:
 def load_state(
     lora_path: Path,
     optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scheduler: torch.optim.lr_scheduler.LambdaLR,
     generator: torch.Generator,
 ) -> RunState:
-    """Restore optimizer, scheduler and RNG states saved by ``save_state``; return the run's progress."""
+    """Restore the optimizer moments, schedule position and RNG states saved by ``save_state``; return the progress.
+
+    Hyper-parameters stay those of ``optimizer`` and ``scheduler`` as built from the current config (learning
+    rate, weight decay, schedule shape): the learning rate becomes the current schedule's at the checkpoint's step.
+    """
     tensors_path, json_path = state_paths(lora_path)
     if not has_state(lora_path):
-        raise FileNotFoundError(
+        raise ConfigError(
             f"{lora_path} has no training state beside it ({tensors_path.name}, {json_path.name}); "
             "only checkpoints written by this pack's trainer can be resumed"
         )
@@ -95,8 +115,13 @@ def load_state(
     for idx, values in meta["optimizer"]["scalars"].items():
         for name, v in values.items():
             state.setdefault(int(idx), {})[name] = torch.tensor(v)
-    optimizer.load_state_dict({"state": state, "param_groups": meta["optimizer"]["param_groups"]})
+    # The current param groups, not the saved ones: those carry the checkpoint's lr, weight decay and device flags.
+    optimizer.load_state_dict({"state": state, "param_groups": optimizer.state_dict()["param_groups"]})
     scheduler.load_state_dict(meta["scheduler"])
+    scheduler.base_lrs = [group["initial_lr"] for group in optimizer.param_groups]
+    for group, base, factor in zip(optimizer.param_groups, scheduler.base_lrs, scheduler.lr_lambdas, strict=True):
+        group["lr"] = base * factor(scheduler.last_epoch)
+    scheduler._last_lr = [group["lr"] for group in optimizer.param_groups]  # what get_last_lr() reports
     torch.set_rng_state(tensors["rng.torch"])
     generator.set_state(tensors["rng.generator"])
     if torch.cuda.is_available():
@@ -104,4 +129,11 @@ def load_state(
         cuda = [tensors[k] for k in cuda_keys]
         if len(cuda) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(cuda)
-    return RunState(step=int(meta["step"]), losses=list(meta["losses"]), seconds=list(meta["seconds"]))
+    data = meta.get("data")
+    if data is None:
+        log.warning("%s predates saved data positions: the resumed run starts its data order at epoch 0", json_path)
+        data = {"epoch": 0, "seen": []}
+    return RunState(
+        step=int(meta["step"]), losses=list(meta["losses"]), seconds=list(meta["seconds"]),
+        epoch=int(data["epoch"]), seen=[int(i) for i in data["seen"]],
+    )

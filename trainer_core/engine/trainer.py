@@ -6,10 +6,11 @@ CLI (progress bar, Ctrl-C) and the ComfyUI node (ProgressBar, interrupt button, 
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -23,6 +24,7 @@ from ..config import ConfigError, dump_yaml
 from ..config.training import TrainConfig
 from ..lora.adapter import LoraAdapters
 from ..lora.targets import select_targets
+from ..lorafile import metadata as lora_meta
 from .checkpoints import CheckpointWriter
 from .compiling import compile_wanted
 from .data import TrainingData, collate, epoch_batches
@@ -107,10 +109,35 @@ class Trainer:
         self.compiled_blocks = False  # set by train(): whether the backbone runs its blocks through torch.compile
 
     def resume(self, lora_path: Path) -> None:
-        """Continue from a checkpoint of this pack: LoRA weights, optimizer, scheduler, RNG and history."""
+        """Continue from a checkpoint of this pack: LoRA weights, optimizer moments, schedule position, RNGs, data
+        position and loss history.
+
+        Where the current config differs from the checkpoint's, the current config wins, from the next step on:
+
+        - ``optimization.learning_rate``, ``weight_decay``, ``steps``, ``warmup_steps``, ``scheduler``: the schedule
+          continues at the checkpoint's step with the current settings (a new peak rate applies at once, times the
+          schedule's factor at that step); the optimizer moments are kept.
+        - ``optimization.batch_size``, ``seed``: the interrupted epoch continues with the clips not yet trained on
+          in it, so every clip is still seen once per epoch, but the batches (and with a new seed the noise, sigma
+          and caption-dropout draws) follow the current settings, so the run no longer equals an uninterrupted one;
+          a warning says so. The learning rate is not rescaled for a new batch size.
+        - other training data (another fingerprint): the record of the interrupted epoch's clips refers to the old
+          data, so a new epoch begins, with the same warning.
+
+        ``lora.rank``, ``lora.alpha``, ``lora.targets``, ``lora.custom_targets`` and ``optimization.optimizer``
+        define what the checkpoint holds: a change raises ``ConfigError`` (set them back, or start a new run).
+        """
         from ..lorafile.read import read_lora_file
 
-        tensors, _ = read_lora_file(lora_path)
+        tensors, meta = read_lora_file(lora_path)
+        before = json.loads(meta.get(lora_meta.TRAINING_CONFIG, "{}"))
+        now = self.cfg.model_dump(mode="json")
+        for name in _FIXED_ON_RESUME:
+            if _setting(before, name) not in (None, _setting(now, name)):
+                raise ConfigError(
+                    f"{name} is {_setting(now, name)!r}, but {lora_path.name} was trained with "
+                    f"{_setting(before, name)!r}: set it back to resume, or start a new run without resuming"
+                )
         self.adapters.load_comfy_state_dict(tensors)
         self.run = load_state(lora_path, self.optimizer, self.scheduler, self.generator)
         if self.run.step >= self.cfg.optimization.steps:
@@ -119,6 +146,26 @@ class Trainer:
                 "raise optimization.steps above it to train further"
             )
         log.info("resuming from step %d (%s)", self.run.step, lora_path)
+        changed = {n: (_setting(before, n), _setting(now, n)) for n in _CHANGEABLE_ON_RESUME}
+        changed = {n: (old, new) for n, (old, new) in changed.items() if old not in (None, new)}
+        for name, (old, new) in changed.items():
+            log.info("%s is %s (the checkpoint's was %s) from step %d on", name, new, old, self.run.step + 1)
+        if "seed" in changed:
+            # Re-roll what the checkpoint's RNGs would have drawn next (noise, sigmas, caption dropout).
+            torch.manual_seed(self.cfg.seed)
+            self.generator.manual_seed(self.cfg.seed)
+        reordered = [n for n in ("optimization.batch_size", "seed") if n in changed]
+        if meta.get(lora_meta.DATASET_FINGERPRINT, "") not in ("", self.data.fingerprint):
+            reordered.append("training data")
+            if self.run.seen:  # indices into the old data: start the next epoch instead
+                self.run.epoch, self.run.seen = self.run.epoch + 1, []
+        if reordered:
+            log.warning(
+                "resumed with another %s than %s: training goes on with the clips the current epoch has not trained "
+                "on yet, but the data order differs from an uninterrupted run",
+                " and ".join(reordered),
+                lora_path.name,
+            )
 
     def _text(self, key: str, embeds: torch.Tensor) -> TextContext:
         """``key``'s caption after the frozen connectors, on the device; they run once per caption, not every step.
@@ -159,19 +206,21 @@ class Trainer:
             pred_v, pred_a = self.backbone.velocity(inp)
         return self.recipe.loss(pred_v, pred_a, targets)
 
-    def _batches(self):
-        """Endless batch stream continuing at the run's current step (deterministic per epoch)."""
-        accum = self.cfg.optimization.gradient_accumulation
-        consumed = self.run.step * accum
-        epoch = 0
+    def _batches(self) -> Iterator[tuple[int, list[int]]]:
+        """Endless (epoch, batch) stream from the run's data position.
+
+        Each epoch's batches are a pure function of (seed, batch size, epoch); the samples already trained on in
+        the current epoch are left out. With the settings that made them, that skips exactly the batches done, so
+        a resumed run continues like an uninterrupted one; with another batch size or seed, the rest of the epoch
+        still holds every sample not yet seen in it, once.
+        """
+        epoch, done = self.run.epoch, set(self.run.seen)
         while True:
-            batches = epoch_batches(self.data, self.cfg.optimization.batch_size, self.cfg.seed, epoch)
-            for k, b in enumerate(batches):
-                if consumed > 0 and k < consumed:
-                    continue
-                yield b
-            consumed = max(0, consumed - len(batches))
-            epoch += 1
+            for batch in epoch_batches(self.data, self.cfg.optimization.batch_size, self.cfg.seed, epoch):
+                rest = [i for i in batch if i not in done]
+                if rest:
+                    yield epoch, rest
+            epoch, done = epoch + 1, set()
 
     def _save(self, cb: Callbacks) -> int:
         """Write a checkpoint of the current step; returns that step."""
@@ -250,11 +299,12 @@ class Trainer:
         if cuda is not None:
             torch.cuda.set_rng_state_all(cuda)
 
-    def _optimizer_step(self, batches) -> tuple[float, dict[str, float]]:
+    def _optimizer_step(self, batches: Iterator[tuple[int, list[int]]]) -> tuple[float, dict[str, float]]:
         opt = self.cfg.optimization
-        losses, parts_list = [], []
+        losses, parts_list, drawn = [], [], []
         for _ in range(opt.gradient_accumulation):
-            loss, parts = self._batch_loss(next(batches))
+            drawn.append(next(batches))
+            loss, parts = self._batch_loss(drawn[-1][1])
             (loss / opt.gradient_accumulation).backward()
             losses.append(loss.detach())
             parts_list.append(parts)
@@ -279,7 +329,21 @@ class Trainer:
         if not self.adapters.uses_working_copies:  # else grads_to_masters overwrites every master gradient
             self.optimizer.zero_grad(set_to_none=True)
         self.adapters.refresh_work()
+        for epoch, batch in drawn:
+            self.run.consumed(epoch, batch)
         return total, parts_mean
+
+
+# What the checkpoint's tensors are (shape, scale, optimizer state layout) versus what only steers training on.
+_FIXED_ON_RESUME = ("lora.rank", "lora.alpha", "lora.targets", "lora.custom_targets", "optimization.optimizer")
+_CHANGEABLE_ON_RESUME = ("optimization.learning_rate", "optimization.weight_decay", "optimization.batch_size", "seed")
+
+
+def _setting(config: dict, dotted: str) -> object:
+    """The value of ``section.field`` in a dumped config, or None where the config has no such field."""
+    for part in dotted.split("."):
+        config = config.get(part) if isinstance(config, dict) else None
+    return config
 
 
 def _host_copy(t: torch.Tensor, pin: bool) -> torch.Tensor:
