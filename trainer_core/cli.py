@@ -2,6 +2,10 @@
 
 Each command module defines ``HELP`` (one line), ``add_arguments(parser)`` and ``run(args) -> int``, and keeps
 its heavy imports inside ``run`` so ``--help`` stays fast.
+
+Exit status: what the command returns (0 success, 1 where it reports failed items), 2 for an error the user can
+fix (bad config, cache or LoRA file, missing file, full disk), printed as one ``error:`` line without a traceback,
+130 on Ctrl-C. Any other exception is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ import argparse
 import importlib
 import logging
 import sys
+from pathlib import Path
 
 from .config import ConfigError
 
@@ -39,14 +44,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def user_error(err: BaseException) -> str | None:
+    """The one-line message of an error the user can fix, or None for a bug (which keeps its traceback)."""
+    # Imported here, not at the top: these modules import torch, and `--help` should not wait for it.
+    from .atomic import DiskWriteError, disk_write_error
+    from .cache.encoders import CacheError
+    from .lorafile.read import LoraFileError
+    from .ltx_core_model import CheckpointKeyError, LtxCoreMissing
+
+    if isinstance(err, (ConfigError, CacheError, LoraFileError, CheckpointKeyError, LtxCoreMissing)):
+        return str(err)
+    if isinstance(err, DiskWriteError):
+        return err.strerror
+    if isinstance(err, OSError) and err.filename is not None:  # a file or folder the user named, or a full disk
+        translated = disk_write_error(err, Path(err.filename))
+        return translated.strerror if translated is not None else f"{err.strerror}: {err.filename}"
+    if isinstance(err, FileNotFoundError):  # raised with a message of our own, e.g. "checkpoint not found: ..."
+        return str(err)
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
     try:
         return int(args._run(args) or 0)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)  # noqa: T201 - CLI output
-        return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)  # noqa: T201 - CLI output
         return 130
+    except (ValueError, ImportError, OSError) as err:  # the bases of every error kind user_error knows
+        message = user_error(err)
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)  # noqa: T201 - CLI output
+        return 2

@@ -49,10 +49,4 @@ def _convert(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..lorafile import LoraFileError
-
-    try:
-        return _inspect(args) if args.action == "inspect" else _convert(args)
-    except LoraFileError as err:
-        sys.stderr.write(f"error: {err}\n")
-        return 2
+    return _inspect(args) if args.action == "inspect" else _convert(args)

@@ -26,6 +26,8 @@ def _resume_path(value: str, output_dir: Path, name: str) -> Path:
     from ..engine.checkpoints import list_checkpoints
 
     if value != "latest":
+        if not Path(value).is_file():
+            raise ConfigError(f"--resume {value}: no such file; give a checkpoint .safetensors, or 'latest'")
         return Path(value)
     found = list_checkpoints(output_dir, name) if output_dir.is_dir() else []
     if not found:
@@ -52,12 +54,15 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.config}: data is required: the cache folder made by `python -m trainer_core cache`")
     if cfg.model.device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"{args.config}: model.device = {cfg.model.device!r} but no CUDA GPU is available; use cpu")
+    # Everything that can be checked without the model first: loading 22B weights takes minutes.
+    data = CachedData(cfg.data)
+    resume = _resume_path(args.resume, Path(cfg.output_dir), cfg.name) if args.resume else None
     backbone = LtxCoreBackbone.from_checkpoint(
         cfg.model.checkpoint, dtype=getattr(torch, cfg.model.dtype), device=cfg.model.device
     )
-    trainer = Trainer(backbone, CachedData(cfg.data), cfg)
-    if args.resume:
-        trainer.resume(_resume_path(args.resume, Path(cfg.output_dir), cfg.name))
+    trainer = Trainer(backbone, data, cfg)
+    if resume is not None:
+        trainer.resume(resume)
     result = trainer.train(Callbacks(on_step=ProgressLine()))
     save_png(loss_curve(result.losses), Path(cfg.output_dir) / "loss.png")
     sys.stdout.write(f"{result.status} at step {result.step}: {result.lora_path}\n")
