@@ -127,11 +127,12 @@ class BlockStreamer:
         cuda = device.type == "cuda" and bool(self.plan)
         self._copy_stream = torch.cuda.Stream(device) if cuda else None
         if self.plan:
-            pinned = not cuda or all(t.host.is_pinned() for b in self.plan.values() for t in b.tensors)
+            unpinned = sum(t.host.nbytes for b in self.plan.values() for t in b.tensors if not t.host.is_pinned()) \
+                if cuda else 0
             log.info(
                 "streaming %d of %d blocks (%.2f GiB per pass) through two %.2f GiB device slots%s",
                 len(self.plan), len(blocks), sum(b.nbytes for b in self.plan.values()) / 2**30, size / 2**30,
-                "" if pinned else "; some host weights are not pinned, so their copies do not overlap the compute",
+                f"; {unpinned / 2**20:.0f} MiB of it not pinned (copied without overlap)" if unpinned else "",
             )
 
     def streams(self, index: int) -> bool:
