@@ -11,7 +11,7 @@ import errno
 import os
 import re
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
 
@@ -81,13 +81,10 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
-def write_atomic(path: str | os.PathLike, data: bytes | str, writer: Callable[[Path], None] | None = None) -> Path:
-    """Write ``data`` (or call ``writer(tmp_path)``) atomically to ``path``."""
+def write_atomic(path: str | os.PathLike, data: bytes | str) -> Path:
+    """Write ``data`` atomically to ``path``."""
     with atomic_path(path) as tmp:
-        if writer is not None:
-            writer(tmp)
-        else:
-            tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+        tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
     return Path(path)
 
 
