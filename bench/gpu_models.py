@@ -134,7 +134,9 @@ def build_comfy_patcher(config: dict[str, Any], device: torch.device, weight_dty
         model = model_config.get_model({}, "", device=torch.device("meta"))
         materialize_(model.diffusion_model, device, seed)
         model.to(device)
-    return comfy.model_patcher.ModelPatcher(model, load_device=device, offload_device=mm.unet_offload_device())
+    # ComfyUI's own device object (cuda:0, not cuda): its memory manager matches loaded models by device.
+    load_device = mm.get_torch_device() if device.type == "cuda" else device
+    return comfy.model_patcher.ModelPatcher(model, load_device=load_device, offload_device=mm.unet_offload_device())
 
 
 # -- ltx-core -----------------------------------------------------------------------------------------------------

@@ -68,13 +68,38 @@ def test_streamed_blocks_give_the_resident_gradients(model):
     assert backbone.streamer is None  # released when the session ended
 
 
-def test_compiled_recompute_reads_the_reloaded_weights(model, monkeypatch):
+@pytest.fixture()
+def low_vram_flags(model):
+    """Sets the flags ComfyUI's partial load puts on the layers it leaves on the host (``comfy_cast_weights`` as
+    an instance attribute, the previous value kept), when called after the session's load; removed afterwards."""
+    blocks = model.model.diffusion_model.transformer_blocks
+    layers = [m for i in STREAMED for m in blocks[i].modules() if hasattr(m, "comfy_cast_weights")]
+
+    def flag(backbone) -> None:
+        for m in layers:
+            m.prev_comfy_cast_weights = m.comfy_cast_weights
+            m.comfy_cast_weights = True
+
+    yield flag
+    for m in layers:
+        m.__dict__.pop("prev_comfy_cast_weights", None)
+        m.__dict__.pop("comfy_cast_weights", None)
+
+
+def test_compiled_recompute_reads_the_reloaded_weights(model, monkeypatch, low_vram_flags):
     """Compiled blocks save their weights as parameters, not as views of a slot: between forward and backward
     the slots are released and their old memory filled with NaN, and the gradients still equal the resident
-    compiled run's (the backward reloads every block into new slots). Streamed blocks compile nothing new."""
+    compiled run's (the backward reloads every block into new slots). Streamed blocks compile nothing new, though
+    ComfyUI flagged their layers for per-layer casts."""
     import comfy.ldm.modules.attention as attention
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    from trainer_core.comfy.blocks import compiled_block_forward
 
     monkeypatch.setattr(attention, "optimized_attention", attention.attention_pytorch)  # see the compile test
+    torch._dynamo.reset()  # graphs from other tests would hide the resident run's compile
+    compiled_block_forward.cache_clear()
     old_slots: list[torch.Tensor] = []
 
     def poison(backbone) -> None:
@@ -83,13 +108,11 @@ def test_compiled_recompute_reads_the_reloaded_weights(model, monkeypatch):
         for buffer in old_slots:
             buffer.fill_(255)  # all-ones bytes: NaN in float32
 
-    from torch._dynamo.utils import counters
-
     counters.clear()
     loss, grads, _ = _step(model, streamed=(), compiled=True)
     assert counters["stats"]["unique_graphs"] >= 1, "the compiled path did not run"
     counters.clear()
-    s_loss, s_grads, _ = _step(model, streamed=STREAMED, compiled=True, between=poison)
+    s_loss, s_grads, _ = _step(model, streamed=STREAMED, compiled=True, watch=low_vram_flags, between=poison)
     assert len(old_slots) == 2
     assert counters["stats"]["unique_graphs"] == 0, "streamed blocks should reuse the resident blocks' graphs"
     assert s_loss == loss and grads.keys() == s_grads.keys()

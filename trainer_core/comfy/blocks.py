@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-# transformer_options key holding this pack's per-call settings (see ``BlockSettings``).
+# transformer_options key holding this pack's per-call settings (see ``OutOfPlaceBlock``).
 OPTIONS_KEY = "ltx_lora_trainer"
 
 # Arguments ComfyUI passes to a "double_block" replacement besides the residual streams ``img``.
@@ -168,7 +168,11 @@ class OutOfPlaceBlock:
     def __call__(self, args: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
         del extra  # ComfyUI's stock block wrapper: the point of this patch is not to call it
         kw = {k: args.get(k) for k in _BLOCK_ARGS}
-        settings = (kw["transformer_options"] or {}).get(OPTIONS_KEY, {})
+        options = kw["transformer_options"] or {}
+        settings = options.get(OPTIONS_KEY, {})
+        # The block itself gets ComfyUI's options only: torch.compile guards on everything in them, and these
+        # settings (a streamer object, flags) would otherwise split the compiled graphs.
+        kw["transformer_options"] = {k: v for k, v in options.items() if k != OPTIONS_KEY}
         gates = settings.get("cross_gates")
         if gates is not None:
             kw["v_cross_gate_timestep"], kw["a_cross_gate_timestep"] = gates

@@ -195,8 +195,13 @@ class BlockStreamer:
                 slot.ready = self._copy_stream.record_event()
         for view, t in zip(views, block.tensors, strict=True):
             t.param.data = view
-        for module in block.modules:  # now resident: run the layer as ComfyUI runs its loaded layers
-            module.comfy_cast_weights = module.prev_comfy_cast_weights
+        for module in block.modules:  # now resident: the layer runs as ComfyUI runs the layers it loaded
+            if module.prev_comfy_cast_weights == type(module).comfy_cast_weights:
+                # The class default, as on loaded layers: an instance attribute would make torch.compile guard
+                # differently (it checks where the attribute lives) and compile a second graph for these blocks.
+                module.__dict__.pop("comfy_cast_weights", None)
+            else:
+                module.comfy_cast_weights = module.prev_comfy_cast_weights
         slot.block = index
         self.bytes_copied += block.nbytes
         return slot
