@@ -68,22 +68,36 @@ def test_streamed_blocks_give_the_resident_gradients(model):
     assert backbone.streamer is None  # released when the session ended
 
 
-@pytest.fixture()
-def low_vram_flags(model):
-    """Sets the flags ComfyUI's partial load puts on the layers it leaves on the host (``comfy_cast_weights`` as
-    an instance attribute, the previous value kept), when called after the session's load; removed afterwards."""
-    blocks = model.model.diffusion_model.transformer_blocks
-    layers = [m for i in STREAMED for m in blocks[i].modules() if hasattr(m, "comfy_cast_weights")]
+class LowVramFlags:
+    """The cast flags ComfyUI's loads leave: ``offloaded()`` marks the streamed blocks' layers as its partial load
+    does (``comfy_cast_weights`` True on the instance, the previous value kept), ``reloaded()`` gives the other
+    layers the instance-level flag a reload leaves on layers that were offloaded once. ``clear()`` undoes both."""
 
-    def flag(backbone) -> None:
-        for m in layers:
+    def __init__(self, blocks) -> None:
+        layers = [(i, m) for i, b in enumerate(blocks) for m in b.modules() if hasattr(m, "comfy_cast_weights")]
+        self.streamed = [m for i, m in layers if i in STREAMED]
+        self.others = [m for i, m in layers if i not in STREAMED]
+
+    def offloaded(self, backbone=None) -> None:
+        for m in self.streamed:
             m.prev_comfy_cast_weights = m.comfy_cast_weights
             m.comfy_cast_weights = True
 
-    yield flag
-    for m in layers:
-        m.__dict__.pop("prev_comfy_cast_weights", None)
-        m.__dict__.pop("comfy_cast_weights", None)
+    def reloaded(self) -> None:
+        for m in self.others:
+            m.comfy_cast_weights = False
+
+    def clear(self) -> None:
+        for m in self.streamed + self.others:
+            m.__dict__.pop("prev_comfy_cast_weights", None)
+            m.__dict__.pop("comfy_cast_weights", None)
+
+
+@pytest.fixture()
+def low_vram_flags(model):
+    flags = LowVramFlags(model.model.diffusion_model.transformer_blocks)
+    yield flags
+    flags.clear()
 
 
 def test_compiled_recompute_reads_the_reloaded_weights(model, monkeypatch, low_vram_flags):
@@ -112,7 +126,9 @@ def test_compiled_recompute_reads_the_reloaded_weights(model, monkeypatch, low_v
     loss, grads, _ = _step(model, streamed=(), compiled=True)
     assert counters["stats"]["unique_graphs"] >= 1, "the compiled path did not run"
     counters.clear()
-    s_loss, s_grads, _ = _step(model, streamed=STREAMED, compiled=True, watch=low_vram_flags, between=poison)
+    low_vram_flags.reloaded()  # before the session's load, which makes the flags uniform again
+    s_loss, s_grads, _ = _step(model, streamed=STREAMED, compiled=True, watch=low_vram_flags.offloaded,
+                               between=poison)
     assert len(old_slots) == 2
     assert counters["stats"]["unique_graphs"] == 0, "streamed blocks should reuse the resident blocks' graphs"
     assert s_loss == loss and grads.keys() == s_grads.keys()

@@ -38,7 +38,7 @@ from torch import nn
 from ..backbone import ModelInput, TextContext
 from .blocks import OPTIONS_KEY, install_out_of_place_blocks
 from .inference import trainable_aliases
-from .streaming import BlockStreamer, slot_reserve_bytes
+from .streaming import BlockStreamer, slot_reserve_bytes, uniform_cast_flag
 
 logger = logging.getLogger(__name__)
 
@@ -206,12 +206,16 @@ class ComfyBackbone:
         return self._streamer
 
     def load(self) -> None:
-        """(Re)load the model through ComfyUI with training's reserve; streamed weights go back to the host first."""
+        """(Re)load the model through ComfyUI with training's reserve; streamed weights go back to the host first.
+
+        Afterwards the layers' cast flags are made uniform (``streaming.uniform_cast_flag``, values unchanged)."""
         import comfy.model_management as mm
 
         self.release_streamed_blocks()
         reserve = self.memory_required + (slot_reserve_bytes(self._dm.transformer_blocks) if self._checkpointing else 0)
         mm.load_models_gpu([self._patcher], memory_required=reserve)
+        for module in self._dm.transformer_blocks.modules():
+            uniform_cast_flag(module)
 
     def release_streamed_blocks(self) -> None:
         """Point streamed weights back at their host copies before anything else (a loader, a sampler) runs."""

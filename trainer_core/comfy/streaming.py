@@ -82,6 +82,17 @@ def _host_tensors(block: nn.Module, device: torch.device, everything: bool) -> _
     return _Block(tensors, modules, offset) if tensors else None
 
 
+def uniform_cast_flag(module: nn.Module) -> None:
+    """Drop ``module``'s instance-level ``comfy_cast_weights`` when it equals its class default (same value).
+
+    ComfyUI's loads leave some layers with the flag on the instance (every layer that was once offloaded) and
+    others with the class attribute, and torch.compile guards on where an attribute lives: without this, blocks
+    differing only in that compile graphs of their own (seen: six extra 13 s compiles after a reload).
+    """
+    if "comfy_cast_weights" in module.__dict__ and module.comfy_cast_weights == type(module).comfy_cast_weights:
+        del module.__dict__["comfy_cast_weights"]
+
+
 def slot_reserve_bytes(blocks: nn.ModuleList) -> int:
     """Device memory the two slots need at most (every parameter of the largest block streamed)."""
     largest = max((sum(_aligned(p.data.nbytes) for p in b.parameters()) for b in blocks), default=0)
@@ -196,12 +207,8 @@ class BlockStreamer:
         for view, t in zip(views, block.tensors, strict=True):
             t.param.data = view
         for module in block.modules:  # now resident: the layer runs as ComfyUI runs the layers it loaded
-            if module.prev_comfy_cast_weights == type(module).comfy_cast_weights:
-                # The class default, as on loaded layers: an instance attribute would make torch.compile guard
-                # differently (it checks where the attribute lives) and compile a second graph for these blocks.
-                module.__dict__.pop("comfy_cast_weights", None)
-            else:
-                module.comfy_cast_weights = module.prev_comfy_cast_weights
+            module.comfy_cast_weights = module.prev_comfy_cast_weights
+            uniform_cast_flag(module)
         slot.block = index
         self.bytes_copied += block.nbytes
         return slot
