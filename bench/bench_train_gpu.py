@@ -295,12 +295,15 @@ def bench_fp8(args, config, geometry, device, results: list[Result], patcher) ->
     )
 
 
-def bench_capped(args, config, geometry, device, results: list[Result], patcher, cap_gib: float) -> None:
-    """Our AV run on ``patcher`` under a per-process memory cap, as on a smaller card: ComfyUI keeps what fits
-    beside the Train node's memory estimate, our block streamer brings in the rest."""
+@contextmanager
+def _memory_cap(patcher, device: torch.device, cap_gib: float | None) -> Iterator[None]:
+    """Run as on a card of ``cap_gib`` (None: no cap): the model goes back to the host first, so that the next
+    load keeps only what fits; ComfyUI and the torch allocator both see the cap."""
     import comfy.model_management as mm
 
-    fp8 = patcher.model.diffusion_model.transformer_blocks[0].attn1.to_q.weight.dtype.itemsize == 1
+    if cap_gib is None:
+        yield
+        return
     total = torch.cuda.get_device_properties(device).total_memory
     previous = mm.EXTRA_RESERVED_VRAM
     with torch.inference_mode():  # every weight back on ComfyUI's offload device, as before a fresh load
@@ -308,30 +311,62 @@ def bench_capped(args, config, geometry, device, results: list[Result], patcher,
     torch.cuda.empty_cache()
     mm.EXTRA_RESERVED_VRAM = int(total - cap_gib * GIB)  # ComfyUI sizes its loads from this, not the torch cap
     torch.cuda.set_per_process_memory_fraction(cap_gib * GIB / total, _index(device))
-    data = training_data(geometry["video"], geometry["audio_steps"], geometry["text_tokens"], _text_width(config))
-    reset_peak(device)
     try:
-        with RssPeak() as rss:
-            timer, trainer, _ = train_ours(patcher, data, 1 + args.capped_steps, device)
-        streamed = trainer.backbone.streamed_bytes / (1 + args.capped_steps)
-        results.append(
-            _summarise(
-                f"ours AV{', fp8 weights' if fp8 else ''}, {cap_gib:g} GiB cap",
-                timer,
-                1,
-                device,
-                rss,
-                _tokens(geometry, True),
-                _av_tflop(results),
-                f"{patcher.loaded_size() / GIB:.1f} GiB weights kept on GPU, "
-                f"{trainer.backbone.memory_required / GIB:.1f} GiB reserved for training, "
-                f"{streamed / GIB:.1f} GiB streamed per step (pinned H2D {args.h2d_gbps:.1f} GB/s); "
-                f"{'compiled' if trainer.compiled_blocks else 'eager'} blocks",
-            )
-        )
+        yield
     finally:
         torch.cuda.set_per_process_memory_fraction(1.0, _index(device))
         mm.EXTRA_RESERVED_VRAM = previous
+
+
+def bench_capped(args, config, geometry, device, results: list[Result], patcher, cap_gib: float) -> None:
+    """Our AV run on ``patcher`` under a per-process memory cap, as on a smaller card: ComfyUI keeps what fits
+    beside the Train node's memory estimate, our block streamer brings in the rest."""
+    fp8 = patcher.model.diffusion_model.transformer_blocks[0].attn1.to_q.weight.dtype.itemsize == 1
+    data = training_data(geometry["video"], geometry["audio_steps"], geometry["text_tokens"], _text_width(config))
+    with _memory_cap(patcher, device, cap_gib):
+        reset_peak(device)
+        with RssPeak() as rss:
+            timer, trainer, _ = train_ours(patcher, data, 1 + args.capped_steps, device)
+    streamed = trainer.backbone.streamed_bytes / (1 + args.capped_steps)
+    results.append(
+        _summarise(
+            f"ours AV{', fp8 weights' if fp8 else ''}, {cap_gib:g} GiB cap",
+            timer,
+            1,
+            device,
+            rss,
+            _tokens(geometry, True),
+            _av_tflop(results),
+            f"{patcher.loaded_size() / GIB:.1f} GiB weights kept on GPU, "
+            f"{trainer.backbone.memory_required / GIB:.1f} GiB reserved for training, "
+            f"{streamed / GIB:.1f} GiB streamed per step (pinned H2D {args.h2d_gbps:.1f} GB/s); "
+            f"{'compiled' if trainer.compiled_blocks else 'eager'} blocks",
+        )
+    )
+
+
+def bench_stream_grads(args, config, geometry, device, patcher, cap_gib: float) -> None:
+    """One AV step's LoRA gradients with every weight resident (twice: the GPU's own run-to-run noise) and under
+    ``cap_gib`` with the streamer: streaming must move them no more than that noise."""
+    data = training_data(geometry["video"], geometry["audio_steps"], geometry["text_tokens"], _text_width(config))
+    grads = []
+    for cap in (None, None, cap_gib):
+        with _memory_cap(patcher, device, cap), tempfile.TemporaryDirectory() as out:
+            trainer = _trainer(patcher, data, out, steps=1)  # same seed: same LoRA init, noise and sigma
+            trainer.backbone.set_gradient_checkpointing(True)
+            trainer.backbone.set_compiled_blocks(device.type == "cuda")
+            with trainer.backbone.training_session(), trainer.adapters.attached():
+                loss, _ = trainer._batch_loss([0])
+                loss.backward()
+            trainer.adapters.grads_to_masters()
+            grads.append(torch.cat([p.grad.float().flatten() for p in trainer.adapters.masters()]).cpu())
+            streamed = trainer.backbone.streamed_bytes
+            del trainer
+    noise = ((grads[1] - grads[0]).norm() / grads[0].norm()).item()
+    error = ((grads[2] - grads[0]).norm() / grads[0].norm()).item()
+    cosine = torch.nn.functional.cosine_similarity(grads[2], grads[0], dim=0).item()
+    print(f"streamed gradients ({cap_gib:g} GiB cap, {streamed / GIB:.1f} GiB streamed): relative difference "
+          f"{error:.2e} (cosine {cosine:.6f}) vs resident; resident vs resident {noise:.2e}", flush=True)
 
 
 # -- reference ---------------------------------------------------------------------------------------------------
@@ -521,6 +556,8 @@ def main() -> int:
     p.add_argument("--capped-steps", type=int, default=3)
     p.add_argument("--cap-gib", type=float, nargs="*", default=[24.0, 32.0], help="memory caps for streaming runs")
     p.add_argument("--cap-fp8", type=float, nargs="*", default=[], help="memory caps for fp8-weight streaming runs")
+    p.add_argument("--stream-grads", type=float, default=24.0, metavar="GIB",
+                   help="compare one step's LoRA gradients resident vs under this cap (0: skip)")
     p.add_argument("--no-fp8", action="store_true")
     p.add_argument("--no-reference", action="store_true")
     p.add_argument("--profile", action="store_true", help="profile one extra step of ours AV")
@@ -550,12 +587,15 @@ def main() -> int:
     flops: dict = {}
     cuda = device.type == "cuda"
     # Each model is built once and serves its resident rows, then its memory caps (the compiled graphs carry over).
-    if not args.no_ours or (args.cap_gib and cuda):
+    if not args.no_ours or ((args.cap_gib or args.stream_grads) and cuda):
         patcher = build_model(config, device, torch.bfloat16)
         if not args.no_ours:
             _section("ours bf16", float("inf"), bench_ours, args, config, geometry, device, results, flops, patcher)
         for cap in args.cap_gib if cuda else []:
             _section(f"cap {cap:g}", deadline, bench_capped, args, config, geometry, device, results, patcher, cap)
+        if args.stream_grads and cuda:
+            _section("streamed gradients", deadline, bench_stream_grads, args, config, geometry, device, patcher,
+                     args.stream_grads)
         del patcher
         _free(device)
     if not args.no_reference:
