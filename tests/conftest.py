@@ -33,3 +33,19 @@ def comfy():
 def pytest_report_header(config):
     root = find_comfyui()
     return f"ComfyUI: {root}" if root else f"ComfyUI: {_SKIP_REASON}"
+
+
+@pytest.fixture()
+def fresh_compiler(comfy, monkeypatch):
+    """Compiled blocks from scratch: torch.compile's caches are reset, so a test sees (and counts) its own compiles,
+    whatever ran before. ComfyUI's CPU attention (sub-quadratic) asks psutil for free memory, which torch.compile
+    cannot trace; GPUs use PyTorch attention, so these tests select it too."""
+    import comfy.ldm.modules.attention as attention
+    import torch._dynamo
+
+    from trainer_core.comfy.blocks import compiled_block_forward
+
+    monkeypatch.setattr(attention, "optimized_attention", attention.attention_pytorch)
+    torch._dynamo.reset()
+    compiled_block_forward.cache_clear()
+

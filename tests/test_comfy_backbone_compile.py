@@ -1,8 +1,7 @@
 """Compiled transformer blocks (``memory.compile_blocks``): same gradients as the eager blocks, one graph for all.
 
-Compiling runs torch.compile's CPU backend here (a C++ compiler); on a GPU the same graphs go to Triton.
-ComfyUI's CPU attention (sub-quadratic) asks psutil for free memory, which torch.compile cannot trace; GPUs use
-PyTorch attention, so these tests select it too.
+Compiling runs torch.compile's CPU backend here (a C++ compiler); on a GPU the same graphs go to Triton
+(``fresh_compiler`` in conftest.py says why PyTorch attention).
 """
 
 from __future__ import annotations
@@ -20,13 +19,6 @@ from trainer_core.tiny import write_tiny_checkpoint
 LAYERS = 4
 
 
-@pytest.fixture()
-def pytorch_attention(comfy, monkeypatch):
-    import comfy.ldm.modules.attention as attention
-
-    monkeypatch.setattr(attention, "optimized_attention", attention.attention_pytorch)
-
-
 def _loss_and_grads(backbone, adapters, inp, compiled: bool, checkpointing: bool) -> tuple[float, list[torch.Tensor]]:
     backbone.set_gradient_checkpointing(checkpointing)
     backbone.set_compiled_blocks(compiled)
@@ -38,7 +30,7 @@ def _loss_and_grads(backbone, adapters, inp, compiled: bool, checkpointing: bool
 
 
 @pytest.mark.parametrize("checkpointing", [False, True])  # True compiles the checkpoint with the block
-def test_compiled_blocks_match_eager_and_share_one_graph(comfy, pytorch_attention, tmp_path, checkpointing):
+def test_compiled_blocks_match_eager_and_share_one_graph(comfy, fresh_compiler, tmp_path, checkpointing):
     from torch._dynamo.utils import counters
 
     from trainer_core.comfy import ComfyBackbone

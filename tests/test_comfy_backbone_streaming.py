@@ -84,8 +84,8 @@ class LowVramFlags:
             m.comfy_cast_weights = True
 
     def reloaded(self) -> None:
-        for m in self.others:
-            m.comfy_cast_weights = False
+        for k, m in enumerate(self.others):  # False, or True where the restored previous value was the offload flag
+            m.comfy_cast_weights = k % 2 == 0
 
     def clear(self) -> None:
         for m in self.streamed + self.others:
@@ -100,20 +100,13 @@ def low_vram_flags(model):
     flags.clear()
 
 
-def test_compiled_recompute_reads_the_reloaded_weights(model, monkeypatch, low_vram_flags):
+def test_compiled_recompute_reads_the_reloaded_weights(model, fresh_compiler, low_vram_flags):
     """Compiled blocks save their weights as parameters, not as views of a slot: between forward and backward
     the slots are released and their old memory filled with NaN, and the gradients still equal the resident
     compiled run's (the backward reloads every block into new slots). Streamed blocks compile nothing new, though
     ComfyUI flagged their layers for per-layer casts."""
-    import comfy.ldm.modules.attention as attention
-    import torch._dynamo
     from torch._dynamo.utils import counters
 
-    from trainer_core.comfy.blocks import compiled_block_forward
-
-    monkeypatch.setattr(attention, "optimized_attention", attention.attention_pytorch)  # see the compile test
-    torch._dynamo.reset()  # graphs from other tests would hide the resident run's compile
-    compiled_block_forward.cache_clear()
     old_slots: list[torch.Tensor] = []
 
     def poison(backbone) -> None:

@@ -208,14 +208,14 @@ class ComfyBackbone:
     def load(self) -> None:
         """(Re)load the model through ComfyUI with training's reserve; streamed weights go back to the host first.
 
-        Afterwards the layers' cast flags are made uniform (``streaming.uniform_cast_flag``, values unchanged)."""
+        Afterwards the loaded layers' cast flags are made uniform (``streaming.uniform_cast_flag``)."""
         import comfy.model_management as mm
 
         self.release_streamed_blocks()
         reserve = self.memory_required + (slot_reserve_bytes(self._dm.transformer_blocks) if self._checkpointing else 0)
         mm.load_models_gpu([self._patcher], memory_required=reserve)
         for module in self._dm.transformer_blocks.modules():
-            uniform_cast_flag(module)
+            uniform_cast_flag(module, self.device)
 
     def release_streamed_blocks(self) -> None:
         """Point streamed weights back at their host copies before anything else (a loader, a sampler) runs."""

@@ -24,12 +24,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 log = logging.getLogger(__name__)
 
+_UNSET = object()  # a layer without an instance-level cast flag
 _ALIGN = 256  # byte alignment of each tensor in a slot (what kernels and Inductor assume of an input)
 
 
@@ -49,7 +51,7 @@ class _Tensor:
 @dataclass
 class _Block:
     tensors: list[_Tensor]
-    modules: list[nn.Module]  # modules ComfyUI casts per call because their weights are on the host
+    flags: list[tuple[nn.Module, Any]]  # layers with ComfyUI's cast flag, and its instance value (_UNSET: none)
     nbytes: int
 
 
@@ -66,7 +68,7 @@ def _host_tensors(block: nn.Module, device: torch.device, everything: bool) -> _
 
     Quantized wrapper tensors (scaled fp8 ``QuantizedTensor``) stay on ComfyUI's own per-layer path.
     """
-    tensors, modules, offset = [], [], 0
+    tensors, flags, offset = [], [], 0
     for module in block.modules():
         owned = False
         for param in module._parameters.values():
@@ -77,19 +79,26 @@ def _host_tensors(block: nn.Module, device: torch.device, everything: bool) -> _
             tensors.append(_Tensor(param, param.data, offset))
             offset += _aligned(param.data.nbytes)
             owned = True
-        if owned and hasattr(module, "prev_comfy_cast_weights"):  # ComfyUI's low-VRAM flag, see _load
-            modules.append(module)
-    return _Block(tensors, modules, offset) if tensors else None
+        if owned and hasattr(module, "comfy_cast_weights"):
+            flags.append((module, module.__dict__.get("comfy_cast_weights", _UNSET)))
+    return _Block(tensors, flags, offset) if tensors else None
 
 
-def uniform_cast_flag(module: nn.Module) -> None:
-    """Drop ``module``'s instance-level ``comfy_cast_weights`` when it equals its class default (same value).
+def uniform_cast_flag(module: nn.Module, device: torch.device) -> None:
+    """Give a layer whose weights are all on ``device`` (and carry no ComfyUI weight patches) the class default
+    of ``comfy_cast_weights``, as on the layers ComfyUI loads outright, by dropping its instance-level flag.
 
-    ComfyUI's loads leave some layers with the flag on the instance (every layer that was once offloaded) and
-    others with the class attribute, and torch.compile guards on where an attribute lives: without this, blocks
-    differing only in that compile graphs of their own (seen: six extra 13 s compiles after a reload).
+    ComfyUI's loads leave the flag on the instance of every layer that was once offloaded, sometimes True for a
+    layer now on the device (its reload restores a previous value that was itself the offload flag). For such a
+    layer both values compute the same (a cast to where the weight already is), but torch.compile guards on the
+    flag and on where it lives, so without this, blocks differing only in that compile graphs of their own (seen:
+    six extra 13 s compiles after a reload).
     """
-    if "comfy_cast_weights" in module.__dict__ and module.comfy_cast_weights == type(module).comfy_cast_weights:
+    if "comfy_cast_weights" not in module.__dict__:
+        return
+    if getattr(module, "weight_function", None) or getattr(module, "bias_function", None):
+        return
+    if all(p.device.type == device.type for p in module.parameters(recurse=False)):
         del module.__dict__["comfy_cast_weights"]
 
 
@@ -206,9 +215,8 @@ class BlockStreamer:
                 slot.ready = self._copy_stream.record_event()
         for view, t in zip(views, block.tensors, strict=True):
             t.param.data = view
-        for module in block.modules:  # now resident: the layer runs as ComfyUI runs the layers it loaded
-            module.comfy_cast_weights = module.prev_comfy_cast_weights
-            uniform_cast_flag(module)
+        for module, _ in block.flags:  # now resident: the layer runs as ComfyUI runs the layers it loaded
+            uniform_cast_flag(module, self.device)
         slot.block = index
         self.bytes_copied += block.nbytes
         return slot
@@ -219,8 +227,11 @@ class BlockStreamer:
         block = self.plan[slot.block]
         for t in block.tensors:
             t.param.data = t.host
-        for module in block.modules:
-            module.comfy_cast_weights = True  # as ComfyUI's partial load set it for host weights
+        for module, flag in block.flags:  # back on the host: ComfyUI's flag as its load left it
+            if flag is _UNSET:
+                module.__dict__.pop("comfy_cast_weights", None)
+            else:
+                module.comfy_cast_weights = flag
         slot.block, slot.ready, slot.used = None, None, -1
 
     @staticmethod
