@@ -359,7 +359,7 @@ def bench_stream_grads(args, config, geometry, device, patcher, cap_gib: float) 
                 loss, _ = trainer._batch_loss([0])
                 loss.backward()
             trainer.adapters.grads_to_masters()
-            grads.append(torch.cat([p.grad.float().flatten() for p in trainer.adapters.masters()]).cpu())
+            grads.append(torch.cat([p.grad.double().flatten() for p in trainer.adapters.masters()]).cpu())
             streamed = trainer.backbone.streamed_bytes
             del trainer
     noise = ((grads[1] - grads[0]).norm() / grads[0].norm()).item()
