@@ -91,7 +91,8 @@ class MemorySettings(Section):
         "auto",
         "torch.compile each transformer block: fused kernels, much faster steps on a GPU; the first step compiles "
         "for a minute or two. auto = on CUDA when torch.compile works there, for the blocks whose weights are all "
-        "on the GPU; on = every block, also those ComfyUI streams from RAM (ComfyUI models only).",
+        "on the GPU, which with gradient checkpointing includes the blocks streamed from RAM (they are brought in "
+        "whole); on = every block, also those left to ComfyUI's per-layer copies (ComfyUI models only).",
     )
 
 
