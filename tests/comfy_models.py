@@ -143,3 +143,22 @@ def randomize_b(adapters, seed: int) -> None:
     with torch.no_grad():
         for b in adapters.lora_B:
             b.copy_(torch.randn(b.shape, generator=g) * 0.05)
+
+
+def attention_lora(backbone, seed: int, rank: int = 4):
+    """Rank-``rank`` adapters on every attention projection of ``backbone``, B randomised (``randomize_b``)."""
+    from trainer_core.lora.adapter import LoraAdapters
+    from trainer_core.lora.targets import select_targets
+
+    adapters = LoraAdapters(select_targets(backbone.lora_targets(), "all_attention"), rank=rank, alpha=rank,
+                            generator=torch.Generator().manual_seed(seed))
+    randomize_b(adapters, seed=seed + 1)
+    return adapters
+
+
+def av_input(backbone, seed: int) -> ModelInput:
+    """An audio+video input with first-frame conditioning and a random caption run through the connectors."""
+    with torch.inference_mode():  # as a node would: the context is made under inference mode
+        text = backbone.prepare_text(text_embeds(backbone, seed=seed))
+    return model_input(text, seed=seed + 1, audio=True, first_frame=True)
+

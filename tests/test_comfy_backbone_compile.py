@@ -9,11 +9,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.comfy_models import flow_loss, load_comfy, model_input, randomize_b, text_embeds
+from tests.comfy_models import attention_lora, av_input, flow_loss, load_comfy, model_input, text_embeds
 from trainer_core.config import ConfigError
 from trainer_core.engine.compiling import compile_wanted
-from trainer_core.lora.adapter import LoraAdapters
-from trainer_core.lora.targets import select_targets
 from trainer_core.tiny import write_tiny_checkpoint
 
 LAYERS = 4
@@ -37,12 +35,8 @@ def test_compiled_blocks_match_eager_and_share_one_graph(comfy, fresh_compiler, 
 
     path = write_tiny_checkpoint(tmp_path / "tiny.safetensors", audio=True, seed=7, num_layers=LAYERS)
     backbone = ComfyBackbone(load_comfy(path))
-    adapters = LoraAdapters(select_targets(backbone.lora_targets(), "all_attention"), rank=4, alpha=4,
-                            generator=torch.Generator().manual_seed(1))
-    randomize_b(adapters, seed=2)
-    with torch.inference_mode():
-        text = backbone.prepare_text(text_embeds(backbone, seed=1))
-    inp = model_input(text, seed=2, audio=True, first_frame=True)
+    adapters = attention_lora(backbone, seed=1)
+    inp = av_input(backbone, seed=1)
 
     eager_loss, eager = _loss_and_grads(backbone, adapters, inp, False, checkpointing)
     counters.clear()

@@ -11,9 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.comfy_models import flow_loss, load_comfy, model_input, randomize_b, text_embeds
-from trainer_core.lora.adapter import LoraAdapters
-from trainer_core.lora.targets import select_targets
+from tests.comfy_models import attention_lora, av_input, flow_loss, load_comfy
 from trainer_core.tiny import write_tiny_checkpoint
 
 LAYERS = 5
@@ -35,12 +33,8 @@ def _step(model, streamed, watch=None, compiled=False, between=None) -> tuple[fl
     backbone = ComfyBackbone(model, streamed_blocks=streamed)
     backbone.set_gradient_checkpointing(True)
     backbone.set_compiled_blocks(compiled)
-    adapters = LoraAdapters(select_targets(backbone.lora_targets(), "all_attention"), rank=4, alpha=4,
-                            generator=torch.Generator().manual_seed(1))
-    randomize_b(adapters, seed=2)
-    with torch.inference_mode():
-        text = backbone.prepare_text(text_embeds(backbone, seed=3))
-    inp = model_input(text, seed=4, audio=True, first_frame=True)
+    adapters = attention_lora(backbone, seed=1)
+    inp = av_input(backbone, seed=3)
     with backbone.training_session(), adapters.attached():
         if watch is not None:
             watch(backbone)

@@ -8,7 +8,7 @@ train through it, all of it undone when ``training_session()`` exits (normally, 
 - The model is loaded through ``comfy.model_management.load_models_gpu`` like any sampler would, so ComfyUI's
   memory manager decides what stays on the device. The blocks it leaves on the host are streamed by
   ``streaming.BlockStreamer`` (prefetched one block ahead, overlapping the compute) when blocks are checkpointed,
-  else by ComfyUI's own per-layer copies.
+  else by ComfyUI's own per-layer copies; ComfyUI's dynamic VRAM mode (comfy-aimdo) keeps its own paging.
 - Every transformer block runs ``blocks.av_block_forward`` (out of place, reference video-to-audio order,
   optional per-block checkpointing), installed through ``patches_replace`` on a ``ModelPatcher.clone()``: the
   user's MODEL never sees it.
@@ -162,7 +162,7 @@ class ComfyBackbone:
         options = dict(self._session_options)
         checkpoint = self._checkpointing and torch.is_grad_enabled()
         settings: dict[str, Any] = {"checkpoint": checkpoint, "compile": self._compile}
-        if checkpoint:
+        if checkpoint and not self._patcher.is_dynamic():  # dynamic VRAM (comfy-aimdo) pages weights its own way
             if self._streamer is None:
                 self._streamer = BlockStreamer(self._dm.transformer_blocks, self.device, self._streamed_blocks)
             settings["streamer"] = self._streamer if self._streamer.plan else None
