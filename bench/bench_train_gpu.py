@@ -107,13 +107,12 @@ def _summarise(
 # -- ours --------------------------------------------------------------------------------------------------------
 def train_ours(
     patcher, data, steps: int, device: torch.device, profile_last: bool = False, compile_blocks: str = "auto",
-    attention: str = "auto",
 ) -> tuple[StepTimer, object, object]:
     """``steps`` optimizer steps of our Trainer on ComfyUI's model; returns the timer, trainer and profile."""
     from trainer_core.engine.trainer import Callbacks
 
     with tempfile.TemporaryDirectory() as out:
-        trainer = _trainer(patcher, data, out, steps, compile_blocks=compile_blocks, attention=attention)
+        trainer = _trainer(patcher, data, out, steps, compile_blocks=compile_blocks)
         timer = StepTimer(device)
         prof = {"p": None}
 
@@ -129,8 +128,7 @@ def train_ours(
     return timer, trainer, prof["p"]
 
 
-def _trainer(patcher, data, out: str, steps: int, compile_blocks: str = "auto", preview: dict | None = None,
-             attention: str = "auto"):
+def _trainer(patcher, data, out: str, steps: int, compile_blocks: str = "auto", preview: dict | None = None):
     """Our Trainer on ComfyUI's MODEL as the Train node builds it (memory reserve included): rank 32, all
     attentions, checkpointing, bf16; checkpoints only at the end."""
     from trainer_core.comfy import ComfyBackbone
@@ -145,8 +143,7 @@ def _trainer(patcher, data, out: str, steps: int, compile_blocks: str = "auto", 
             "lora": {"rank": RANK, "alpha": RANK, "targets": "all_attention"},
             "optimization": {"steps": steps},
             "checkpoints": {"every": 10**9},
-            "memory": {"gradient_checkpointing": True, "mixed_precision": "bf16", "compile_blocks": compile_blocks,
-                       "attention": attention},
+            "memory": {"gradient_checkpointing": True, "mixed_precision": "bf16", "compile_blocks": compile_blocks},
             "preview": preview or {},
         }
     )
@@ -210,8 +207,6 @@ def bench_ours(args, config, geometry, device, results: list[Result], flops: dic
     runs = [(True, "auto", "")] + ([] if args.av_only else [(False, "auto", "")])
     runs += [(audio, "off", "") for audio in (True, False) if args.eager]
     runs += [(True, "auto", option) for option in args.inductor_option]
-    runs += [(audio, "auto", "attention=flash") for audio in (True, False)[: 1 if args.av_only else 2]
-             if args.attention_flash]
     for audio, compile_blocks, option in runs:
         name = ("ours AV" if audio else "ours video-only") + (" eager" if compile_blocks == "off" else "")
         name += f" +{option}" if option else ""
@@ -221,10 +216,9 @@ def bench_ours(args, config, geometry, device, results: list[Result], flops: dic
         reset_peak(device)
         profile = args.profile and compile_blocks == "auto" and not option
         steps = args.warmup + args.steps + (1 if profile else 0)
-        attention = option.split("=", 1)[1] if option.startswith("attention=") else "auto"
-        with RssPeak() as rss, _fresh_compile(option):
+        with RssPeak() as rss, _inductor_option(option):
             timer, trainer, prof = train_ours(
-                patcher, data, steps, device, profile_last=profile, compile_blocks=compile_blocks, attention=attention
+                patcher, data, steps, device, profile_last=profile, compile_blocks=compile_blocks
             )
         if trainer.compiled_blocks:
             from torch._dynamo.utils import counters
@@ -262,9 +256,8 @@ def bench_ours(args, config, geometry, device, results: list[Result], flops: dic
 
 
 @contextmanager
-def _fresh_compile(option: str) -> Iterator[None]:
-    """Compile the blocks afresh for a variant row (nothing when ``option`` is empty): ``attention=...`` (the
-    backend is baked into the graphs) or a boolean inductor setting to turn on."""
+def _inductor_option(option: str) -> Iterator[None]:
+    """Compile the blocks afresh with the boolean inductor setting ``option`` on (nothing when empty)."""
     if not option:
         yield
         return
@@ -275,7 +268,7 @@ def _fresh_compile(option: str) -> Iterator[None]:
 
     torch._dynamo.reset()
     compiled_block_forward.cache_clear()
-    with torch._inductor.config.patch({} if "=" in option else {option: True}):
+    with torch._inductor.config.patch({option: True}):
         yield
     torch._dynamo.reset()
     compiled_block_forward.cache_clear()
@@ -575,7 +568,6 @@ def main() -> int:
     p.add_argument("--eager", action="store_true", help="also time our blocks uncompiled")
     p.add_argument("--inductor-option", nargs="*", default=[], help="extra ours-AV rows compiled with this "
                    "boolean torch._inductor.config setting on (e.g. cpp_wrapper)")
-    p.add_argument("--attention-flash", action="store_true", help="also time our rows with memory.attention: flash")
     p.add_argument("--previews", action="store_true", help="add the with/without in-training previews check")
     p.add_argument("--no-ours", action="store_true", help="skip our bf16 rows (e.g. with --previews alone)")
     p.add_argument("--av-only", action="store_true", help="our bf16 rows: audio+video only")

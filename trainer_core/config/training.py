@@ -94,11 +94,6 @@ class MemorySettings(Section):
         "on the GPU, which with gradient checkpointing includes the blocks streamed from RAM (they are brought in "
         "whole); on = every block, also those left to ComfyUI's per-layer copies (ComfyUI models only).",
     )
-    attention: Literal["auto", "flash"] = knob(
-        "auto",
-        "Attention kernel on CUDA: auto = cuDNN's fused attention first (faster on H100-class GPUs), PyTorch's "
-        "flash attention where cuDNN does not support the inputs; flash = PyTorch's own order (flash first).",
-    )
 
 
 class PreviewSettings(Section):

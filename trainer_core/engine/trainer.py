@@ -25,7 +25,6 @@ from ..config.training import TrainConfig
 from ..lora.adapter import LoraAdapters
 from ..lora.targets import select_targets
 from ..lorafile import metadata as lora_meta
-from .attention import attention_kernels
 from .checkpoints import CheckpointWriter
 from .compiling import compile_wanted
 from .data import TrainingData, collate, epoch_batches
@@ -249,8 +248,7 @@ class Trainer:
             self.adapters.num_parameters() / 1e6,
             __version__,
         )
-        with self.backbone.training_session(), self.adapters.attached(), \
-                attention_kernels(self.cfg.memory.attention, self.backbone.device):
+        with self.backbone.training_session(), self.adapters.attached():
             rng = self._rng_state()
             try:
                 while self.run.step < opt.steps:
