@@ -103,3 +103,15 @@ def test_own_socket_types_are_defined_once_and_link_two_nodes(comfy):
     defined = {s.io_type for s in sockets.ALL}
     assert len(defined) == len(sockets.ALL)
     assert taken == given == defined
+
+
+def test_web_folder_is_served_once(comfy):
+    """ComfyUI serves ``web/`` under every name it is registered with (``WEB_DIRECTORY``, pyproject's
+    ``[tool.comfy] web``); twice means every extension loads twice and the second fails to register."""
+    from pathlib import Path
+
+    import nodes
+
+    web = (Path(__file__).resolve().parents[1] / "web").resolve()
+    names = [name for name, path in nodes.EXTENSION_WEB_DIRS.items() if Path(path).resolve() == web]
+    assert len(names) == 1, f"web/ is served as {names}"
