@@ -13,7 +13,6 @@ from safetensors import SafetensorError
 from tests.engine_support import config, synthetic_data, tiny_backbone
 from trainer_core.atomic import DiskWriteError, write_atomic
 from trainer_core.engine.trainer import Trainer
-from trainer_core.lorafile import write as lora_write
 
 FULL = "Error while serializing: I/O error: No space left on device (os error 28)"
 
@@ -72,7 +71,8 @@ def test_quota_exceeded_in_the_state_json_removes_the_whole_checkpoint(ckpt, tmp
 
 def test_full_disk_in_the_lora_file_removes_its_state_files(ckpt, tmp_path, monkeypatch):
     calls: list[str] = []
-    monkeypatch.setattr(lora_write, "save_file", _failing_save_file(lora_write.save_file, calls, "t_step_00003"))
+    failing = _failing_save_file(safetensors.torch.save_file, calls, "t_step_00003.safetensors")  # not .state
+    monkeypatch.setattr(safetensors.torch, "save_file", failing)
     trainer = Trainer(tiny_backbone(ckpt), synthetic_data(), config(tmp_path))
     with pytest.raises(DiskWriteError, match=r"No space left.*t_step_00003\.safetensors.*output_dir"):
         trainer.train()

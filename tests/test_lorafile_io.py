@@ -7,6 +7,7 @@ import json
 import struct
 
 import pytest
+import safetensors.torch
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import save_file
@@ -14,7 +15,6 @@ from safetensors.torch import save_file
 from trainer_core.atomic import DiskWriteError
 from trainer_core.lorafile import LoraFileError, comfy_keys, lora_metadata, read_lora_file, save_lora_file
 from trainer_core.lorafile import metadata as md
-from trainer_core.lorafile import write as write_mod
 
 
 def _lora(rank: int = 4) -> dict[str, torch.Tensor]:
@@ -61,7 +61,7 @@ def test_failed_write_keeps_old_file_and_leaves_no_temp(tmp_path, monkeypatch):
             fh.write(b"partial")
         raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
 
-    monkeypatch.setattr(write_mod, "save_file", full_disk)
+    monkeypatch.setattr(safetensors.torch, "save_file", full_disk)
     with pytest.raises(DiskWriteError, match=r"No space left.*x\.safetensors") as info:
         save_lora_file(target, _lora(), {"v": "new"})
     assert info.value.errno == errno.ENOSPC

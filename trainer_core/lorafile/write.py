@@ -4,20 +4,15 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import save_file
 
-from ..atomic import DiskWriteError, atomic_path
+from ..atomic import DiskWriteError, save_safetensors
 from .read import LoraFileError
 
 log = logging.getLogger(__name__)
-
-_OS_ERROR = re.compile(r"os error (\d+)")
 
 
 def _check(tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str], path: Path) -> None:
@@ -43,16 +38,6 @@ def _plain(tensors: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def _save(plain: dict[str, torch.Tensor], tmp: Path, metadata: dict[str, str]) -> None:
-    try:
-        save_file(plain, str(tmp), metadata=metadata)
-    except SafetensorError as err:
-        # safetensors reports I/O failures as its own error type; recover the errno so a full disk reads as one.
-        found = _OS_ERROR.search(str(err))
-        code = int(found.group(1)) if found else 0
-        raise OSError(code, os.strerror(code) if code else str(err)) from err
-
-
 def save_lora_file(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str]) -> Path:
     """Write ``tensors`` and ``metadata`` to the safetensors file ``path`` atomically; return the path.
 
@@ -65,8 +50,7 @@ def save_lora_file(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor],
     _check(tensors, metadata, path)
     plain = _plain(tensors)
     try:
-        with atomic_path(path) as tmp:
-            _save(plain, tmp, dict(metadata))
+        save_safetensors(path, plain, dict(metadata))
     except DiskWriteError:
         raise
     except OSError as err:
