@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import safetensors.torch
 import torch
 import yaml
 from safetensors import SafetensorError
@@ -16,7 +17,6 @@ from safetensors import SafetensorError
 from tests.engine_support import write_cache
 from trainer_core.cli import main
 from trainer_core.commands import dataset as dataset_command
-from trainer_core.lorafile import write as lora_write
 from trainer_core.lorafile.write import save_lora_file
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,7 +62,7 @@ def test_lora_convert_on_a_full_disk(tmp_path, capsys, monkeypatch):
     def full(tensors, filename, metadata=None):
         raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
 
-    monkeypatch.setattr(lora_write, "save_file", full)
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
     assert main(["lora", "convert", str(src), str(tmp_path / "out.safetensors"), "--to", "peft"]) == 2
     line = _error_line(capsys)
     assert "No space left on the disk while writing" in line and "out.safetensors" in line and "free space" in line
