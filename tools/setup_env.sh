@@ -2,36 +2,49 @@
 # Creates (or updates) .venv with everything the demo and the tests need, from package registries only.
 # Idempotent: a second run only checks. Used by the README quick start and by .ci/run.
 #
-# - torch: kept if already in .venv, else torch==2.13.0 (pin with TORCH_SPEC=...).
+# - torch: kept if already in .venv, else torch==2.13.0 (pin with TORCH_SPEC=...). Everything else gets the
+#   newest release requirements.txt allows, as a user's ComfyUI install does; the resolved versions are printed.
 # - ltx-core (Lightricks' reference model, optional for users, needed by the tests and the headless CLI) is
 #   installed without its torchaudio requirement: PyPI's torchaudio is a CUDA build that fails to import on CPU
 #   torch, and nothing here uses ltx-core's audio VAE.
-# - Debian's chromium for the browser test, when run as root with apt-get.
-# - If a ComfyUI tree is found ($COMFYUI_PATH, or ~/.cache/comfyui-v0.33), its requirements are installed too
-#   (torch pinned), with the two CPU workarounds its integration tests need: a torchvision import shim and
-#   torchaudio's CUDA libraries moved aside so its pure-Python parts import.
+# - ComfyUI for the integration tests: the tree around the pack (ComfyUI/custom_nodes/<pack>), $COMFYUI_PATH or
+#   ~/.cache/comfyui-v0.33 gets its requirements installed; where none exists and this project's offline copy of
+#   ComfyUI v0.33 sits beside the clone (../shared/comfyui, as on CI), it is unpacked to ~/.cache/comfyui-v0.33.
+# - Debian's chromium for the browser test, system-wide, only when run as root with apt-get; it says so first,
+#   and SKIP_CHROMIUM=1 skips it (that one test then skips with a loud reason).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+HERE=$(pwd)
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-V=.venv/bin/python
+V=$HERE/.venv/bin/python
 PIP=("$V" -m pip install -q --disable-pip-version-check)
 
-"$V" -c "import torch" 2>/dev/null || "${PIP[@]}" "${TORCH_SPEC:-torch==2.13.0}"
+"$V" -m pip show -q torch >/dev/null 2>&1 || "${PIP[@]}" "${TORCH_SPEC:-torch==2.13.0}" numpy
 CONS=$(mktemp)
 trap 'rm -f "$CONS"' EXIT
-"$V" -c 'import torch; print("torch==" + torch.__version__.split("+")[0])' > "$CONS"
+echo "torch==$("$V" -m pip show torch | sed -n 's/^Version: //p' | cut -d+ -f1)" > "$CONS"
 
 # aiohttp: ComfyUI's web server library; the tests of the pack's routes need it also where no ComfyUI is found.
-"${PIP[@]}" -c "$CONS" -r requirements.txt "pytest>=8" "psutil>=5" "aiohttp>=3.9"
-"$V" -c "import ltx_core" 2>/dev/null || "${PIP[@]}" -c "$CONS" --no-deps "ltx-core>=1.0,<1.1"
-"${PIP[@]}" -c "$CONS" accelerate "scipy>=1.14"
+# einops, scipy and accelerate are ltx-core's own imports (it is installed without dependencies below).
+"${PIP[@]}" -c "$CONS" --upgrade --upgrade-strategy only-if-needed -r requirements.txt \
+    "pytest>=8" "psutil>=5" "aiohttp>=3.9" einops accelerate "scipy>=1.14"
 
 COMFY=""
-for c in "${COMFYUI_PATH:-}" "$HOME/.cache/comfyui-v0.33"; do
-    if [ -n "$c" ] && [ -f "$c/comfy/model_patcher.py" ]; then COMFY=$c; break; fi
+for c in "${COMFYUI_PATH:-}" "$HERE/../.." "$HOME/.cache/comfyui-v0.33"; do
+    if [ -n "$c" ] && [ -f "$c/comfy/model_patcher.py" ]; then COMFY=$(cd "$c" && pwd); break; fi
 done
-if [ -n "$COMFY" ]; then
+SHARED_SETUP=$HERE/../shared/comfyui/setup.sh
+if [ -f "$SHARED_SETUP" ]; then
+    COMFY=${COMFY:-$HOME/.cache/comfyui-v0.33}
+    echo "ComfyUI v0.33 for the integration tests: $COMFY, set up from the project's offline copy ($SHARED_SETUP)"
+    LOG=$(mktemp)
+    if ! bash "$SHARED_SETUP" "$COMFY" "$V" >"$LOG" 2>&1; then
+        cat "$LOG" >&2; echo "error: ComfyUI setup from $SHARED_SETUP failed (output above)" >&2; exit 1
+    fi
+    grep -v "^WARNING: Location 'file:" "$LOG" || true  # this machine's pip config names absent mirrors
+    rm -f "$LOG"
+elif [ -n "$COMFY" ]; then
     echo "ComfyUI found at $COMFY: installing its requirements for the integration tests"
     "${PIP[@]}" -c "$CONS" -r "$COMFY/requirements.txt" requests
     SITE=$("$V" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
@@ -46,15 +59,23 @@ if [ -n "$COMFY" ]; then
 else
     echo "No ComfyUI tree found: the ComfyUI integration tests will be skipped (see README)."
 fi
-# The browser test of the live loss chart needs Debian's chromium; installed when we may (root with apt-get),
-# otherwise that one test skips with a loud reason.
+# Last, so no later install reports its missing torchaudio as a conflict.
+"$V" -m pip show -q ltx-core >/dev/null 2>&1 || "${PIP[@]}" -c "$CONS" --no-deps "ltx-core>=1.0,<1.1"
+
 if ! command -v chromium >/dev/null 2>&1; then
-    if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
-        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+    if [ "${SKIP_CHROMIUM:-0}" = "1" ]; then
+        echo "SKIP_CHROMIUM=1: chromium not installed, the browser test will be skipped"
+    elif [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+        echo "Installing Debian's chromium system-wide for the browser test (SKIP_CHROMIUM=1 skips this)"
+        (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null 2>&1) \
             || echo "chromium could not be installed: the browser test will be skipped"
     else
         echo "chromium not found (install Debian's 'chromium' as root): the browser test will be skipped"
     fi
 fi
-"$V" -c "import torch, safetensors, peft, transformers, einops, av, numpy, pydantic, yaml, PIL, ltx_core.model.transformer"
+"$V" -c "import torch, safetensors, av, numpy, pydantic, yaml, PIL, ltx_core.model.transformer"
+echo "Resolved versions:"
+"$V" -m pip list --format=freeze 2>/dev/null \
+    | grep -iE '^(torch|safetensors|av|numpy|pydantic|pyyaml|pillow|aiohttp|pytest|ltx-core|comfy-aimdo|comfy-kitchen)==' \
+    | sed 's/^/  /'
 echo "environment ready: .venv"

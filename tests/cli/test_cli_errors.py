@@ -19,7 +19,7 @@ from trainer_core.cli import main
 from trainer_core.commands import dataset as dataset_command
 from trainer_core.lorafile.write import save_lora_file
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _error_line(capsys) -> str:

@@ -153,7 +153,6 @@ def test_missing_config_is_a_clear_error(tmp_path):
         read_checkpoint_config(path)
 
 
-@pytest.mark.comfyui
 def test_loads_in_comfyui(comfy, tiny_av, caplog):
     import comfy.sd
 
@@ -178,7 +177,6 @@ def test_loads_in_comfyui(comfy, tiny_av, caplog):
     assert decoded.shape[-1] == 3 and torch.isfinite(decoded).all()
 
 
-@pytest.mark.comfyui
 def test_forward_parity_with_comfyui(comfy, tiny_av):
     """Video-only forward: ComfyUI v0.33 and ltx-core agree. Audio+video: ComfyUI >= v0.31 (#15138) feeds the
     video-to-audio attention the video stream normalised *after* the audio-to-video update (ltx-core: before),
@@ -210,7 +208,6 @@ def test_forward_parity_with_comfyui(comfy, tiny_av):
         assert (ours - theirs).abs().max() < 0.1 * theirs.abs().max()
 
 
-@pytest.mark.comfyui
 def test_ltx2_family_loads_in_comfyui(comfy, tmp_path, caplog):
     import comfy.sd
 

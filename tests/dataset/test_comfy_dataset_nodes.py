@@ -9,7 +9,6 @@ import torch
 
 from tests.dataset_media import write_image, write_video
 
-pytestmark = pytest.mark.comfyui
 
 
 @pytest.fixture

@@ -210,7 +210,6 @@ def stock_load(model, name: str, caplog) -> tuple[object, list[str]]:
     return patched, [r.getMessage() for r in caplog.records if SKIPPED.search(r.getMessage())]
 
 
-@pytest.mark.comfyui
 @pytest.mark.parametrize("layout", LAYOUTS)
 def test_converted_lora_loads_in_stock_comfyui_without_skips(comfy_model, ckpts, loras_dir, lora_nodes, caplog, layout):
     original = fabricate(ckpts["ltx-2.3"], ALL_BLOCK_LINEARS, alpha=2.0)
@@ -226,7 +225,6 @@ def test_converted_lora_loads_in_stock_comfyui_without_skips(comfy_model, ckpts,
         torch.testing.assert_close(got[key], w, rtol=1e-5, atol=1e-6, msg=key)
 
 
-@pytest.mark.comfyui
 def test_unconverted_transformer_prefix_is_skipped_by_stock_comfyui(comfy_model, ckpts, loras_dir, caplog):
     """Why the converter exists: ComfyUI drops diffusers/LTX-Video-Trainer keys with only a log line."""
     original = fabricate(ckpts["ltx-2.3"], r"attn1\.to_q$")
@@ -235,7 +233,6 @@ def test_unconverted_transformer_prefix_is_skipped_by_stock_comfyui(comfy_model,
     assert len(skipped) == 2 * len(original.modules) and not patched.patches
 
 
-@pytest.mark.comfyui
 def test_checked_loader_separate_strengths(comfy_model, ckpts, loras_dir, lora_nodes):
     lora = fabricate(ckpts["ltx-2.3"], ALL_BLOCK_LINEARS)
     meta = lora_metadata(rank=4, alpha=2.0, targets=["all"], step=10)
@@ -259,7 +256,6 @@ def test_checked_loader_separate_strengths(comfy_model, ckpts, loras_dir, lora_n
     assert strengths["diffusion_model.transformer_blocks.1.ff.net.2.weight"] == 1.0
 
 
-@pytest.mark.comfyui
 def test_checked_loader_refuses_other_family_unless_forced(comfy, comfy_model, ckpts, loras_dir, lora_nodes):
     mismatch = comfy.trainer_core.lorafile.apply.LoraMismatchError  # the pack's copy, as ComfyUI imported it
     ltx2 = fabricate(ckpts["ltx-2"], r"attn1\.to_q|caption_projection")

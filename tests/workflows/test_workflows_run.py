@@ -21,7 +21,6 @@ import pytest
 
 from tests import workflow_support as ws
 
-pytestmark = pytest.mark.comfyui
 pytest.importorskip("ltx_core", reason="ltx-core (optional dependency) builds the tiny checkpoint's VAE checks")
 
 TINY = "tiny_ltx23.safetensors"
@@ -68,7 +67,7 @@ def _tiny_text_encoder_node():
     from comfy_api.latest import io
 
     from tests.comfy_boot import find_comfyui
-    from tests.test_cache_comfy import tiny_ltx_clip
+    from tests.cache.test_cache_comfy import tiny_ltx_clip
 
     class TinyTextEncoderLoader(io.ComfyNode):
         """Test only: stands in for LTXAVTextEncoderLoader (same inputs) with a tiny Gemma."""
@@ -93,7 +92,7 @@ SWEEP_CHECKPOINTS = [f"{ws.RUN_NAME}_step_{step:05d}.safetensors" for step in (2
 
 def _write_loras(ckpt: Path, loras: Path) -> Path:
     """LoRAs the workflows name: a run folder with two checkpoints (sweep), a file (inspect), a PEFT file (convert)."""
-    from tests.test_lorafile_models import ALL_BLOCK_LINEARS, fabricate
+    from tests.lorafile.test_lorafile_models import ALL_BLOCK_LINEARS, fabricate
     from trainer_core.lorafile.layouts import to_layout
     from trainer_core.lorafile.write import save_lora_file
 
@@ -110,7 +109,7 @@ def env(comfy, tmp_path_factory):
     import folder_paths
 
     import nodes
-    from tests.test_cache_core import make_dataset
+    from tests.cache.test_cache_core import make_dataset
     from trainer_core.tiny import write_tiny_checkpoint
 
     root = tmp_path_factory.mktemp("workflows")

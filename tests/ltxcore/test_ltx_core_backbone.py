@@ -239,7 +239,6 @@ def test_missing_ltx_core_is_a_clear_error(monkeypatch):
         require_ltx_core()
 
 
-@pytest.mark.comfyui
 @pytest.mark.parametrize("tokens", [7, 1030])
 def test_connectors_match_comfyui(comfy, av_path, tokens):
     """Our ltx-core connector call (left padding + mask) equals ComfyUI's (registers appended)."""

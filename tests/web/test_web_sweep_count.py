@@ -16,7 +16,8 @@ import pytest
 from tests import workflow_support as ws
 from tests.web_support import ARTIFACTS, Browser, comfy_server, with_browser
 
-pytestmark = pytest.mark.comfyui
+pytestmark = pytest.mark.comfyui  # the server fixture finds ComfyUI itself, not through `comfy`
+
 
 WORKFLOW = "3_sweep_checkpoints_x_strengths.json"
 EXTENSION = "ltxlora.SweepCellCount"

@@ -24,7 +24,8 @@ import pytest
 from tests import workflow_support as ws
 from tests.web_support import ARTIFACTS, PACK, Browser, comfy_server, get, with_browser
 
-pytestmark = pytest.mark.comfyui
+pytestmark = pytest.mark.comfyui  # the server fixture finds ComfyUI itself, not through `comfy`
+
 
 TRAIN_STEPS = 40
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.test_cache_core import load, make_dataset
-from tests.test_cache_import import ltx_trainer_conditions
+from tests.cache.test_cache_core import load, make_dataset
+from tests.cache.test_cache_import import ltx_trainer_conditions
 from trainer_core.cache import CachedData, CacheError
 from trainer_core.cache.ltx_trainer_import import import_ltx_trainer
 

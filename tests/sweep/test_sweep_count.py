@@ -122,7 +122,6 @@ def test_no_server_no_route():
     assert sc.register_routes(lambda: []) is False  # no ComfyUI server runs in the test process
 
 
-@pytest.mark.comfyui
 def test_node_validation_gives_the_routes_answer(comfy, loras, monkeypatch):
     import folder_paths
 

@@ -13,7 +13,7 @@ from trainer_core.cli import main
 from trainer_core.demo import run_demo
 from trainer_core.engine.checkpoints import list_checkpoints
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_demo_runs_end_to_end_and_the_lora_moves_samples_toward_the_data(tmp_path):

@@ -11,7 +11,6 @@ from typing import Literal, get_args, get_origin
 import annotated_types
 import pytest
 
-pytestmark = pytest.mark.comfyui
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 
@@ -112,6 +111,6 @@ def test_web_folder_is_served_once(comfy):
 
     import nodes
 
-    web = (Path(__file__).resolve().parents[1] / "web").resolve()
+    web = (Path(__file__).resolve().parents[2] / "web").resolve()
     names = [name for name, path in nodes.EXTENSION_WEB_DIRS.items() if Path(path).resolve() == web]
     assert len(names) == 1, f"web/ is served as {names}"
