@@ -27,12 +27,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.dataset_media import write_video
 from trainer_core.cache import CachedData, build_cache
-from trainer_core.cache.ltx_core_encoders import LtxCoreVae
+from trainer_core.ltxcore.encoders import LtxCoreVae
 from trainer_core.cache.standin_text import StandinTextEncoder, text_width_for
 from trainer_core.config.dataset import DatasetConfig
 from trainer_core.dataset import load_dataset
-from trainer_core.ltx_core_model import read_checkpoint_config
-from trainer_core.tiny import write_tiny_checkpoint
+from trainer_core.ltxcore.model import read_checkpoint_config
+from trainer_core.ltxcore.tiny import write_tiny_checkpoint
 
 LATENT = (128, 7, 14, 24)  # 768x448x49
 TEXT = (1, 200, 6144)

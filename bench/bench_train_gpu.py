@@ -8,7 +8,7 @@ GPU (meta -> device, every parameter initialised), wrap it in a ModelPatcher and
 ComfyUI's weight streaming, a profiler breakdown). Prints a markdown table last.
 
     python bench/bench_train_gpu.py                 # on a GPU, full size
-    python bench/bench_train_gpu.py --tiny          # same code on the CPU with trainer_core.tiny sizes
+    python bench/bench_train_gpu.py --tiny          # same code on the CPU with trainer_core.ltxcore.tiny sizes
 
 Times are medians over steps after warm-up, with a device sync after each step. Peak VRAM is
 ``max_memory_allocated`` (reserved in brackets), reset before each configuration; peak RSS is sampled.

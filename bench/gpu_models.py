@@ -1,6 +1,6 @@
 """Random-weight LTX-2.3 models for the GPU training benchmark, built without a checkpoint file.
 
-Both models come from the same ``config`` dict (the checkpoint header layout of ``trainer_core.tiny``):
+Both models come from the same ``config`` dict (the checkpoint header layout of ``trainer_core.ltxcore.tiny``):
 - ComfyUI's own classes (``supported_models.LTXAV`` -> ``model_base.LTXAV`` -> ``LTXAVModel``) wrapped in a
   ``ModelPatcher``, as ComfyUI's checkpoint loader builds them;
 - Lightricks' ltx-core ``LTXModel`` and text connectors, as ltx-trainer builds them.
@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from trainer_core.engine.data import InMemoryData, Sample
-from trainer_core.tiny import tiny_config
+from trainer_core.ltxcore.tiny import tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,7 +47,7 @@ FULL_SIZES: dict[str, Any] = {
 
 
 def model_config(full: bool) -> dict[str, Any]:
-    """The checkpoint-header config of the full 22B model, or of ``trainer_core.tiny``'s tiny one."""
+    """The checkpoint-header config of the full 22B model, or of ``trainer_core.ltxcore.tiny``'s tiny one."""
     config = tiny_config(audio=True, num_layers=48 if full else 2)
     if full:
         config["transformer"].update(FULL_SIZES)
@@ -142,7 +142,7 @@ def build_comfy_patcher(config: dict[str, Any], device: torch.device, weight_dty
 # -- ltx-core -----------------------------------------------------------------------------------------------------
 def build_ltx_core(config: dict[str, Any], device: torch.device, seed: int = 0):
     """ltx-core's transformer and connectors (bf16, random) as ltx-trainer builds them: an ``LtxCoreModel``."""
-    from trainer_core.ltx_core_model import LtxCoreModel, build_modules
+    from trainer_core.ltxcore.model import LtxCoreModel, build_modules
 
     with torch.device("meta"):
         modules = build_modules(config, audio=True, vae=False)

@@ -15,7 +15,7 @@ from gpu_measure import StepTimer
 from trainer_core.backbone import TextContext
 from trainer_core.config.training import RecipeSettings
 from trainer_core.engine.recipe import FlowMatchingRecipe
-from trainer_core.ltx_core_backbone import LtxCoreBackbone
+from trainer_core.ltxcore.backbone import LtxCoreBackbone
 
 LORA_TARGETS = ["to_k", "to_q", "to_v", "to_out.0"]
 

@@ -15,7 +15,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from trainer_core.backbone import ModelInput, TextContext
-from trainer_core.tiny import tiny_config, tiny_state_dict
+from trainer_core.ltxcore.tiny import tiny_config, tiny_state_dict
 
 BLOCK_PREFIX = "model.diffusion_model.transformer_blocks."
 FP8_MAX = 448.0  # largest float8_e4m3fn value

@@ -11,9 +11,9 @@ from trainer_core.cache.store import save_tensors
 from trainer_core.config import parse_section
 from trainer_core.config.training import TrainConfig
 from trainer_core.engine.data import InMemoryData, Sample
-from trainer_core.ltx_core_backbone import LtxCoreBackbone
+from trainer_core.ltxcore.backbone import LtxCoreBackbone
 from trainer_core.sampling import sample_video
-from trainer_core.tiny import write_tiny_checkpoint
+from trainer_core.ltxcore.tiny import write_tiny_checkpoint
 
 TEXT_DIM = 64 + 32  # tiny video + audio cross-attention widths, as ComfyUI's LTX-2.3 encoder concatenates them
 CONCEPT_SHAPE = (128, 2, 2, 2)  # latent of 64x64 pixels, 9 frames

@@ -1,6 +1,6 @@
 """The small interface between the training engine and a model implementation.
 
-Two backbones implement it: ltx-core's official model (``trainer_core.ltx_core_backbone``, headless) and
+Two backbones implement it: ltx-core's official model (``trainer_core.ltxcore.backbone``, headless) and
 ComfyUI's loaded ``LTXAVModel`` (``trainer_core.comfy.backbone``, imported lazily inside ComfyUI). Both name
 modules identically (``transformer_blocks.N.attn1.to_q`` ...), so a LoRA trained on either has the same keys.
 

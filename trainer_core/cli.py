@@ -50,7 +50,7 @@ def user_error(err: BaseException) -> str | None:
     from .atomic import DiskWriteError, disk_write_error
     from .cache.encoders import CacheError
     from .lorafile.read import LoraFileError
-    from .ltx_core_model import CheckpointKeyError, LtxCoreMissing
+    from .ltxcore.model import CheckpointKeyError, LtxCoreMissing
 
     if isinstance(err, (ConfigError, CacheError, LoraFileError, CheckpointKeyError, LtxCoreMissing)):
         return str(err)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from .atomic import save_png
-from .cache.ltx_core_encoders import LtxCoreVae
+from .ltxcore.encoders import LtxCoreVae
 from .cache.reader import CachedData
 from .cache.standin_text import StandinTextEncoder, text_width_for
 from .cache.writer import build_cache
@@ -30,13 +30,13 @@ from .engine.trainer import Callbacks, Trainer
 from .lora.adapter import LoraAdapters
 from .lora.targets import select_targets
 from .lorafile.read import read_lora_file
-from .ltx_core_backbone import LtxCoreBackbone
-from .ltx_core_model import read_checkpoint_config
+from .ltxcore.backbone import LtxCoreBackbone
+from .ltxcore.model import read_checkpoint_config
 from .plots import loss_curve
 from .progress import ProgressLine
 from .sampling import sample_video
 from .sweep.grid import GridLayout, grid_image
-from .tiny import write_tiny_checkpoint
+from .ltxcore.tiny import write_tiny_checkpoint
 
 log = logging.getLogger(__name__)
 

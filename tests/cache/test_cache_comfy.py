@@ -19,8 +19,8 @@ from trainer_core.cache.ltx_trainer_import import import_ltx_trainer
 
 pytest.importorskip("ltx_core", reason="ltx-core (optional dependency) builds the tiny checkpoint")
 
-from trainer_core.cache.ltx_core_encoders import LtxCoreVae
-from trainer_core.tiny import write_tiny_checkpoint
+from trainer_core.ltxcore.encoders import LtxCoreVae
+from trainer_core.ltxcore.tiny import write_tiny_checkpoint
 
 V_DIM, A_DIM, HIDDEN, LAYERS = 64, 32, 32, 2  # the tiny checkpoint's cross-attention widths
 

@@ -20,12 +20,12 @@ from trainer_core.cache.settings import parse_items, resolve_folder
 from trainer_core.cache.standin_text import StandinTextEncoder, text_width_for
 from trainer_core.config.dataset import DatasetConfig
 from trainer_core.dataset import load_dataset
-from trainer_core.ltx_core_model import read_checkpoint_config
+from trainer_core.ltxcore.model import read_checkpoint_config
 
 pytest.importorskip("ltx_core", reason="ltx-core (optional dependency) builds the tiny VAE")
 
-from trainer_core.cache.ltx_core_encoders import LtxCoreVae
-from trainer_core.tiny import write_tiny_checkpoint
+from trainer_core.ltxcore.encoders import LtxCoreVae
+from trainer_core.ltxcore.tiny import write_tiny_checkpoint
 
 BUCKETS = "64x64x17;64x64x9;64x64x1;64x96x17"
 

@@ -12,7 +12,7 @@ import torch
 from tests.comfy_models import attention_lora, av_input, flow_loss, load_comfy, model_input, text_embeds
 from trainer_core.config import ConfigError
 from trainer_core.engine.compiling import compile_wanted
-from trainer_core.tiny import write_tiny_checkpoint
+from trainer_core.ltxcore.tiny import write_tiny_checkpoint
 
 LAYERS = 4
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tests.comfy_models import load_comfy, model_input, stock_velocity, text_embeds
-from trainer_core.tiny import write_tiny_checkpoint
+from trainer_core.ltxcore.tiny import write_tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def backbone(comfy, tiny_path):
 
 @pytest.fixture(scope="module")
 def reference(tiny_path):
-    from trainer_core.ltx_core_backbone import LtxCoreBackbone
+    from trainer_core.ltxcore.backbone import LtxCoreBackbone
 
     return LtxCoreBackbone.from_checkpoint(tiny_path, dtype=torch.float32)
 

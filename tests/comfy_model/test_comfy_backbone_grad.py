@@ -12,7 +12,7 @@ import torch
 from tests.comfy_models import flow_loss, load_comfy, model_input, randomize_b, text_embeds
 from trainer_core.lora.adapter import LoraAdapters
 from trainer_core.lora.targets import select_targets
-from trainer_core.tiny import write_tiny_checkpoint
+from trainer_core.ltxcore.tiny import write_tiny_checkpoint
 
 RANK = 4
 
@@ -82,7 +82,7 @@ def test_gradients_match_finite_differences_float64(comfy, tiny_path, checkpoint
 @pytest.mark.parametrize("audio", [True, False])
 def test_gradients_match_ltx_core_float32(comfy, tiny_path, audio, checkpointing):
     from trainer_core.comfy import ComfyBackbone
-    from trainer_core.ltx_core_backbone import LtxCoreBackbone
+    from trainer_core.ltxcore.backbone import LtxCoreBackbone
 
     ours = ComfyBackbone(load_comfy(tiny_path))
     reference = LtxCoreBackbone.from_checkpoint(tiny_path, dtype=torch.float32)

@@ -21,7 +21,7 @@ from tests.comfy_models import (
 )
 from trainer_core.lora.adapter import LoraAdapters
 from trainer_core.lora.targets import select_targets
-from trainer_core.tiny import write_tiny_checkpoint
+from trainer_core.ltxcore.tiny import write_tiny_checkpoint
 
 
 class _Boom(RuntimeError):

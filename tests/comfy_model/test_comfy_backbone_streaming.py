@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from tests.comfy_models import attention_lora, av_input, flow_loss, load_comfy
-from trainer_core.tiny import write_tiny_checkpoint
+from trainer_core.ltxcore.tiny import write_tiny_checkpoint
 
 LAYERS = 5
 STREAMED = (1, 2, 3, 4)  # four blocks through two slots: every slot is reused, forward and backward

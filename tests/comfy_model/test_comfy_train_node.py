@@ -12,8 +12,8 @@ from tests.comfy_models import load_comfy, stock_velocity
 from tests.engine_support import config, synthetic_data
 from trainer_core.backbone import TextContext
 from trainer_core.engine.trainer import Trainer
-from trainer_core.ltx_core_backbone import LtxCoreBackbone
-from trainer_core.tiny import write_tiny_checkpoint
+from trainer_core.ltxcore.backbone import LtxCoreBackbone
+from trainer_core.ltxcore.tiny import write_tiny_checkpoint
 
 
 @pytest.fixture()

@@ -18,7 +18,7 @@ from PIL import Image
 
 from tests.comfy_models import load_comfy
 from tests.engine_support import synthetic_data
-from trainer_core.tiny import write_tiny_checkpoint
+from trainer_core.ltxcore.tiny import write_tiny_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -52,7 +52,7 @@ def test_train_node_reserves_the_estimate(comfy, monkeypatch):
     from tests.comfy_models import load_comfy
     from trainer_core.comfy.training import train_on_model
     from trainer_core.config.training import TrainConfig
-    from trainer_core.tiny import write_tiny_checkpoint
+    from trainer_core.ltxcore.tiny import write_tiny_checkpoint
 
     asked: list[int] = []
     real = mm.load_models_gpu

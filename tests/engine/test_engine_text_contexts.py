@@ -8,7 +8,7 @@ import torch
 from tests.engine_support import config, synthetic_data, tiny_backbone
 from trainer_core.backbone import TextContext
 from trainer_core.engine.trainer import Trainer
-from trainer_core.ltx_core_backbone import LtxCoreBackbone
+from trainer_core.ltxcore.backbone import LtxCoreBackbone
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ from trainer_core.lorafile.inspect import (
     match_model,
 )
 from trainer_core.lorafile.layouts import LAYOUTS, LoraModule, ParsedLora, convert_file, parse_lora, to_layout
-from trainer_core.tiny import write_tiny_checkpoint
+from trainer_core.ltxcore.tiny import write_tiny_checkpoint
 
 pytest.importorskip("ltx_core", reason="ltx-core (optional dependency) is not installed")
 
@@ -57,7 +57,7 @@ ALL_BLOCK_LINEARS = r"^transformer_blocks\."
 @pytest.fixture(scope="module")
 def core(ckpts):
     from trainer_core.backbone import ModelInput
-    from trainer_core.ltx_core_backbone import LtxCoreBackbone
+    from trainer_core.ltxcore.backbone import LtxCoreBackbone
 
     backbone = LtxCoreBackbone.from_checkpoint(ckpts["ltx-2.3"], dtype=torch.float64)
     g = torch.Generator().manual_seed(0)

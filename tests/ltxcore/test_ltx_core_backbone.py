@@ -9,12 +9,12 @@ import torch
 from torch import nn
 
 from trainer_core.backbone import ModelInput, TextContext
-from trainer_core.tiny import write_tiny_checkpoint
+from trainer_core.ltxcore.tiny import write_tiny_checkpoint
 
 pytest.importorskip("ltx_core", reason="ltx-core (optional dependency) is not installed")
 
-from trainer_core.ltx_core_backbone import LtxCoreBackbone
-from trainer_core.ltx_core_model import LtxCoreMissing, require_ltx_core
+from trainer_core.ltxcore.backbone import LtxCoreBackbone
+from trainer_core.ltxcore.model import LtxCoreMissing, require_ltx_core
 
 FPS = 24.0
 VIDEO_SHAPE = (2, 128, 3, 2, 2)  # 12 tokens, 4 per latent frame

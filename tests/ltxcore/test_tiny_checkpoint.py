@@ -9,12 +9,12 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from trainer_core.ltx_core_model import (
+from trainer_core.ltxcore.model import (
     CheckpointKeyError,
     load_ltx_core_model,
     read_checkpoint_config,
 )
-from trainer_core.tiny import tiny_config, write_tiny_checkpoint
+from trainer_core.ltxcore.tiny import tiny_config, write_tiny_checkpoint
 
 pytest.importorskip("ltx_core", reason="ltx-core (optional dependency) is needed to build tiny checkpoints")
 
@@ -184,7 +184,7 @@ def test_forward_parity_with_comfyui(comfy, tiny_av):
     import comfy.sd
 
     from trainer_core.backbone import ModelInput
-    from trainer_core.ltx_core_backbone import LtxCoreBackbone
+    from trainer_core.ltxcore.backbone import LtxCoreBackbone
 
     model, _, _, _ = comfy.sd.load_checkpoint_guess_config(str(tiny_av), output_vae=False, output_clip=False)
     dm = model.model.diffusion_model

@@ -55,7 +55,7 @@ NODE_CLASS_MAPPINGS = {"LtxLoraTestConditioning": LtxLoraTestConditioning}
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    from trainer_core.tiny import write_tiny_checkpoint
+    from trainer_core.ltxcore.tiny import write_tiny_checkpoint
 
     base = tmp_path_factory.mktemp("comfy_server")
     (base / "custom_nodes" / "ltxlora_test_nodes").mkdir(parents=True)

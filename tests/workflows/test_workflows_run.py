@@ -1,7 +1,7 @@
 """Every bundled workflow, converted to the API format and executed headless through ComfyUI v0.33 on a tiny LTX-2.3.
 
 What the test changes in each converted prompt, and only that:
-- model files: the checkpoint name becomes the tiny LTX-2.3 checkpoint (``trainer_core.tiny``); the LoRA names the
+- model files: the checkpoint name becomes the tiny LTX-2.3 checkpoint (``trainer_core.ltxcore.tiny``); the LoRA names the
   workflows expect are written as small random LoRAs for that checkpoint.
 - the Gemma text encoder cannot exist here (12B): ``LTXAVTextEncoderLoader`` is replaced by a test-only loader
   returning ComfyUI's real LTX-2.3 text-encoder classes around a tiny random Gemma (``tiny_ltx_clip``), so
@@ -110,7 +110,7 @@ def env(comfy, tmp_path_factory):
 
     import nodes
     from tests.cache.test_cache_core import make_dataset
-    from trainer_core.tiny import write_tiny_checkpoint
+    from trainer_core.ltxcore.tiny import write_tiny_checkpoint
 
     root = tmp_path_factory.mktemp("workflows")
     dirs = {kind: root / kind for kind in ("checkpoints", "loras", "output")}

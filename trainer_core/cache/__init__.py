@@ -8,9 +8,9 @@ Public API::
 
 Modules: ``encoders`` (VideoEncoder / VideoDecoder / TextEncoder protocols, weight identities, CacheError),
 ``manifest`` (manifest.json), ``store`` (safetensors files), ``writer`` (``build_cache``), ``reader``
-(``CachedData``), ``ltx_trainer_import`` (read an ltx-trainer ``.precomputed`` folder), ``ltx_core_encoders``
-(headless VAE via ltx-core), ``standin_text`` (a documented stand-in text encoder for tests and the demo).
-ComfyUI's VAE and CLIP are wrapped in ``trainer_core.comfy.cache_encoders``.
+(``CachedData``), ``ltx_trainer_import`` (read an ltx-trainer ``.precomputed`` folder), ``standin_text`` (a
+documented stand-in text encoder for tests and the demo). The encoders themselves live in the backend wings:
+ComfyUI's VAE and CLIP in ``trainer_core.comfy.cache_encoders``, ltx-core's VAE in ``trainer_core.ltxcore.encoders``.
 """
 
 from .encoders import CacheError, TextEncoder, VideoDecoder, VideoEncoder

@@ -1,7 +1,7 @@
 """What the cache needs from a VAE and a text encoder, independent of where they come from.
 
 ComfyUI's loaded VAE / CLIP (``trainer_core.comfy.cache_encoders``), ltx-core's VAE loaded from a checkpoint
-(``trainer_core.cache.ltx_core_encoders``) and the demo's stand-in text encoder (``standin_text``) all follow
+(``trainer_core.ltxcore.encoders``) and the demo's stand-in text encoder (``standin_text``) all follow
 these protocols, so the cache code never imports ComfyUI. ``identity()`` is a short string derived from the
 model's weights: a different model gives a different identity, which invalidates what it encoded.
 """

@@ -60,10 +60,10 @@ def _cache(args: argparse.Namespace):
     import torch
 
     from ..cache import CacheError, build_cache
-    from ..cache.ltx_core_encoders import LtxCoreVae
+    from ..ltxcore.encoders import LtxCoreVae
     from ..cache.standin_text import StandinTextEncoder, text_width_for
     from ..dataset import load_dataset
-    from ..ltx_core_model import read_checkpoint_config
+    from ..ltxcore.model import read_checkpoint_config
 
     if len(args.target) != 1:
         raise SystemExit("usage: cache DATASET_PATH --checkpoint CKPT --out DIR")

@@ -17,22 +17,11 @@ HELP = "Train a LoRA from a YAML config (headless, ltx-core backbone); Ctrl-C sa
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="YAML file with the training settings (see README, 'Training config')")
     parser.add_argument(
-        "--resume", help="checkpoint .safetensors written by this trainer, or 'latest' for the newest in output_dir"
+        "--resume",
+        help="'latest' (the newest checkpoint in output_dir), a checkpoint .safetensors written by this trainer "
+        "(absolute, relative to output_dir or to the current folder), or a run folder / the name of a run beside "
+        "output_dir (its newest checkpoint)",
     )
-
-
-def _resume_path(value: str, output_dir: Path, name: str) -> Path:
-    from ..config import ConfigError
-    from ..engine.checkpoints import list_checkpoints
-
-    if value != "latest":
-        if not Path(value).is_file():
-            raise ConfigError(f"--resume {value}: no such file; give a checkpoint .safetensors, or 'latest'")
-        return Path(value)
-    found = list_checkpoints(output_dir, name) if output_dir.is_dir() else []
-    if not found:
-        raise ConfigError(f"--resume latest: no checkpoint named {name}_step_*.safetensors in {output_dir}")
-    return found[-1][1]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -42,8 +31,9 @@ def run(args: argparse.Namespace) -> int:
     from ..cache.reader import CachedData
     from ..config import ConfigError, load_yaml
     from ..config.training import TrainConfig
+    from ..engine.checkpoints import resolve_resume
     from ..engine.trainer import Callbacks, Trainer
-    from ..ltx_core_backbone import LtxCoreBackbone
+    from ..ltxcore.backbone import LtxCoreBackbone
     from ..plots import loss_curve
     from ..progress import ProgressLine
 
@@ -56,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.config}: model.device = {cfg.model.device!r} but no CUDA GPU is available; use cpu")
     # Everything that can be checked without the model first: loading 22B weights takes minutes.
     data = CachedData(cfg.data)
-    resume = _resume_path(args.resume, Path(cfg.output_dir), cfg.name) if args.resume else None
+    resume = resolve_resume(args.resume, Path(cfg.output_dir), cfg.name, (Path.cwd(),)) if args.resume else None
     backbone = LtxCoreBackbone.from_checkpoint(
         cfg.model.checkpoint, dtype=getattr(torch, cfg.model.dtype), device=cfg.model.device
     )

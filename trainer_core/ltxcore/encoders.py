@@ -12,8 +12,8 @@ from pathlib import Path
 
 import torch
 
-from ..ltx_core_model import read_checkpoint_config, require_ltx_core, split_checkpoint_keys
-from .encoders import LATENT_CHANNELS, VIDEO_FAMILY, CacheError, vae_encoder_tensors, weights_identity
+from .model import read_checkpoint_config, require_ltx_core, split_checkpoint_keys
+from ..cache.encoders import LATENT_CHANNELS, VIDEO_FAMILY, CacheError, vae_encoder_tensors, weights_identity
 
 logger = logging.getLogger(__name__)
 

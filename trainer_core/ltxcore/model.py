@@ -2,7 +2,7 @@
 
 ltx-core is an optional dependency: it is imported only inside these functions, and a missing install raises
 :class:`LtxCoreMissing` with the command to fix it. Works for any checkpoint size, from the tiny test models of
-``trainer_core.tiny`` to the real 22B file: the architecture comes from the ``config`` JSON in the safetensors
+``trainer_core.ltxcore.tiny`` to the real 22B file: the architecture comes from the ``config`` JSON in the safetensors
 header, exactly as ComfyUI and ltx-core read it.
 
 Checkpoint layout (what ComfyUI's ``load_checkpoint_guess_config`` consumes too):

@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .backbone import ModelInput, TextContext
-from .ltx_core_model import LtxCoreModel, load_ltx_core_model, require_ltx_core
+from ..backbone import ModelInput, TextContext
+from .model import LtxCoreModel, load_ltx_core_model, require_ltx_core
 
 # ComfyUI's connectors always see at least this many tokens (real ones first, then learnable registers).
 MIN_TEXT_TOKENS = 1024

@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from .atomic import atomic_path
-from .ltx_core_model import build_modules, to_checkpoint_keys
+from ..atomic import atomic_path
+from .model import build_modules, to_checkpoint_keys
 
 FAMILIES = ("ltx-2.3", "ltx-2")
 
