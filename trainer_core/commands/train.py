@@ -46,7 +46,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.config}: model.device = {cfg.model.device!r} but no CUDA GPU is available; use cpu")
     # Everything that can be checked without the model first: loading 22B weights takes minutes.
     data = CachedData(cfg.data)
-    resume = resolve_resume(args.resume, Path(cfg.output_dir), cfg.name, (Path.cwd(),)) if args.resume else None
+    resume = None
+    if args.resume:
+        resume = resolve_resume(args.resume, Path(cfg.output_dir), cfg.name, (Path.cwd(),), "--resume")
     backbone = LtxCoreBackbone.from_checkpoint(
         cfg.model.checkpoint, dtype=getattr(torch, cfg.model.dtype), device=cfg.model.device
     )

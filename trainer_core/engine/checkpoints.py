@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from ..atomic import DiskWriteError
+from ..config import ConfigError
 from ..lora.adapter import LoraAdapters
 from ..lorafile.metadata import lora_metadata
 from ..lorafile.write import save_lora_file
@@ -31,6 +32,38 @@ def list_checkpoints(folder: Path, name: str | None = None) -> list[tuple[int, P
         if m and (name is None or m["name"] == name) and not p.name.endswith(".state.safetensors"):
             found.append((int(m["step"]), p))
     return sorted(found)
+
+
+def resolve_resume(
+    value: str, run_dir: Path, name: str, also_in: tuple[Path, ...] = (), label: str = "resume_from"
+) -> Path:
+    """The checkpoint that ``value`` names, for run ``name`` writing its checkpoints to ``run_dir``.
+
+    ``value`` is one of: ``latest`` (this run's newest checkpoint in ``run_dir``); a checkpoint file, absolute or
+    relative to ``run_dir`` (or to a folder of ``also_in``); a run folder, absolute or relative, or the name of
+    another run beside ``run_dir`` (its newest checkpoint). ``ConfigError`` names the setting (``label``), the value and
+    every place looked.
+    """
+    value = value.strip()
+    if value == "latest":
+        found = list_checkpoints(run_dir, name) if run_dir.is_dir() else []
+        if not found:
+            raise ConfigError(f"{label} 'latest': no checkpoint named {name}_step_*.safetensors in {run_dir}")
+        return found[-1][1]
+    path = Path(value).expanduser()
+    tried = [path] if path.is_absolute() else [base / path for base in (run_dir, *also_in, run_dir.parent)]
+    for candidate in tried:
+        if candidate.is_file():
+            return candidate
+        if candidate.is_dir():
+            found = list_checkpoints(candidate)
+            if found:
+                return found[-1][1]
+    raise ConfigError(
+        f"{label} {value!r}: no checkpoint file or run folder with *_step_*.safetensors checkpoints at "
+        f"{', '.join(str(p) for p in tried)}; give 'latest', a checkpoint file (absolute or relative to {run_dir}) "
+        "or the name of a run"
+    )
 
 
 class CheckpointWriter:
