@@ -20,6 +20,11 @@ TEMPORAL_FACTOR = 8
 VIDEO_FAMILY = "ltx-2.x-video-vae"
 TEXT_FAMILY_LTX23 = "ltx-2.3-gemma"  # [1, T, 6144]: 4096 video + 2048 audio features
 TEXT_FAMILY_LTX2 = "ltx-2-gemma"  # [1, T, 3840]
+AUDIO_FAMILY = "ltx-2.x-audio-vae"
+AUDIO_SAMPLE_RATE = 16000  # what LTX-2.x's audio VAE takes: stereo waveforms at 16 kHz
+AUDIO_LATENT_CHANNELS = 8
+AUDIO_LATENT_BINS = 16
+AUDIO_LATENTS_PER_SECOND = 25  # 16000 Hz / hop 160 / temporal factor 4
 
 
 class CacheError(ValueError):
@@ -53,6 +58,40 @@ class TextEncoder(Protocol):
     def identity(self) -> str: ...
 
     def encode(self, caption: str) -> torch.Tensor: ...
+
+
+class AudioEncoder(Protocol):
+    """Waveform float32 ``[2, samples]`` at 16 kHz -> normalized audio latent ``[8, T, 16]``, T = ``audio_frames``.
+
+    The latent equals what ComfyUI's stock LTXVAudioVAEEncode (and ltx-core's audio encoder) give for the same
+    waveform. ``identity()`` changes when the audio VAE's encoder weights or latent statistics change.
+    """
+
+    family: str  # "ltx-2.x-audio-vae"
+
+    def identity(self) -> str: ...
+
+    def encode(self, waveform: torch.Tensor) -> torch.Tensor: ...
+
+
+class AudioDecoder(Protocol):
+    """Normalized audio latent ``[8, T, 16]`` -> waveform float32 ``[2, samples]`` at ``sample_rate`` (previews)."""
+
+    sample_rate: int
+
+    def identity(self) -> str: ...
+
+    def decode(self, latent: torch.Tensor) -> torch.Tensor: ...
+
+
+def audio_frames(samples: int, sample_rate: int = AUDIO_SAMPLE_RATE) -> int:
+    """Audio latent length T for ``samples`` at ``sample_rate``: ``round(seconds * 25)`` as ComfyUI computes it."""
+    return round(samples / sample_rate * AUDIO_LATENTS_PER_SECOND)
+
+
+def audio_latent_shape(samples: int, sample_rate: int = AUDIO_SAMPLE_RATE) -> tuple[int, int, int]:
+    """The latent shape ``[8, T, 16]`` LTX-2.x's audio VAE gives a waveform of ``samples`` samples."""
+    return (AUDIO_LATENT_CHANNELS, audio_frames(samples, sample_rate), AUDIO_LATENT_BINS)
 
 
 def latent_shape(frames: int, height: int, width: int) -> tuple[int, int, int, int]:
@@ -89,6 +128,11 @@ def weights_identity(tensors: Iterable[tuple[str, torch.Tensor]], samples: int =
         sample = flat[::step][:samples].to("cpu").to(torch.bfloat16).to(torch.float32)
         h.update(sample.numpy().tobytes())
     return h.hexdigest()[:24]
+
+
+def audio_encoder_tensors(state: dict[str, torch.Tensor]) -> list[tuple[str, torch.Tensor]]:
+    """The tensors an audio latent depends on (encoder and latent statistics), named without ``audio_vae.``."""
+    return [(k, v) for k, v in state.items() if k.startswith("encoder.") or k.startswith("per_channel_statistics.")]
 
 
 def vae_encoder_tensors(state: dict[str, torch.Tensor]) -> list[tuple[str, torch.Tensor]]:

@@ -320,3 +320,108 @@ def load_image(path: Path, *, size: tuple[int, int], crop: tuple[int, int, int, 
     except (UnidentifiedImageError, OSError) as err:
         raise MediaError(f"{path.name} cannot be decoded as an image ({err}); the file is corrupt") from None
     return _crop(np.asarray(rgb), crop)[None]
+
+
+AUDIO_RATE = 16000  # what LTX-2.x's audio VAE takes (trainer_core.cache.encoders.AUDIO_SAMPLE_RATE)
+_MINUS_3DB = 0.7071067811865476
+# ITU-R BS.775 downmix: centre and surrounds into both sides at -3 dB, LFE dropped; each output row is then
+# divided by its sum (as ffmpeg's default matrix is normalised), so a full-scale source cannot clip.
+_DOWNMIX_LEFT = {"FL": 1.0, "FC": _MINUS_3DB, "SL": _MINUS_3DB, "BL": _MINUS_3DB, "FLC": _MINUS_3DB, "BC": 0.5}
+_DOWNMIX_RIGHT = {"FR": 1.0, "FC": _MINUS_3DB, "SR": _MINUS_3DB, "BR": _MINUS_3DB, "FRC": _MINUS_3DB, "BC": 0.5}
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """The first audio track of a file, from its headers (nothing decoded)."""
+
+    channels: int
+    rate: int
+    layout: str
+    codec: str
+
+    def describe(self) -> str:
+        """``"2 ch 44.1 kHz"`` as the dataset report prints it."""
+        return f"{self.channels} ch {self.rate / 1000:g} kHz"
+
+
+@dataclass(frozen=True)
+class AudioClip:
+    """One window of a file's audio: float32 ``[2, samples]`` at 16 kHz, plus what the source track was."""
+
+    waveform: np.ndarray
+    source_channels: int
+    source_rate: int
+
+    @property
+    def sample_rate(self) -> int:
+        return AUDIO_RATE
+
+
+def probe_audio(path: Path) -> AudioInfo | None:
+    """The first audio track's channels and rate from the headers, or None when the file has none."""
+    if path.suffix.lower() in IMAGE_EXTENSIONS:
+        return None
+    with _open(path) as container:
+        if not container.streams.audio:
+            return None
+        ctx = container.streams.audio[0].codec_context
+        return AudioInfo(channels=ctx.channels, rate=ctx.sample_rate, layout=ctx.layout.name, codec=ctx.name)
+
+
+def _to_stereo(samples: np.ndarray, names: list[str]) -> np.ndarray:
+    """``[C, N]`` in the named channel order -> ``[2, N]``: mono duplicated, stereo kept, surround downmixed."""
+    if samples.shape[0] == 1:
+        return np.repeat(samples, 2, axis=0)
+    if samples.shape[0] == 2:
+        return samples
+    if not any(name in _DOWNMIX_LEFT for name in names):  # unnamed layout: plain average per side
+        half = samples.shape[0] // 2
+        return np.stack([samples[:half].mean(0), samples[half:].mean(0)])
+    rows = []
+    for table in (_DOWNMIX_LEFT, _DOWNMIX_RIGHT):
+        weights = np.array([table.get(name, 0.0) for name in names], dtype=np.float64)
+        rows.append((weights / weights.sum()) @ samples)
+    return np.stack(rows).astype(np.float32)
+
+
+def read_audio_window(path: Path, start_s: float, duration_s: float) -> AudioClip | None:
+    """Decode the audio of ``[start_s, start_s + duration_s)`` as stereo float32 at 16 kHz, or None without a track.
+
+    The result has exactly ``round(duration_s * 16000)`` samples: cut at the window, zero-padded where the track
+    starts late or ends early. Times are the file's own timestamps (as ``MediaInfo.start_time``). Decoding seeks
+    to just before the window, so a long file costs only its window. Raises ``MediaError`` naming the file when
+    the audio track does not decode.
+    """
+    want = round(duration_s * AUDIO_RATE)
+    with _open(path) as container:
+        if not container.streams.audio:
+            return None
+        stream = container.streams.audio[0]
+        ctx = stream.codec_context
+        source_channels, source_rate = ctx.channels, ctx.sample_rate
+        names = [c.name for c in ctx.layout.channels]
+        if start_s > 1.0 and stream.time_base is not None:
+            container.seek(int((start_s - 1.0) / stream.time_base), stream=stream, backward=True)
+        resampler = av.AudioResampler(format="fltp", layout=ctx.layout.name, rate=AUDIO_RATE)
+        chunks: list[np.ndarray] = []
+        first_t: float | None = None
+        end_s = start_s + duration_s
+        try:
+            for frame in container.decode(stream):
+                if first_t is None:
+                    first_t = float(frame.time) if frame.time is not None else 0.0
+                chunks.extend(out.to_ndarray() for out in resampler.resample(frame))
+                if frame.time is not None and float(frame.time) > end_s + 0.1:
+                    break
+            chunks.extend(out.to_ndarray() for out in resampler.resample(None))
+        except (av.FFmpegError, ValueError) as err:
+            raise MediaError(f"{path.name}: the audio track does not decode ({err}); the file is corrupt") from None
+    channels = len(names) or source_channels
+    decoded = np.concatenate(chunks, axis=1) if chunks else np.zeros((channels, 0), np.float32)
+    offset = round((start_s - (first_t or 0.0)) * AUDIO_RATE)
+    window = np.zeros((decoded.shape[0], want), np.float32)
+    src_from, dst_from = max(0, offset), max(0, -offset)
+    take = max(0, min(want - dst_from, decoded.shape[1] - src_from))
+    window[:, dst_from : dst_from + take] = decoded[:, src_from : src_from + take]
+    waveform = np.ascontiguousarray(_to_stereo(window, names), dtype=np.float32)
+    return AudioClip(waveform=waveform, source_channels=source_channels, source_rate=source_rate)
