@@ -63,8 +63,9 @@ class TextEncoder(Protocol):
 class AudioEncoder(Protocol):
     """Waveform float32 ``[2, samples]`` at 16 kHz -> normalized audio latent ``[8, T, 16]``, T = ``audio_frames``.
 
-    The latent equals what ComfyUI's stock LTXVAudioVAEEncode (and ltx-core's audio encoder) give for the same
-    waveform. ``identity()`` changes when the audio VAE's encoder weights or latent statistics change.
+    The latent equals the first T frames of what ComfyUI's audio VAE (and ltx-core's audio encoder) give for the
+    same 16 kHz waveform (see ``fit_audio_latent``). ``identity()`` changes when the audio VAE's encoder weights
+    or latent statistics change.
     """
 
     family: str  # "ltx-2.x-audio-vae"
@@ -92,6 +93,25 @@ def audio_frames(samples: int, sample_rate: int = AUDIO_SAMPLE_RATE) -> int:
 def audio_latent_shape(samples: int, sample_rate: int = AUDIO_SAMPLE_RATE) -> tuple[int, int, int]:
     """The latent shape ``[8, T, 16]`` LTX-2.x's audio VAE gives a waveform of ``samples`` samples."""
     return (AUDIO_LATENT_CHANNELS, audio_frames(samples, sample_rate), AUDIO_LATENT_BINS)
+
+
+def fit_audio_latent(latent: torch.Tensor, samples: int, where: str) -> torch.Tensor:
+    """The audio VAE's output ``[8, T', 16]`` cut to ``T = audio_frames(samples)``, or ``CacheError`` if it is wrong.
+
+    LTX-2.x's causal encoder gives ``(samples // 160) // 4 + 1`` frames (26 for one second), one or two more than
+    the ``round(seconds * 25)`` that the model is run with (ltx-core's ``AudioLatentShape.from_duration``,
+    ComfyUI's LTXVEmptyLatentAudio). ComfyUI's LTXVConcatAVLatent keeps the first T frames of a longer audio
+    latent; the cache does the same, so a cached latent already has the shape the video's duration implies.
+    """
+    want = audio_latent_shape(samples)
+    if latent.ndim != 3 or latent.shape[0] != want[0] or latent.shape[2] != want[2] or latent.shape[1] < want[1]:
+        raise CacheError(
+            f"{where}: the audio VAE returned a latent of shape {tuple(latent.shape)} for {samples} samples at "
+            f"16 kHz; LTX-2.x's audio VAE gives at least {want}. Is the audio VAE input LTX-2.x's?"
+        )
+    if not torch.isfinite(latent).all():
+        raise CacheError(f"{where}: the audio VAE returned non-finite values (NaN/inf)")
+    return latent[:, : want[1]].contiguous()
 
 
 def latent_shape(frames: int, height: int, width: int) -> tuple[int, int, int, int]:

@@ -2,7 +2,10 @@
 
 The file has the exact layout of Lightricks' single-file checkpoints (``model.diffusion_model.*`` transformer and
 text connectors, ``vae.encoder.*``/``vae.decoder.*``/``vae.per_channel_statistics.*``) and the ``config`` JSON
-header both ComfyUI and ltx-core build the model from. Only the sizes are tiny: 2 heads per stream, a couple of
+header both ComfyUI and ltx-core build the model from. With ``audio_vae=True`` it also holds the audio VAE
+(``audio_vae.encoder.*``/``audio_vae.decoder.*``/``audio_vae.per_channel_statistics.*``) and a HiFi-GAN vocoder
+(``vocoder.*``) with their ``audio_vae``/``vocoder`` config sections, as ComfyUI's Load LTXV Audio VAE reads them.
+Only the sizes are tiny: 2 heads per stream, a couple of
 layers, and a video VAE a few channels wide (its latent must stay 128 channels: ComfyUI hard-codes that). A
 default file is about 8 MB. Building the weights uses ltx-core's module definitions (optional dependency).
 """
@@ -48,8 +51,12 @@ _AUDIO_HEADS, _AUDIO_HEAD_DIM = 2, 16  # audio stream 32 wide
 _CAPTION_CHANNELS = 64  # stands in for Gemma's 3840 features (LTX-2: connector width; LTX-2.3: unused)
 
 
-def tiny_config(audio: bool = True, num_layers: int = 2, family: str = "ltx-2.3") -> dict[str, Any]:
+def tiny_config(
+    audio: bool = True, num_layers: int = 2, family: str = "ltx-2.3", audio_vae: bool = False
+) -> dict[str, Any]:
     """The full checkpoint ``config`` dict (``transformer`` and ``vae`` sections) of a tiny model.
+
+    ``audio_vae=True`` adds the ``audio_vae`` and ``vocoder`` sections (LTX-2.x audio topology, a few channels).
 
     ``family="ltx-2.3"``: gated attention, cross-attention AdaLN (9-row tables), caption projection before the
     connectors (the text encoder output is ``[.., 64 + 32]``, video + audio). ``family="ltx-2"`` (19B layout):
@@ -110,7 +117,56 @@ def tiny_config(audio: bool = True, num_layers: int = 2, family: str = "ltx-2.3"
             transformer.update(
                 audio_connector_num_attention_heads=_AUDIO_HEADS, audio_connector_attention_head_dim=_AUDIO_HEAD_DIM
             )
-    return {"transformer": transformer, "vae": _tiny_vae_config()}
+    config = {"transformer": transformer, "vae": _tiny_vae_config()}
+    if audio_vae:
+        config.update(_tiny_audio_configs())
+    return config
+
+
+def _tiny_audio_configs() -> dict[str, Any]:
+    """Audio VAE (64 mel bins -> 8 x 16 latent at /4 in time, causal) and a HiFi-GAN vocoder (x240 -> 24 kHz).
+
+    ``ch`` stays 128: ltx-core sizes the latent statistics by it and ComfyUI hard-codes 128 (= 8 x 16), so only
+    the multipliers and block counts shrink.
+    """
+    ddconfig = {
+        "double_z": True, "mel_bins": 64, "z_channels": 8, "resolution": 256, "downsample_time": False,
+        "in_channels": 2, "out_ch": 2, "ch": 128, "ch_mult": [1, 1, 1], "num_res_blocks": 1, "attn_resolutions": [],
+        "dropout": 0.0, "mid_block_add_attention": False, "norm_type": "pixel", "causality_axis": "height",
+    }
+    audio_vae = {
+        "model": {"params": {"ddconfig": ddconfig, "sampling_rate": 16000}},
+        "preprocessing": {"stft": {"filter_length": 1024, "hop_length": 160, "causal": True},
+                          "mel": {"n_mel_channels": 64}},
+    }
+    vocoder = {
+        "resblock": "1", "stereo": True, "upsample_rates": [6, 5, 2, 2, 2], "upsample_kernel_sizes": [16, 15, 8, 4, 4],
+        "upsample_initial_channel": 32, "resblock_kernel_sizes": [3], "resblock_dilation_sizes": [[1, 3, 5]],
+    }
+    return {"audio_vae": audio_vae, "vocoder": vocoder}
+
+
+def _audio_state(config: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """ltx-core's audio encoder, decoder and vocoder for ``config``, in checkpoint keys (shared statistics)."""
+    from ltx_core.model.audio_vae.model_configurator import (
+        AudioDecoderConfigurator,
+        AudioEncoderConfigurator,
+        VocoderConfigurator,
+    )
+
+    parts = {
+        "audio_vae.encoder.": AudioEncoderConfigurator.from_config(config),
+        "audio_vae.decoder.": AudioDecoderConfigurator.from_config(config),
+        "vocoder.": VocoderConfigurator.from_config(config),
+    }
+    state: dict[str, torch.Tensor] = {}
+    for prefix, module in parts.items():
+        for key, value in module.state_dict().items():
+            if key.startswith("per_channel_statistics."):
+                state["audio_vae." + key] = value
+            else:
+                state[prefix + key] = value
+    return state
 
 
 def _tiny_vae_config() -> dict[str, Any]:
@@ -154,8 +210,9 @@ def tiny_state_dict(config: dict[str, Any], *, audio: bool, seed: int = 0) -> di
         modules = build_modules(config, audio=audio, vae=True)
         for module in modules.values():
             _materialize_and_reset(module)
+        audio_state = _audio_state(config) if "audio_vae" in config else {}
     gen = torch.Generator().manual_seed(seed + 1)
-    state: dict[str, torch.Tensor] = {}
+    state: dict[str, torch.Tensor] = dict(audio_state)
     for name, module in modules.items():
         state.update(to_checkpoint_keys(name, module.state_dict()))
     out = {}
@@ -195,12 +252,21 @@ def _init_value(key: str, value: torch.Tensor, gen: torch.Generator) -> torch.Te
 
 
 def write_tiny_checkpoint(
-    path: str | Path, *, audio: bool = True, seed: int = 0, num_layers: int = 2, family: str = "ltx-2.3"
+    path: str | Path,
+    *,
+    audio: bool = True,
+    seed: int = 0,
+    num_layers: int = 2,
+    family: str = "ltx-2.3",
+    audio_vae: bool = False,
 ) -> Path:
-    """Write a tiny single-file checkpoint (safetensors with the ``config`` header) atomically; return its path."""
+    """Write a tiny single-file checkpoint (safetensors with the ``config`` header) atomically; return its path.
+
+    ``audio_vae=True`` adds the audio VAE and vocoder (``audio_vae.*``, ``vocoder.*``) for audio caching.
+    """
     from safetensors.torch import save_file
 
-    config = tiny_config(audio=audio, num_layers=num_layers, family=family)
+    config = tiny_config(audio=audio, num_layers=num_layers, family=family, audio_vae=audio_vae)
     state = tiny_state_dict(copy.deepcopy(config), audio=audio, seed=seed)
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata={"config": json.dumps(config)})
