@@ -16,12 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 WORKFLOWS = Path(__file__).resolve().parents[1] / "workflows"
+WEB = Path(__file__).resolve().parents[1] / "web"
+TITLE_HEIGHT = 30  # LiteGraph draws a node's title bar above its pos
 FRONTEND_ONLY = {"Note", "MarkdownNote", "Reroute", "PrimitiveNode"}
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
@@ -162,6 +165,28 @@ class _Group:
     nodes: list[int] = field(default_factory=list)
 
 
+def chart_height() -> int:
+    """Height of the live chart ``web/ltxlora_progress.js`` adds to the Train node (its ``CHART_HEIGHT``)."""
+    m = re.search(r"^const CHART_HEIGHT = (\d+);", (WEB / "ltxlora_progress.js").read_text(encoding="utf-8"), re.M)
+    if m is None:
+        raise ValueError("web/ltxlora_progress.js defines no `const CHART_HEIGHT = <px>;`")
+    return int(m[1])
+
+
+def body_height(node: dict) -> float:
+    """The height a node's body takes on the canvas: one row per widget and per input/output slot pair, plus what
+    the pack's web extensions add (the Train node's chart). The frontend grows a node to at least this."""
+    rows = len(node.get("widgets_values") or []) + max(len(node.get("inputs") or []), len(node.get("outputs") or []))
+    extra = chart_height() if node["type"] == "LtxLoraTrain" else 0
+    return 60 + 26 * rows + extra
+
+
+def node_box(node: dict) -> tuple[float, float, float, float]:
+    """``(left, top, right, bottom)`` of a node on the canvas, title bar and extension chart included."""
+    (x, y), (w, h) = node["pos"], node["size"]
+    return x, y - TITLE_HEIGHT, x + w, y + max(h, body_height(node))
+
+
 class GraphBuilder:
     """Builds a UI-format workflow from live node definitions, group by group (one column per group)."""
 
@@ -217,7 +242,7 @@ class GraphBuilder:
         node = {"type": node_type, "inputs": inputs, "outputs": outputs, "widgets_values": widgets}
         if title:
             node["title"] = title
-        node_id = self._place(node, height=60 + 26 * (len(widgets) + max(len(inputs), len(outputs))))
+        node_id = self._place(node, height=body_height(node))
         for name, out in links:
             self._link(out, node_id, name)
         return Node(self, node_id, cls)
@@ -447,7 +472,10 @@ def build(name: str) -> dict:
 
 
 def write_all() -> list[Path]:
-    """Rewrite every bundled workflow (run ``python -m tests.workflow_support`` after a node schema changed)."""
+    """Rewrite every bundled workflow and its thumbnail (run ``python -m tests.workflow_support`` after a node schema
+    changed)."""
+    from tools.make_thumbnails import write_all as write_thumbnails
+
     written = []
     for name in BUNDLED:
         path = WORKFLOWS / name
@@ -455,7 +483,7 @@ def write_all() -> list[Path]:
         tmp.write_text(json.dumps(build(name), indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
         tmp.replace(path)
         written.append(path)
-    return written
+    return written + write_thumbnails(WORKFLOWS)
 
 
 if __name__ == "__main__":

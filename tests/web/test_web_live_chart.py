@@ -71,6 +71,9 @@ def test_templates_are_listed_and_served(server):
     for name in ws.BUNDLED:
         served = json.loads(get(f"{server}/api/workflow_templates/{PACK}/{name}"))
         assert served == ws.load_workflow(name)
+        # The template browser shows `/api/workflow_templates/<pack>/<name>.jpg` for each custom-node template.
+        thumbnail = get(f"{server}/api/workflow_templates/{PACK}/{Path(name).stem}.jpg")
+        assert thumbnail.startswith(b"\xff\xd8") and len(thumbnail) < 50_000, name
 
 
 def test_workflows_open_and_frontend_prompt_matches_converter(server, comfy, tmp_path):
