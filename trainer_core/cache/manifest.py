@@ -3,15 +3,18 @@
 One JSON file per cache folder::
 
     {"format": "ltx-lora-latent-cache", "version": 1,
-     "model": {"video_family", "text_family", "text_width", "vae", "text_encoder"},   # identities
+     "model": {"video_family", "text_family", "text_width", "vae", "text_encoder", "audio_vae"},   # identities
      "dataset": {"root", "trigger", "settings"},
      "empty_text": {"file", "bytes", "sha256", "shape", "text_encoder"} | null,
      "items": {id: ItemRecord as dict}, "failed": {id: reason}}
 
 An item record names its source (path, size, mtime_ns, sha256), its preparation settings (``prep``), caption
-and trigger, the identities of the VAE and text encoder that made it, and its two files (``latent``,
-``text``) with their sizes and hashes. The manifest is rewritten atomically; a file that exists but is not
-in the manifest (an interrupted run) is simply encoded again.
+and trigger, the identities of the VAE and text encoder that made it, and its files (``latent``, ``text``,
+and ``audio`` when the clip's audio was encoded) with their sizes and hashes. ``audio_vae`` is the audio
+encoder's identity the audio was decided with (null: the run had no audio encoder, or skipped audio);
+``audio_shape`` null means no audio latent: no audio track, a still, or audio not asked for. The manifest is
+rewritten atomically; a file that exists but is not in the manifest (an interrupted run) is simply encoded again.
+Records written before audio existed read as records without audio.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ VERSION = 1
 MANIFEST_NAME = "manifest.json"
 LATENT_DIR = "latents"
 TEXT_DIR = "text"
+AUDIO_DIR = "audio"
+TENSOR_DIRS = (LATENT_DIR, TEXT_DIR, AUDIO_DIR)
 
 
 @dataclass
@@ -54,6 +59,15 @@ class ItemRecord:
     text_shape: list[int]
     text_bytes: int
     text_sha256: str
+    audio_vae: str | None = None
+    audio: str | None = None
+    audio_shape: list[int] | None = None
+    audio_bytes: int = 0
+    audio_sha256: str = ""
+
+    @property
+    def has_audio(self) -> bool:
+        return self.audio is not None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str) -> ItemRecord:
@@ -121,6 +135,7 @@ class Manifest:
     def referenced_files(self) -> set[str]:
         """Relative paths of every tensor file the manifest points at."""
         files = {r.latent for r in self.items.values()} | {r.text for r in self.items.values()}
+        files |= {r.audio for r in self.items.values() if r.audio}
         if self.empty_text:
             files.add(self.empty_text["file"])
         return files

@@ -18,7 +18,7 @@ def decode_items(data: CachedData, decoder: VideoDecoder, indices: list[int]) ->
     The note warns when the decoder is not the VAE that encoded the cache (the frames then show that VAE's
     reading of another VAE's latents).
     """
-    shapes = {tuple(data.shape_of(i)[2:]) for i in indices}
+    shapes = {tuple(data.shape_of(i)[2:4]) for i in indices}  # H', W' (audio's shape follows the video's)
     if len(shapes) > 1:
         raise CacheError(
             f"items {indices} have different resolutions (latent sizes {sorted(shapes)}); preview items of one "

@@ -2,7 +2,9 @@
 
 Opening checks the manifest and that every file it lists is present with the recorded size, so a missing or
 truncated file is reported before training starts, not at step 3,000. Items are read with safetensors'
-memory-mapped reader; nothing but the manifest and the empty caption stays in memory.
+memory-mapped reader; nothing but the manifest and the empty caption stays in memory. A clip's audio latent,
+when the cache holds one, comes back as ``Sample.audio``; ``shape_of`` includes its shape, so the engine's
+batching never puts clips with and without audio (or with audio of another length) into one batch.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ class CachedData:
 
     @property
     def model(self) -> dict:
-        """Families, text width and identities of the VAE and text encoder that made the cache."""
+        """Families, text width and identities of the VAE, text encoder and audio VAE that made the cache."""
         return self.manifest.model
 
     @property
@@ -72,6 +74,7 @@ class CachedData:
     def _check_files(self) -> None:
         bad = []
         entries = [(r.latent, r.latent_bytes) for r in self.records] + [(r.text, r.text_bytes) for r in self.records]
+        entries += [(r.audio, r.audio_bytes) for r in self.records if r.audio]
         if self.manifest.empty_text:
             entries.append((self.manifest.empty_text["file"], self.manifest.empty_text["bytes"]))
         for rel, size in dict(entries).items():
@@ -91,13 +94,16 @@ class CachedData:
         h = hashlib.sha256(json.dumps(self.manifest.model, sort_keys=True).encode())
         for r in self.records:
             h.update(f"{r.id}\0{r.latent_sha256}\0{r.text_sha256}\0{r.frame_rate}\0".encode())
+            if r.audio:  # caches without audio keep the fingerprint they had before audio existed
+                h.update(f"audio\0{r.audio_sha256}\0".encode())
         return h.hexdigest()[:16]
 
     def verify(self) -> list[str]:
         """Re-hash every file against the manifest; return the damaged ones (empty list: all good)."""
         bad = []
         for r in self.records:
-            for rel, digest in ((r.latent, r.latent_sha256), (r.text, r.text_sha256)):
+            files = [(r.latent, r.latent_sha256), (r.text, r.text_sha256)]
+            for rel, digest in files + ([(r.audio, r.audio_sha256)] if r.audio else []):
                 if file_sha256(self.folder / rel) != digest:
                     bad.append(rel)
         return sorted(set(bad))
@@ -106,10 +112,16 @@ class CachedData:
         return len(self.records)
 
     def shape_of(self, index: int) -> tuple[int, ...]:
-        return tuple(self.records[index].latent_shape)
+        """Video latent shape, then the audio latent's when the clip has one (as ``InMemoryData``)."""
+        r = self.records[index]
+        return (*r.latent_shape, *(r.audio_shape or ()))
 
     def frame_rate_of(self, index: int) -> float:
         return self.records[index].frame_rate
+
+    def audio_count(self) -> int:
+        """How many items have an audio latent (records written before audio existed have none)."""
+        return sum(bool(getattr(r, "has_audio", False)) for r in self.records)
 
     def index_of(self, item_id: str) -> int:
         """Position of the item with id ``item_id`` (raises ``CacheError`` naming the known ids)."""
@@ -128,7 +140,13 @@ class CachedData:
                 f"cache {self.folder}: {r.latent} or {r.text} does not match the manifest's shapes; "
                 "run the cache step again"
             )
-        return Sample(key=r.id, video=video, text=text, frame_rate=r.frame_rate, audio=None, caption=r.caption)
+        audio = None
+        if r.audio:
+            audio = load_tensors(self.folder / r.audio, ("audio",))["audio"]
+            if list(audio.shape) != r.audio_shape:
+                raise CacheError(f"cache {self.folder}: {r.audio} does not match the manifest's audio shape "
+                                 f"{r.audio_shape}; run the cache step again")
+        return Sample(key=r.id, video=video, text=text, frame_rate=r.frame_rate, audio=audio, caption=r.caption)
 
     def __repr__(self) -> str:
         return f"CachedData({str(self.folder)!r}, {len(self)} items, fingerprint {self.fingerprint})"

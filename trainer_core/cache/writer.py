@@ -1,8 +1,10 @@
 """Build or update a cache folder from a prepared dataset, one item at a time.
 
-``build_cache(dataset, folder, video_encoder, text_encoder)`` encodes each clip (latent) and each caption (text
-features), plus the empty caption for caption dropout. Re-runs are incremental: an item is re-encoded only if
-its source file, preparation, caption or the model that encoded it changed, or its file is missing. Only one
+``build_cache(dataset, folder, video_encoder, text_encoder, audio=audio_encoder)`` encodes each clip (latent),
+the audio of exactly its kept frames' window (audio latent; when an audio encoder is given and audio is not
+skipped) and each caption (text features), plus the empty caption for caption dropout. Re-runs are incremental:
+a latent is re-encoded only if its source file, preparation, caption or the model that encoded it changed, or its
+file is missing; video and audio are decided separately, so turning audio on or off never re-encodes video. Only one
 item's frames are in memory at a time. Every file is written atomically and the manifest is updated as items
 complete, so a cancelled or crashed run leaves a valid cache of the items done so far and the next run
 resumes from there.
@@ -22,9 +24,17 @@ from typing import Any, Protocol, TypeVar
 
 import torch
 
-from ..dataset.media import MediaError
-from .encoders import CacheError, TextEncoder, VideoEncoder, check_latent
-from .manifest import LATENT_DIR, TEXT_DIR, ItemRecord, Manifest, check_same_model
+from ..dataset.media import MediaError, read_audio_window
+from .encoders import (
+    AUDIO_FAMILY,
+    AudioEncoder,
+    CacheError,
+    TextEncoder,
+    VideoEncoder,
+    audio_latent_shape,
+    check_latent,
+)
+from .manifest import AUDIO_DIR, LATENT_DIR, TENSOR_DIRS, TEXT_DIR, ItemRecord, Manifest, check_same_model
 from .store import file_sha256, file_stem, save_tensors, short_digest
 
 logger = logging.getLogger(__name__)
@@ -57,6 +67,15 @@ class CacheItem(Protocol):
     def load_frames(self) -> torch.Tensor: ...
 
 
+def audio_window(item: CacheItem) -> tuple[float, float] | None:
+    """``(start_s, duration_s)`` of the kept frames, ``[start, start + F/fps)`` in the file's timeline; None for
+    stills (an image, or one frame of a video: a still is trained as an image, without sound)."""
+    frames = item.plan.bucket.frames
+    if not item.fps or frames <= 1:
+        return None
+    return float(item.plan.start_time), frames / float(item.fps)
+
+
 @dataclass
 class CacheReport:
     """What one run did: counts per outcome and the failures (id -> reason)."""
@@ -68,25 +87,48 @@ class CacheReport:
     removed: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     seconds: float = 0.0
+    encoded_audio: list[str] = field(default_factory=list)
+    with_audio: list[str] = field(default_factory=list)  # every cached item, not only this run's
+    without_audio: list[str] = field(default_factory=list)
+    stills: int = 0  # of without_audio
+    no_audio_reason: str | None = None  # why the cache holds no audio at all (None: audio was asked for)
+
+    def count_audio(self, manifest: Manifest, no_audio_reason: str | None) -> None:
+        """Count the cached items with and without an audio latent (the summary's audio line)."""
+        self.no_audio_reason = no_audio_reason
+        self.with_audio = sorted(k for k, r in manifest.items.items() if r.has_audio)
+        self.without_audio = sorted(k for k, r in manifest.items.items() if not r.has_audio)
+        self.stills = sum(1 for k in self.without_audio if manifest.items[k].latent_shape[1] == 1)
+
+    def audio_summary(self) -> str:
+        if self.no_audio_reason:
+            return f"no audio: {self.no_audio_reason}"
+        stills = f" ({self.stills} of them stills)" if self.stills else ""
+        return (f"{len(self.with_audio)} clips with audio, {len(self.without_audio)} without an audio track{stills}"
+                f"; {len(self.encoded_audio)} audio tracks encoded")
 
     def summary(self) -> str:
         lines = [
             f"cache {self.folder}: {len(self.encoded_latents)} clips encoded, {len(self.encoded_texts)} captions "
             f"encoded, {len(self.skipped)} unchanged, {len(self.removed)} removed, {len(self.failed)} failed "
-            f"({self.seconds:.1f} s)"
+            f"({self.seconds:.1f} s)",
+            f"  {self.audio_summary()}",
         ]
         lines += [f"  failed {k}: {v}" for k, v in self.failed.items()]
         return "\n".join(lines)
 
 
-def model_record(video: VideoEncoder, text: TextEncoder) -> dict[str, Any]:
-    """The manifest's ``model`` section for these encoders."""
+def model_record(video: VideoEncoder, text: TextEncoder, audio: AudioEncoder | None = None) -> dict[str, Any]:
+    """The manifest's ``model`` section for these encoders (``audio_vae`` None: no audio encoded)."""
+    if audio is not None and audio.family != AUDIO_FAMILY:
+        raise CacheError(f"the audio encoder is a {audio.family!r}, expected LTX-2.x's audio VAE ({AUDIO_FAMILY})")
     return {
         "video_family": video.family,
         "text_family": text.family,
         "text_width": text.width,
         "vae": video.identity(),
         "text_encoder": text.identity(),
+        "audio_vae": None if audio is None else audio.identity(),
     }
 
 
@@ -134,6 +176,11 @@ class CacheRun:
             logger.info("cache %s: the VAE changed; every clip will be re-encoded", self.folder)
         if old and old.get("text_encoder") != model["text_encoder"]:
             logger.info("cache %s: the text encoder changed; every caption will be re-encoded", self.folder)
+        if old and old.get("audio_vae") != model.get("audio_vae"):
+            change = ("audio is off now: the audio latents are dropped, the video latents kept"
+                      if not model.get("audio_vae") else "the audio VAE changed (or audio is on now): every clip's "
+                      "audio will be encoded, the video latents kept")
+            logger.info("cache %s: %s", self.folder, change)
         self.manifest.model = model
 
     def empty_text(self, text: TextEncoder, text_id: str) -> None:
@@ -171,7 +218,7 @@ class CacheRun:
     def collect_garbage(self) -> None:
         """Delete tensor files no record points at (old versions, temp files of interrupted writes)."""
         keep = self.manifest.referenced_files()
-        for sub in (LATENT_DIR, TEXT_DIR):
+        for sub in TENSOR_DIRS:
             for path in sorted((self.folder / sub).glob("*")):
                 rel = f"{sub}/{path.name}"
                 if path.is_file() and rel not in keep:
@@ -188,8 +235,7 @@ def _check_folder(folder: Path) -> Manifest | None:
     if folder.exists() and not folder.is_dir():
         raise CacheError(f"cache folder {folder} is a file; choose a folder")
     manifest = Manifest.load(folder)
-    if manifest is None and folder.is_dir() and any(p.name != LATENT_DIR and p.name != TEXT_DIR
-                                                    for p in folder.iterdir()):
+    if manifest is None and folder.is_dir() and any(p.name not in TENSOR_DIRS for p in folder.iterdir()):
         raise CacheError(
             f"cache folder {folder} already holds other files and no {Manifest.path(folder).name}; choose an empty "
             "or new folder so nothing of yours is overwritten"
@@ -206,13 +252,15 @@ def write_cache(
     model: dict[str, Any] | None = None,
     empty_text: tuple[TextEncoder, str] | None = None,
     failed: Mapping[str, str] | None = None,
+    no_audio_reason: str | None = None,
     on_progress: ProgressFn | None = None,
 ) -> CacheReport:
     """The loop every cache writer shares: write ``items`` (id -> item) into ``folder`` through ``record``.
 
     Refuses a folder holding other files; drops records of ids no longer listed; ``model`` (known up front) or
     ``record`` (through ``run.adopt_model``) sets the manifest's model; ``empty_text`` is ``(encoder, identity)``
-    for the empty caption. ``failed`` lists items known to be unusable before the loop. The manifest is saved as
+    for the empty caption. ``failed`` lists items known to be unusable before the loop. ``no_audio_reason``
+    says why the run stores no audio at all (None: audio was asked for; the summary counts it). The manifest is saved as
     items complete and whatever happens, so a stopped run leaves a valid cache of the items done; files no record
     points at are deleted at the end. Raises ``CacheError`` when every item failed.
     """
@@ -242,6 +290,7 @@ def write_cache(
     finally:
         run.flush(force=True)
     run.collect_garbage()
+    run.report.count_audio(run.manifest, no_audio_reason)
     run.report.seconds = time.monotonic() - start
     if run.report.failed and len(run.report.failed) == len(items) + len(failed):
         raise CacheError(f"no item could be written to the cache:\n{run.report.summary()}")
@@ -249,12 +298,34 @@ def write_cache(
     return run.report
 
 
-class _Encoder:
-    """``build_cache``'s ``RecordFn``: encodes what changed with the VAE and the text encoder."""
+NO_AUDIO: dict[str, Any] = {"audio": None, "audio_shape": None, "audio_bytes": 0, "audio_sha256": ""}
 
-    def __init__(self, video: VideoEncoder, text: TextEncoder, model: dict[str, Any], trigger: str) -> None:
-        self.video, self.text, self.trigger = video, text, trigger
-        self.vae_id, self.text_id = model["vae"], model["text_encoder"]
+
+def audio_fields(record: ItemRecord) -> dict[str, Any]:
+    """A record's audio latent entry, as ``ItemRecord`` keyword arguments."""
+    return {"audio": record.audio, "audio_shape": record.audio_shape, "audio_bytes": record.audio_bytes,
+            "audio_sha256": record.audio_sha256}
+
+
+def check_audio_latent(latent: torch.Tensor, samples: int, where: str) -> None:
+    """Raise ``CacheError`` unless ``latent`` is the ``[8, T, 16]`` an LTX-2.x audio VAE gives ``samples``."""
+    want = audio_latent_shape(samples)
+    if tuple(latent.shape) != want:
+        raise CacheError(
+            f"{where}: the audio VAE returned a latent of shape {tuple(latent.shape)} for {samples} samples at "
+            f"16 kHz; LTX-2.x's audio VAE gives {want}. Is the audio VAE input LTX-2.3's (Load LTXV Audio VAE)?"
+        )
+    if not torch.isfinite(latent).all():
+        raise CacheError(f"{where}: the audio VAE returned non-finite values (NaN/inf)")
+
+
+class _Encoder:
+    """``build_cache``'s ``RecordFn``: encodes what changed with the VAE, the audio VAE and the text encoder."""
+
+    def __init__(self, video: VideoEncoder, text: TextEncoder, audio: AudioEncoder | None, model: dict[str, Any],
+                 trigger: str) -> None:
+        self.video, self.text, self.audio, self.trigger = video, text, audio, trigger
+        self.vae_id, self.text_id, self.audio_id = model["vae"], model["text_encoder"], model["audio_vae"]
         self.texts: dict[str, dict[str, Any]] = {}  # caption -> text file record made or verified this run
 
     def text_for(self, run: CacheRun, caption: str, old: ItemRecord | None) -> dict[str, Any]:
@@ -275,15 +346,19 @@ class _Encoder:
         except OSError as err:
             raise UnreadableItem(f"cannot read the source file {item.source}: {err.strerror or err}") from err
         prep = item.plan.as_dict()
-        latent_ok = (
-            old is not None and old.vae == self.vae_id and old.source_sha256 == source_sha and old.prep == prep
-            and run.file_ok(old.latent, old.latent_bytes)
-        )
-        if latent_ok:
+        same_source = old is not None and old.source_sha256 == source_sha and old.prep == prep
+        if same_source and old.vae == self.vae_id and run.file_ok(old.latent, old.latent_bytes):
             latent = {"file": old.latent, "shape": old.latent_shape, "bytes": old.latent_bytes,
                       "sha256": old.latent_sha256}
         else:
             latent = self._encode_latent(run, item, source_sha, prep)
+        if self.audio is None:
+            audio = NO_AUDIO
+        elif same_source and old.audio_vae == self.audio_id and (
+                old.audio is None or run.file_ok(old.audio, old.audio_bytes)):
+            audio = audio_fields(old)  # also "no audio track", decided from this very source
+        else:
+            audio = self._encode_audio(run, item, source_sha, prep)
         text = self.text_for(run, item.caption, old)
         return ItemRecord(
             id=item_id, source=str(item.source), source_size=item.source_size,
@@ -292,6 +367,7 @@ class _Encoder:
             text_encoder=self.text_id, latent=latent["file"], latent_shape=latent["shape"],
             latent_bytes=latent["bytes"], latent_sha256=latent["sha256"], text=text["file"],
             text_shape=text["shape"], text_bytes=text["bytes"], text_sha256=text["sha256"],
+            audio_vae=self.audio_id, **audio,
         )
 
     def _encode_latent(self, run: CacheRun, item: CacheItem, source_sha: str, prep: dict[str, Any]) -> dict[str, Any]:
@@ -309,6 +385,29 @@ class _Encoder:
         run.report.encoded_latents.append(item.id)
         return {"file": rel, "shape": list(latent.shape), **info}
 
+    def _encode_audio(self, run: CacheRun, item: CacheItem, source_sha: str, prep: dict[str, Any]) -> dict[str, Any]:
+        """The audio of the kept frames' window, encoded; ``NO_AUDIO`` for a still or a file without audio."""
+        window = audio_window(item)
+        if window is None:
+            return NO_AUDIO
+        try:
+            clip = read_audio_window(Path(item.source), *window)
+        except MediaError as err:
+            raise UnreadableItem(str(err)) from err
+        if clip is None:
+            return NO_AUDIO
+        waveform = torch.from_numpy(clip.waveform)
+        samples = waveform.shape[-1]
+        latent = self.audio.encode(waveform)
+        check_audio_latent(latent, samples, f"{item.id} (audio)")
+        key = short_digest(item.id, source_sha, repr(sorted(prep.items())), self.audio_id)
+        rel = f"{AUDIO_DIR}/{file_stem(item.id)}-{key}.safetensors"
+        # One metadata key: safetensors writes several in a random order, and equal latents should give equal files.
+        info = save_tensors(run.folder / rel, {"audio": latent}, {"id": item.id})
+        run.report.encoded_audio.append(item.id)
+        return {"audio": rel, "audio_shape": list(latent.shape), "audio_bytes": info["bytes"],
+                "audio_sha256": info["sha256"]}
+
 
 def build_cache(
     items: Sequence[CacheItem],
@@ -316,19 +415,28 @@ def build_cache(
     video: VideoEncoder,
     text: TextEncoder,
     *,
+    audio: AudioEncoder | None = None,
+    skip_audio: bool = False,
     trigger: str = "",
     dataset_info: dict[str, Any] | None = None,
     on_progress: ProgressFn | None = None,
 ) -> CacheReport:
     """Encode ``items`` into ``folder`` (created if needed); return what was done.
 
-    An item whose frames cannot be decoded is recorded under ``failed`` and left out (never half-written);
-    model errors and cancellation (any exception from ``on_progress``) stop the run after saving the manifest
-    of the items already done.
+    ``audio``: the audio VAE encoding each clip's audio track (None, or ``skip_audio``: the cache holds no audio,
+    and audio latents of an earlier run are dropped; the video latents are kept either way). An item whose frames
+    or audio cannot be decoded is recorded under ``failed`` and left out (never half-written); model errors and
+    cancellation (any exception from ``on_progress``) stop the run after saving the manifest of the items done.
     """
-    model = model_record(video, text)
+    if skip_audio:
+        audio, reason = None, "skip_audio is set"
+    elif audio is None:
+        reason = "no audio VAE given (connect Load LTXV Audio VAE, or use a checkpoint with an audio VAE)"
+    else:
+        reason = None
+    model = model_record(video, text, audio)
     return write_cache(
-        folder, {item.id: item for item in items}, _Encoder(video, text, model, trigger),
+        folder, {item.id: item for item in items}, _Encoder(video, text, audio, model, trigger),
         dataset={"trigger": trigger, **(dataset_info or {})}, model=model, empty_text=(text, model["text_encoder"]),
-        on_progress=on_progress,
+        no_audio_reason=reason, on_progress=on_progress,
     )
