@@ -10,8 +10,8 @@ from pathlib import Path
 import folder_paths
 from comfy_api.latest import io, ui
 
-from ..trainer_core.lorafile import LoraFileError, read_lora_file
-from ..trainer_core.lorafile.apply import apply_lora, model_weight_shapes
+from ..trainer_core.comfy.lora import apply_lora_file, model_weight_shapes
+from ..trainer_core.lorafile import LoraFileError
 from ..trainer_core.lorafile.inspect import inspect_file, report_text
 from ..trainer_core.lorafile.layouts import DTYPES, convert_file
 from ._widgets import category
@@ -159,11 +159,9 @@ class LoadLoraChecked(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, lora_name, strength_video, strength_audio, force) -> io.NodeOutput:
-        tensors, metadata = read_lora_file(folder_paths.get_full_path_or_raise("loras", lora_name))
-        patched, report = apply_lora(
+        patched, report = apply_lora_file(
             model,
-            tensors,
-            metadata,
+            folder_paths.get_full_path_or_raise("loras", lora_name),
             strength_video=strength_video,
             strength_audio=strength_audio,
             force=force,

@@ -136,7 +136,8 @@ class TrainLtxLora(io.ComfyNode):
     def execute(cls, model, training_data=None, latent=None, conditioning=None, **kwargs) -> io.NodeOutput:
         import folder_paths
 
-        from ..trainer_core.comfy.training import apply_lora_file, direct_data, train_on_model
+        from ..trainer_core.comfy.lora import apply_lora_file
+        from ..trainer_core.comfy.training import direct_data, train_on_model
 
         if training_data is None:
             if latent is None or conditioning is None:
@@ -155,7 +156,7 @@ class TrainLtxLora(io.ComfyNode):
             )
         if result.status == "diverged":
             raise RuntimeError(result.message)
-        patched = apply_lora_file(model, result.lora_path)
+        patched, _ = apply_lora_file(model, result.lora_path)
         chart = to_image_tensor(loss_curve(result.losses))
         return io.NodeOutput(
             patched, str(result.lora_path), {"loss": result.losses}, ui=ui.PreviewImage(chart, cls=cls)

@@ -149,3 +149,43 @@ def test_config_yaml_of_a_run_reproduces_it(comfy, setup):
         )
     assert again.result[2]["loss"] == first.result[2]["loss"]
     assert again.result[1].endswith("again/again_step_00003.safetensors")
+
+
+def _patched_weights(patcher) -> dict[str, torch.Tensor]:
+    import comfy.lora
+
+    sd = patcher.model.state_dict()
+    return {k: comfy.lora.calculate_weight(p, sd[k].float().clone(), k) for k, p in patcher.patches.items()}
+
+
+def test_train_node_model_output_is_the_checked_loaders(comfy, setup):
+    """The MODEL output goes through the checked loader: same patches, the file's metadata attached."""
+    node, model, _, _ = setup
+    with torch.inference_mode():
+        out = node.execute(model=model, training_data=synthetic_data(n=2), **_settings(comfy, 2), **_widgets())
+    patched, lora_path, _ = out.result
+    load = comfy.NODE_CLASS_MAPPINGS["LtxLoraLoadChecked"]
+    checked, report = load.execute(model, "itest/itest_step_00002.safetensors", 1.0, 1.0, False).result
+    meta = patched.get_attachment("lora_metadata")
+    assert meta == checked.get_attachment("lora_metadata") and meta["ltxlora.base_model"] == "ltx-2.3"
+    ours, theirs = _patched_weights(patched), _patched_weights(checked)
+    assert ours.keys() == theirs.keys() and len(ours) == 2 * 6 * 4
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+    assert "Problems" not in report and not model.patches
+
+
+def test_train_node_model_output_refuses_like_the_checked_loader(comfy, setup, monkeypatch):
+    """A LoRA whose metadata names another family is refused by the Train node's MODEL output as by the loader."""
+    node, model, _, _ = setup
+    training = sys.modules[comfy.__name__ + ".trainer_core.comfy.training"]
+    mismatch = sys.modules[comfy.__name__ + ".trainer_core.lorafile.fit"].LoraMismatchError
+    monkeypatch.setattr(training, "model_family_of", lambda patcher: "ltx-2")  # metadata claims LTX-2
+    with torch.inference_mode(), pytest.raises(mismatch) as refused:
+        node.execute(model=model, training_data=synthetic_data(n=2), **_settings(comfy, 1), **_widgets(every=100))
+    load = comfy.NODE_CLASS_MAPPINGS["LtxLoraLoadChecked"]
+    with pytest.raises(mismatch) as also:
+        load.execute(model, "itest/itest_step_00001.safetensors", 1.0, 1.0, False)
+    assert "this LoRA is for LTX-2 (19B)" in str(refused.value)
+    assert str(refused.value).replace("itest_step_00001.safetensors", "X") == str(also.value).replace(
+        "itest/itest_step_00001.safetensors", "X"
+    )

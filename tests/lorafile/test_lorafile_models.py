@@ -257,7 +257,7 @@ def test_checked_loader_separate_strengths(comfy_model, ckpts, loras_dir, lora_n
 
 
 def test_checked_loader_refuses_other_family_unless_forced(comfy, comfy_model, ckpts, loras_dir, lora_nodes):
-    mismatch = comfy.trainer_core.lorafile.apply.LoraMismatchError  # the pack's copy, as ComfyUI imported it
+    mismatch = comfy.trainer_core.lorafile.fit.LoraMismatchError  # the pack's copy, as ComfyUI imported it
     ltx2 = fabricate(ckpts["ltx-2"], r"attn1\.to_q|caption_projection")
     save_lora_file(loras_dir / "ltx2.safetensors", to_layout(ltx2, "kohya"), {})
     load = lora_nodes["LoadLoraChecked"]
@@ -270,3 +270,32 @@ def test_checked_loader_refuses_other_family_unless_forced(comfy, comfy_model, c
     text = lora_nodes["InspectLora"].execute("ltx2.safetensors", comfy_model).result[0]
     assert "LTX-2 (19B), from structure" in text and "PROBLEM" in text
     assert f"Matching layers: {len(attn)} of {len(ltx2.modules)}" in text
+
+
+def test_sweep_cell_models_equal_the_checked_loader(comfy, comfy_model, ckpts, loras_dir, lora_nodes):
+    """The sweep patches through the same loader: each cell's MODEL is what the checked loader gives for that file
+    with both strengths at the cell's strength; strength 0 is the input MODEL itself."""
+    lora = fabricate(ckpts["ltx-2.3"], ALL_BLOCK_LINEARS, seed=3)
+    meta = lora_metadata(rank=4, alpha=2.0, targets=["all"], step=10)
+    save_lora_file(loras_dir / "swept.safetensors", to_layout(lora, "kohya"), meta)
+    sweep = comfy.NODE_CLASS_MAPPINGS["LtxLoraSweep"]
+    cond = [[torch.zeros(1, 2, 96), {}]]
+    out = sweep.execute(comfy_model, "swept.safetensors", "0, 0.5, -1.5", "7", 48, with_trigger=cond)
+    models, plan = out.result[0], out.result[4]
+    checked = {}
+    for cell, model in zip(plan.cells, models, strict=True):
+        variant = plan.variants[cell.row]
+        if variant.lora is None:
+            assert model is comfy_model
+            continue
+        s = variant.strength
+        if s not in checked:
+            checked[s] = lora_nodes["LoadLoraChecked"].execute(comfy_model, "swept.safetensors", s, s, False).result[0]
+        want = checked[s]
+        assert model.get_attachment("lora_metadata") == want.get_attachment("lora_metadata") == meta
+        got_w, want_w = comfy_patched_weights(model), comfy_patched_weights(want)
+        assert got_w.keys() == want_w.keys() and len(got_w) == len(lora.modules)
+        for key, w in want_w.items():
+            assert torch.equal(got_w[key], w), key
+    assert sorted(checked) == [-1.5, 0.5]
+    assert not comfy_model.patches

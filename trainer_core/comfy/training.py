@@ -1,4 +1,4 @@
-"""Training on ComfyUI's loaded MODEL: the glue between the engine and ComfyUI's progress, cancel and LoRA loader.
+"""Training on ComfyUI's loaded MODEL: the glue between the engine and ComfyUI's progress and cancel.
 
 Imported lazily by the Train node only (it imports ComfyUI). The engine itself stays ComfyUI-free.
 """
@@ -16,7 +16,6 @@ from ..config.training import TrainConfig
 from ..engine.data import TrainingData
 from ..engine.memory import training_memory_bytes
 from ..engine.trainer import Callbacks, StepInfo, Trainer, TrainResult
-from ..lorafile.read import read_lora_file
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +100,16 @@ def reserve_training_memory(backbone, trainer: Trainer) -> int:
     return backbone.memory_required
 
 
+def model_family_of(model_patcher) -> str:
+    """The LTX family of ComfyUI's MODEL, written into the LoRA's metadata (the checked loader compares the two)."""
+    from ..lorafile.inspect import model_family
+    from ..lorafile.metadata import FAMILIES, FAMILY_LTX23
+    from .lora import model_weight_shapes
+
+    family = model_family(model_weight_shapes(model_patcher)).family
+    return family if family in FAMILIES else FAMILY_LTX23
+
+
 def train_on_model(
     model_patcher,
     data: TrainingData,
@@ -119,7 +128,7 @@ def train_on_model(
     from .backbone import ComfyBackbone
 
     backbone = ComfyBackbone(model_patcher)
-    trainer = Trainer(backbone, data, cfg)
+    trainer = Trainer(backbone, data, cfg, base_model=model_family_of(model_patcher))
     reserve_training_memory(backbone, trainer)
     if resume is not None:
         trainer.resume(resume)
@@ -133,15 +142,6 @@ def train_on_model(
 
         attach_previews(callbacks, trainer, model_patcher, data, cfg, vae=vae, clip=clip, show=show)
     return trainer.train(callbacks)
-
-
-def apply_lora_file(model_patcher, lora_path: Path, strength: float = 1.0):
-    """A clone of the MODEL with the LoRA applied through ComfyUI's own loader (what LoraLoaderModelOnly does)."""
-    import comfy.sd
-
-    tensors, _ = read_lora_file(lora_path)
-    patched, _ = comfy.sd.load_lora_for_models(model_patcher, None, tensors, strength, 0)
-    return patched
 
 
 def direct_data(latent: dict, conditioning: list, trigger: str = "") -> TrainingData:

@@ -1,7 +1,8 @@
-"""LoRA files: atomic writing, checked reading, key-layout conversion, inspection and checked application.
+"""LoRA files: atomic writing, checked reading, key-layout conversion, inspection, and the checks before applying.
 
 ``write.save_lora_file`` / ``read.read_lora_file`` are what the training engine uses; ``metadata`` holds the
-names of our metadata keys. ComfyUI is only imported lazily, inside ``apply``.
+names of our metadata keys; ``fit`` decides what of a LoRA may be applied to a model. Nothing here imports
+ComfyUI: ``trainer_core.comfy.lora`` patches ComfyUI's MODEL.
 """
 
 from .metadata import comfy_keys, lora_metadata

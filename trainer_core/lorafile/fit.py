@@ -1,26 +1,22 @@
-"""Apply a LoRA to a ComfyUI MODEL through ComfyUI's own LoRA machinery, checked and with per-stream strengths.
+"""Whether a LoRA may be applied to a model, and what to apply at which strength (plain PyTorch, no ComfyUI).
 
 The LoRA is split by the stream each layer writes into (see ``inspect.is_audio_stream``: the audio self/text
-attention, audio FFN, video-to-audio attention and audio AdaLN layers are "audio"; everything else "video")
-and each part is patched with its own strength on a clone of the MODEL, exactly as ComfyUI's LoraLoader does
-(``comfy.lora.load_lora`` + ``ModelPatcher.add_patches``). The input MODEL is never modified. ComfyUI is
-imported inside the functions only.
+attention, audio FFN, video-to-audio attention and audio AdaLN layers are "audio"; everything else "video"),
+each part with its own strength. A LoRA for another model family, with layers the model lacks or shapes it does
+not have, or with non-LoRA keys is refused unless forced. ``trainer_core.comfy.lora`` patches ComfyUI's MODEL
+with the result; it is the only place that does.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
 from .inspect import FamilyGuess, MatchReport, is_audio_stream, match_lora
-from .layouts import ParsedLora, to_layout
+from .layouts import ParsedLora
 from .read import LoraFileError
-
-log = logging.getLogger(__name__)
 
 
 class LoraMismatchError(LoraFileError):
@@ -57,9 +53,13 @@ class ApplyReport:
         return "\n".join(lines)
 
 
-def model_weight_shapes(model: Any) -> dict[str, torch.Size]:
-    """``{weight name without diffusion_model.: shape}`` of a ComfyUI MODEL (a ModelPatcher)."""
-    return {k: v.shape for k, v in model.model.diffusion_model.state_dict().items()}
+@dataclass(frozen=True)
+class StreamPart:
+    """The layers of one stream to patch, with that stream's strength."""
+
+    audio: bool
+    strength: float
+    lora: ParsedLora
 
 
 def _refusal(name: str, match: MatchReport, unsupported: list[str]) -> str:
@@ -73,56 +73,33 @@ def _refusal(name: str, match: MatchReport, unsupported: list[str]) -> str:
     )
 
 
-def _patch(model: Any, modules: ParsedLora, strength: float, key_map: dict[str, str]) -> tuple[Any, int]:
-    import comfy.lora
-    import comfy.lora_convert
-
-    lora = comfy.lora_convert.convert_lora(to_layout(modules, "comfy"))
-    patches = comfy.lora.load_lora(lora, key_map)
-    patched = model.clone()
-    applied = patched.add_patches(patches, strength)
-    return patched, len(applied)
-
-
-def apply_lora(
-    model: Any,
+def fit_lora(
     tensors: Mapping[str, torch.Tensor],
     metadata: Mapping[str, str],
+    model_shapes: Mapping[str, torch.Size],
     *,
     strength_video: float = 1.0,
     strength_audio: float = 1.0,
     force: bool = False,
     name: str = "LoRA",
-) -> tuple[Any, ApplyReport]:
-    """Return a patched clone of ``model`` and a report.
+) -> tuple[ApplyReport, list[StreamPart]]:
+    """The report (counts still 0) and the non-empty, non-zero-strength stream parts to patch.
 
-    Raises ``LoraMismatchError`` when the LoRA's family differs from the model's, when any of its layers is
-    missing from the model or shaped differently (ComfyUI would skip it silently), or when it holds non-LoRA
-    keys; with ``force`` the matching layers are applied and the report lists what was left out.
+    ``model_shapes`` is ``{weight name without diffusion_model.: shape}``. Raises ``LoraMismatchError`` when the
+    LoRA's family differs from the model's, when any of its layers is missing from the model or shaped
+    differently (ComfyUI would skip it silently), or when it holds non-LoRA keys; with ``force`` the matching
+    layers are kept and the report lists what was left out.
     """
-    import comfy.lora
-
-    shapes = model_weight_shapes(model)
-    parsed, family, match = match_lora(tensors, metadata, shapes)
+    parsed, family, match = match_lora(tensors, metadata, model_shapes)
     if not (match.ok and not parsed.unsupported) and not force:
         raise LoraMismatchError(_refusal(name, match, parsed.unsupported))
     report = ApplyReport(name, family, match, strength_video, strength_audio, forced=force)
     if not family.family:
         report.notes.append("Note: the base model could not be verified from this file (see family above).")
-    key_map = comfy.lora.model_lora_keys_unet(model.model, {})
-    patched = model
+    parts = []
     for audio in (False, True):
         strength = strength_audio if audio else strength_video
-        part = {n: parsed.modules[n] for n in match.matched if is_audio_stream(n) == audio}
-        if not part or strength == 0:
-            continue
-        patched, count = _patch(patched, ParsedLora("comfy", part, []), strength, key_map)
-        if audio:
-            report.applied_audio = count
-        else:
-            report.applied_video = count
-    if patched is model:
-        patched = model.clone()
-    patched.set_attachments("lora_metadata", dict(metadata))
-    log.info("%s", report.text())
-    return patched, report
+        modules = {n: parsed.modules[n] for n in match.matched if is_audio_stream(n) == audio}
+        if modules and strength != 0:
+            parts.append(StreamPart(audio, strength, ParsedLora("comfy", modules, [])))
+    return report, parts

@@ -1,8 +1,9 @@
-"""One ComfyUI MODEL per sweep row, patched by ComfyUI's own LoRA machinery (``lorafile.apply``).
+"""One ComfyUI MODEL per sweep row, patched by the pack's one LoRA loader (``comfy.lora.apply_lora``).
 
 The base row is the input MODEL object itself (exactly the base model); every LoRA row is a ``clone()`` of it
 with the LoRA's patches at that strength on both streams. Clones share the weights; ComfyUI patches and
-unpatches them as each cell's sampler loads its clone, as it does for any LoRA loader. Imports ComfyUI lazily
+unpatches them as each cell's sampler loads its clone, as it does for any LoRA loader. Each row's MODEL is what
+*Load LTX LoRA (checked)* gives for that file with both strengths at the row's strength. Imports ComfyUI lazily
 (through ``apply_lora``).
 """
 
@@ -12,7 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ..lorafile.apply import apply_lora
+from ..comfy.lora import apply_lora
 from ..lorafile.read import read_lora_file
 from .plan import SweepPlan
 
