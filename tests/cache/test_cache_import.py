@@ -163,3 +163,67 @@ def test_interrupted_import_resumes(tmp_path):
     assert len(CachedData(tmp_path / "cache")) == 2
     report = import_ltx_trainer(tmp_path / "ds", tmp_path / "cache")
     assert report.encoded_latents == ["c.mp4"] and len(report.skipped) == 2
+
+
+def write_audio_latent(root, name: str, steps: int, seed: int = 0) -> torch.Tensor:
+    """``audio_latents/<name>.pt`` as ltx-trainer's process_videos.py writes it; returns the latent."""
+    latent = torch.randn(8, steps, 16, generator=torch.Generator().manual_seed(seed))
+    path = root / ".precomputed" / "audio_latents" / f"{name}.pt"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"latents": latent, "num_time_steps": steps, "frequency_bins": 16, "duration": steps / 25}, path)
+    return latent
+
+
+def test_import_keeps_audio_latents(tmp_path):
+    """audio_latents/ is kept beside the video latents; a clip without an audio file has no audio; batches do
+    not mix them; the audio file is part of what makes an item unchanged."""
+    from trainer_core.engine.data import epoch_batches
+
+    write_precomputed(tmp_path / "ds", {"talk.mp4": 5, "sub/mute.mp4": 6, "sing.mp4": 7}, feature_extractor())
+    talk = write_audio_latent(tmp_path / "ds", "talk.mp4", 18)
+    sing = write_audio_latent(tmp_path / "ds", "sing.mp4", 18, seed=1)
+    report = import_ltx_trainer(tmp_path / "ds", tmp_path / "cache")
+    assert sorted(report.encoded_audio) == ["sing.mp4", "talk.mp4"]
+    assert "2 clips with audio, 1 without an audio track" in report.summary()
+    data = CachedData(tmp_path / "cache")
+    assert data.model["audio_vae"] == "imported-from-ltx-trainer" and data.audio_count() == 2
+    assert torch.equal(data[data.index_of("talk.mp4")].audio, talk)
+    assert data.shape_of(data.index_of("sing.mp4")) == (128, 2, 3, 4, 8, 18, 16)
+    mute = data.manifest.items["sub/mute.mp4"]
+    assert mute.audio_shape is None and data[data.index_of("sub/mute.mp4")].audio is None
+    for epoch in range(3):
+        for batch in epoch_batches(data, batch_size=3, seed=0, epoch=epoch):
+            assert len({data[i].audio is None for i in batch}) == 1
+    fingerprint = data.fingerprint
+
+    again = import_ltx_trainer(tmp_path / "ds", tmp_path / "cache")
+    assert again.encoded_latents == again.encoded_audio == [] and len(again.skipped) == 3
+    write_audio_latent(tmp_path / "ds", "sing.mp4", 18, seed=2)  # a changed audio file re-imports its item
+    (tmp_path / "ds/.precomputed/audio_latents/talk.mp4.pt").unlink()  # and a removed one
+    report = import_ltx_trainer(tmp_path / "ds", tmp_path / "cache")
+    assert sorted(report.encoded_audio) == ["sing.mp4"] and sorted(report.encoded_latents) == ["sing.mp4", "talk.mp4"]
+    data = CachedData(tmp_path / "cache")
+    assert data.audio_count() == 1 and data.fingerprint != fingerprint
+    assert not torch.equal(data[data.index_of("sing.mp4")].audio, sing)
+    assert {p.relative_to(tmp_path / "cache").as_posix() for p in (tmp_path / "cache").rglob("*.safetensors")} == (
+        data.manifest.referenced_files()
+    )
+
+
+def test_import_audio_forms_and_no_audio_folder(tmp_path):
+    write_precomputed(tmp_path / "ds", {"a.mp4": 3, "b.mp4": 4}, feature_extractor())
+    report = import_ltx_trainer(tmp_path / "ds", tmp_path / "cache")
+    assert "no audio: " in report.summary() and "no audio_latents/" in report.summary()
+    assert CachedData(tmp_path / "cache").model["audio_vae"] is None
+
+    latent = write_audio_latent(tmp_path / "ds", "a.mp4", 7)
+    path = tmp_path / "ds/.precomputed/audio_latents/a.mp4.pt"
+    patchified = latent.permute(1, 0, 2).reshape(7, 128)  # ltx-trainer's "c t f -> t (c f)"
+    torch.save({"latents": patchified, "num_time_steps": 7, "frequency_bins": 16, "duration": 0.28}, path)
+    report = import_ltx_trainer(tmp_path / "ds", tmp_path / "cache")
+    assert report.encoded_audio == ["a.mp4"] and "1 clips with audio, 1 without an audio track" in report.summary()
+    assert torch.equal(CachedData(tmp_path / "cache")[0].audio, latent)
+
+    torch.save({"latents": torch.zeros(4, 7, 16)}, path)
+    report = import_ltx_trainer(tmp_path / "ds", tmp_path / "cache")
+    assert list(report.failed) == ["a.mp4"] and "expected [8, T, 16]" in report.failed["a.mp4"]

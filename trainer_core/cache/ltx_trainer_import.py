@@ -3,8 +3,10 @@
 ltx-trainer (``process_dataset.py``) writes ``latents/<media path>.pt`` (``{"latents": [128, F', H', W'],
 "fps", ...}``; very old versions stored them patchified as ``[F'*H'*W', 128]``) and
 ``conditions/<media path>.pt`` (``{"video_prompt_embeds": [1024, 4096], "audio_prompt_embeds": [1024, 2048],
-"prompt_attention_mask": [1024]}``: the Gemma feature projection's output, left-padded to 1,024 tokens).
-Files are read with ``torch.load(weights_only=True)`` only, never full pickle.
+"prompt_attention_mask": [1024]}``: the Gemma feature projection's output, left-padded to 1,024 tokens) and,
+unless it ran with ``--skip-audio``, ``audio_latents/<media path>.pt`` (``{"latents": [8, T, 16] float32,
+"num_time_steps", "frequency_bins", "duration"}``; a clip without an audio track has no file there). Audio
+latents are kept beside the video latents; a clip without one is recorded with ``audio_shape`` null. Files are read with ``torch.load(weights_only=True)`` only, never full pickle.
 
 ComfyUI's LTX-2.3 text encoder returns the same projection output with the padding stripped and video and
 audio features concatenated: ``[1, T, 6144]`` where T is the number of real tokens. Both projections apply a
@@ -18,16 +20,34 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
-from .encoders import LATENT_CHANNELS, TEXT_FAMILY_LTX2, TEXT_FAMILY_LTX23, VIDEO_FAMILY, CacheError, TextEncoder
-from .manifest import LATENT_DIR, TEXT_DIR, ItemRecord
+from .encoders import (
+    AUDIO_LATENT_BINS,
+    AUDIO_LATENT_CHANNELS,
+    LATENT_CHANNELS,
+    TEXT_FAMILY_LTX2,
+    TEXT_FAMILY_LTX23,
+    VIDEO_FAMILY,
+    CacheError,
+    TextEncoder,
+)
+from .manifest import AUDIO_DIR, LATENT_DIR, TEXT_DIR, ItemRecord
 from .store import file_sha256, file_stem, save_tensors, short_digest
-from .writer import CacheReport, CacheRun, ProgressFn, UnreadableItem, write_cache
+from .writer import NO_AUDIO, CacheReport, CacheRun, ProgressFn, UnreadableItem, write_cache
 
 IMPORTED = "imported-from-ltx-trainer"
+AUDIO_LATENTS = "audio_latents"
+
+
+class _Files(NamedTuple):
+    """One ltx-trainer item: its latent and conditions files, and its audio latent file (None: no audio)."""
+
+    latent: Path
+    conditions: Path
+    audio: Path | None
 
 
 def find_precomputed(path: str | Path) -> Path:
@@ -68,6 +88,20 @@ def latent_from_ltx_trainer(data: dict[str, Any], where: str) -> tuple[torch.Ten
     return latent.float().contiguous(), float(data.get("fps", 25.0))
 
 
+def audio_from_ltx_trainer(data: dict[str, Any], where: str) -> torch.Tensor:
+    """``[8, T, 16]`` float32 from an ltx-trainer audio latent file's dict (a patchified ``[T, 128]`` is unfolded)."""
+    latent = data.get("latents")
+    if not isinstance(latent, torch.Tensor):
+        raise CacheError(f"{where}: no 'latents' tensor (keys: {sorted(data)}); is this an ltx-trainer audio latent?")
+    if latent.ndim == 4 and latent.shape[0] == 1:
+        latent = latent[0]
+    if latent.ndim == 2 and latent.shape[1] == AUDIO_LATENT_CHANNELS * AUDIO_LATENT_BINS:  # [T, C*F]
+        latent = latent.reshape(latent.shape[0], AUDIO_LATENT_CHANNELS, AUDIO_LATENT_BINS).permute(1, 0, 2)
+    if latent.ndim != 3 or (latent.shape[0], latent.shape[2]) != (AUDIO_LATENT_CHANNELS, AUDIO_LATENT_BINS):
+        raise CacheError(f"{where}: audio latents have shape {tuple(latent.shape)}, expected [8, T, 16]")
+    return latent.float().contiguous()
+
+
 def conditions_to_comfy(data: dict[str, Any], where: str) -> tuple[torch.Tensor, str]:
     """ltx-trainer's padded features + mask -> ``([1, T, D], text family)`` in ComfyUI's text encoder layout."""
     try:
@@ -90,57 +124,66 @@ def conditions_to_comfy(data: dict[str, Any], where: str) -> tuple[torch.Tensor,
     return torch.cat(parts, dim=-1).float().unsqueeze(0), family
 
 
-def _source_key(latent_pt: Path, cond_pt: Path) -> dict[str, Any]:
-    a, b = latent_pt.stat(), cond_pt.stat()
-    return {"from": IMPORTED, "conditions": str(cond_pt), "sizes": [a.st_size, b.st_size],
-            "mtimes_ns": [a.st_mtime_ns, b.st_mtime_ns]}
+def _source_key(files: _Files) -> dict[str, Any]:
+    stats = [p.stat() for p in files if p is not None]
+    key = {"from": IMPORTED, "conditions": str(files.conditions), "sizes": [s.st_size for s in stats],
+           "mtimes_ns": [s.st_mtime_ns for s in stats]}
+    return key if files.audio is None else {**key, "audio": str(files.audio)}
 
 
-def _pairs(root: Path) -> tuple[dict[str, tuple[Path, Path]], dict[str, str]]:
-    """Item id -> (latent file, conditions file), and the latents without conditions (id -> reason)."""
+def _pairs(root: Path) -> tuple[dict[str, _Files], dict[str, str]]:
+    """Item id -> its files, and the latents without conditions (id -> reason)."""
     pairs, unmatched = {}, {}
     for latent_pt in sorted((root / "latents").rglob("*.pt")):
         rel = latent_pt.relative_to(root / "latents").as_posix()
-        cond_pt = root / "conditions" / rel
+        cond_pt, audio_pt = root / "conditions" / rel, root / AUDIO_LATENTS / rel
         if cond_pt.is_file():
-            pairs[rel.removesuffix(".pt")] = (latent_pt, cond_pt)
+            pairs[rel.removesuffix(".pt")] = _Files(latent_pt, cond_pt, audio_pt if audio_pt.is_file() else None)
         else:
             unmatched[rel.removesuffix(".pt")] = f"{latent_pt} has no matching conditions/{rel}"
     return pairs, unmatched
 
 
 class _Importer:
-    """``import_ltx_trainer``'s ``RecordFn``: converts a pair of ``.pt`` files unless they are unchanged."""
+    """``import_ltx_trainer``'s ``RecordFn``: converts an item's ``.pt`` files unless they are unchanged."""
 
-    def __init__(self, trigger: str) -> None:
-        self.trigger = trigger
+    def __init__(self, trigger: str, audio: bool) -> None:
+        self.trigger, self.audio_vae = trigger, IMPORTED if audio else None
 
-    def __call__(self, run: CacheRun, item_id: str, files: tuple[Path, Path], old: ItemRecord | None) -> ItemRecord:
-        latent_pt, cond_pt = files
-        if (old is not None and old.prep == _source_key(latent_pt, cond_pt)
-                and run.file_ok(old.latent, old.latent_bytes) and run.file_ok(old.text, old.text_bytes)):
+    def __call__(self, run: CacheRun, item_id: str, files: _Files, old: ItemRecord | None) -> ItemRecord:
+        if (old is not None and old.prep == _source_key(files) and old.audio_vae == self.audio_vae
+                and run.file_ok(old.latent, old.latent_bytes) and run.file_ok(old.text, old.text_bytes)
+                and (old.audio is None or run.file_ok(old.audio, old.audio_bytes))):
             return old  # its trigger is the one its conditions were encoded with
         try:
-            latent, fps = latent_from_ltx_trainer(load_pt(latent_pt), str(latent_pt))
-            text, family = conditions_to_comfy(load_pt(cond_pt), str(cond_pt))
+            latent, fps = latent_from_ltx_trainer(load_pt(files.latent), str(files.latent))
+            text, family = conditions_to_comfy(load_pt(files.conditions), str(files.conditions))
+            audio = None if files.audio is None else audio_from_ltx_trainer(load_pt(files.audio), str(files.audio))
         except CacheError as err:
             raise UnreadableItem(str(err)) from err
         run.adopt_model({"video_family": VIDEO_FAMILY, "text_family": family, "text_width": text.shape[-1],
-                         "vae": IMPORTED, "text_encoder": IMPORTED})
-        sha = short_digest(file_sha256(latent_pt), file_sha256(cond_pt))
+                         "vae": IMPORTED, "text_encoder": IMPORTED, "audio_vae": self.audio_vae})
+        sha = short_digest(*(file_sha256(p) for p in files if p is not None))
         lat_rel = f"{LATENT_DIR}/{file_stem(item_id)}-{short_digest(item_id, sha)}.safetensors"
         txt_rel = f"{TEXT_DIR}/{short_digest(IMPORTED, item_id, sha)}.safetensors"
-        lat = save_tensors(run.folder / lat_rel, {"video": latent}, {"id": item_id, "from": str(latent_pt)})
-        txt = save_tensors(run.folder / txt_rel, {"text": text}, {"id": item_id, "from": str(cond_pt)})
+        lat = save_tensors(run.folder / lat_rel, {"video": latent}, {"id": item_id})
+        txt = save_tensors(run.folder / txt_rel, {"text": text}, {"id": item_id})
+        audio_record = NO_AUDIO
+        if audio is not None:
+            aud_rel = f"{AUDIO_DIR}/{file_stem(item_id)}-{short_digest(item_id, sha)}.safetensors"
+            aud = save_tensors(run.folder / aud_rel, {"audio": audio}, {"id": item_id})
+            audio_record = {"audio": aud_rel, "audio_shape": list(audio.shape), "audio_bytes": aud["bytes"],
+                            "audio_sha256": aud["sha256"]}
+            run.report.encoded_audio.append(item_id)
         run.report.encoded_latents.append(item_id)
         run.report.encoded_texts.append(item_id)
-        st = latent_pt.stat()
+        st = files.latent.stat()
         return ItemRecord(
-            id=item_id, source=str(latent_pt), source_size=st.st_size, source_mtime_ns=st.st_mtime_ns,
-            source_sha256=sha, prep=_source_key(latent_pt, cond_pt), caption="", trigger=self.trigger,
+            id=item_id, source=str(files.latent), source_size=st.st_size, source_mtime_ns=st.st_mtime_ns,
+            source_sha256=sha, prep=_source_key(files), caption="", trigger=self.trigger,
             frame_rate=fps, vae=IMPORTED, text_encoder=IMPORTED, latent=lat_rel, latent_shape=list(latent.shape),
             latent_bytes=lat["bytes"], latent_sha256=lat["sha256"], text=txt_rel, text_shape=list(text.shape),
-            text_bytes=txt["bytes"], text_sha256=txt["sha256"],
+            text_bytes=txt["bytes"], text_sha256=txt["sha256"], audio_vae=self.audio_vae, **audio_record,
         )
 
 
@@ -155,7 +198,8 @@ def import_ltx_trainer(
     """Convert ``precomputed`` (or its ``.precomputed`` child) into the cache at ``folder``; incremental.
 
     Goes through the cache writer's loop (``writer.write_cache``): the same folder checks, atomic files, manifest
-    saves and cleanup as ``build_cache``. A pair that cannot be read is recorded as failed and left out.
+    saves and cleanup as ``build_cache``. An item that cannot be read is recorded as failed and left out.
+    ``audio_latents/`` is kept beside the video latents; a clip without a file there has no audio (no track).
     ``trigger``: the ``--lora-trigger`` ltx-trainer used (recorded, captions are not stored by ltx-trainer).
     ``text_encoder``: optional, to encode the empty caption for caption dropout (ltx-trainer has none).
     """
@@ -163,8 +207,10 @@ def import_ltx_trainer(
     pairs, unmatched = _pairs(root)
     if not pairs:
         raise CacheError(f"{root}: no latents/*.pt with a matching conditions/*.pt found")
+    audio = (root / AUDIO_LATENTS).is_dir()
+    no_audio = None if audio else f"{root} has no {AUDIO_LATENTS}/ (ltx-trainer ran with --skip-audio?)"
     empty = None if text_encoder is None else (text_encoder, text_encoder.identity())
     return write_cache(
-        folder, pairs, _Importer(trigger), dataset={"trigger": trigger, "imported_from": str(root)},
-        empty_text=empty, failed=unmatched, on_progress=on_progress,
+        folder, pairs, _Importer(trigger, audio), dataset={"trigger": trigger, "imported_from": str(root)},
+        empty_text=empty, failed=unmatched, no_audio_reason=no_audio, on_progress=on_progress,
     )
