@@ -120,8 +120,9 @@ class TrainLtxLora(io.ComfyNode):
                     "resume_from",
                     default="",
                     optional=True,
-                    tooltip="Optional checkpoint (.safetensors written by this node) to continue from; step "
-                    "numbering, optimizer and RNG state continue.",
+                    tooltip="Optional checkpoint to continue from: 'latest' (this run's newest), a checkpoint file "
+                    "(absolute, or relative to this run's folder), or the name of another run (its newest "
+                    "checkpoint). Step numbering, optimizer and RNG state continue.",
                 ),
             ],
             outputs=[
@@ -138,6 +139,7 @@ class TrainLtxLora(io.ComfyNode):
 
         from ..trainer_core.comfy.lora import apply_lora_file
         from ..trainer_core.comfy.training import direct_data, train_on_model
+        from ..trainer_core.engine.checkpoints import resolve_resume
 
         if training_data is None:
             if latent is None or conditioning is None:
@@ -147,7 +149,8 @@ class TrainLtxLora(io.ComfyNode):
             training_data = direct_data(latent, conditioning)
         out_dir = Path(folder_paths.get_folder_paths("loras")[0]) / kwargs["name"]
         cfg = _train_config(kwargs, out_dir)
-        resume = Path(kwargs["resume_from"]) if kwargs.get("resume_from", "").strip() else None
+        resume_from = kwargs.get("resume_from", "").strip()
+        resume = resolve_resume(resume_from, out_dir, cfg.name) if resume_from else None
         with torch.inference_mode(False):
             node_id = cls.hidden.unique_id if cls.hidden else None
             result = train_on_model(

@@ -3,7 +3,8 @@
 ``ComfyVideoVae`` wraps ``comfy.sd.VAE`` (``encode`` / ``encode_tiled`` / ``decode``) and refuses anything but
 an LTX-2.x video VAE; ``ComfyLtxTextEncoder`` wraps ``comfy.sd.CLIP`` (``tokenize`` +
 ``encode_from_tokens_scheduled``, exactly what *CLIP Text Encode* does) and refuses anything but LTX's Gemma
-text encoder. Both take their identity from the loaded weights, so another checkpoint invalidates the cache.
+text encoder; ``ComfyAudioVae`` wraps the audio VAE that *Load LTXV Audio VAE* returns. All take their identity
+from the loaded weights, so another checkpoint invalidates the cache.
 Imported lazily (only inside ComfyUI).
 """
 
@@ -15,6 +16,9 @@ from typing import Any
 import torch
 
 from ..cache.encoders import (
+    AUDIO_FAMILY,
+    AUDIO_LATENT_CHANNELS,
+    AUDIO_SAMPLE_RATE,
     LATENT_CHANNELS,
     SPATIAL_FACTOR,
     TEMPORAL_FACTOR,
@@ -22,6 +26,8 @@ from ..cache.encoders import (
     TEXT_FAMILY_LTX23,
     VIDEO_FAMILY,
     CacheError,
+    audio_encoder_tensors,
+    fit_audio_latent,
     vae_encoder_tensors,
     weights_identity,
 )
@@ -128,3 +134,55 @@ class ComfyLtxTextEncoder:
             raise CacheError("the CLIP input did not produce LTX conditioning (no 'unprocessed_ltxav_embeds'); "
                              "connect LTX-2.3's text encoder")
         return features.to("cpu", torch.float32)
+
+
+class ComfyAudioVae:
+    """The ``comfy.sd.VAE`` of *Load LTXV Audio VAE* as ``AudioEncoder`` and ``AudioDecoder``.
+
+    ``encode`` runs ComfyUI's own ``AudioVAE.encode`` (its torchaudio log-mel, the posterior mode, the per-channel
+    normalisation) on the 16 kHz waveform, told that it is 16 kHz. Stock *LTXV Audio VAE Encode* instead treats
+    its input as 44.1 kHz-bound (``VAE.audio_sample_rate`` is 44100 for this VAE): it resamples 16 kHz audio up
+    to 44.1 kHz and the VAE resamples it back down, which this wrapper skips. The model is loaded the way
+    ``VAE.encode`` loads it (``load_models_gpu`` with the VAE's memory estimate).
+    """
+
+    family = AUDIO_FAMILY
+
+    def __init__(self, vae: Any) -> None:
+        model = getattr(vae, "first_stage_model", None)
+        ok = (type(model).__name__ == "AudioVAE" and getattr(vae, "latent_channels", None) == AUDIO_LATENT_CHANNELS
+              and getattr(model, "sample_rate", None) == AUDIO_SAMPLE_RATE)
+        if not ok:
+            raise CacheError(
+                f"the audio VAE input is not LTX-2.x's audio VAE ({describe_vae(vae)}); connect 'Load LTXV Audio "
+                "VAE' with the LTX-2.3 checkpoint"
+            )
+        self.vae, self.sample_rate = vae, int(model.output_sample_rate)
+        state = {k.removeprefix("autoencoder."): v for k, v in vae.get_sd().items() if k.startswith("autoencoder.")}
+        self._identity = weights_identity(audio_encoder_tensors(state), samples=1024)
+
+    def identity(self) -> str:
+        return self._identity
+
+    def _load(self, shape: tuple[int, ...], estimate: Any) -> None:
+        import comfy.model_management as mm
+
+        self.vae.throw_exception_if_invalid()
+        mm.load_models_gpu([self.vae.patcher], memory_required=estimate(shape, self.vae.vae_dtype),
+                           force_full_load=self.vae.disable_offload)
+
+    @torch.inference_mode()
+    def encode(self, waveform: torch.Tensor) -> torch.Tensor:
+        """Stereo ``[2, samples]`` at 16 kHz -> normalized ``[8, round(samples / 640), 16]`` float32 on the CPU."""
+        if waveform.ndim != 2 or waveform.shape[0] != 2:
+            raise CacheError(f"audio waveform must be [2, samples] (stereo, 16 kHz), got {tuple(waveform.shape)}")
+        x = waveform.unsqueeze(0)
+        self._load(tuple(x.shape), self.vae.memory_used_encode)
+        x = x.to(self.vae.device, self.vae.vae_dtype)
+        latent = self.vae.first_stage_model.encode(x, sample_rate=AUDIO_SAMPLE_RATE)
+        return fit_audio_latent(latent[0].to("cpu", torch.float32), waveform.shape[-1], "ComfyUI audio VAE")
+
+    def decode(self, latent: torch.Tensor) -> torch.Tensor:
+        """Normalized ``[8, T, 16]`` -> waveform ``[2, samples]`` at ``sample_rate``, as LTXVAudioVAEDecode does."""
+        audio = self.vae.decode(latent.unsqueeze(0)).movedim(-1, 1)
+        return audio[0].to("cpu", torch.float32)

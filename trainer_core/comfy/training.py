@@ -20,6 +20,7 @@ from ..engine.trainer import Callbacks, StepInfo, Trainer, TrainResult
 log = logging.getLogger(__name__)
 
 PROGRESS_EVENT = "ltxlora.progress"
+END_EVENT = "ltxlora.progress.end"
 
 
 @dataclass
@@ -72,6 +73,17 @@ class NodeProgress:
             text = (f"step {info.step}/{info.total}  loss {info.loss:.4f}  {per_step:.2f} s/step "
                     f"({info.seconds:.2f} compute)  ETA {format_eta(per_step * (info.total - info.step))}")
             server.send_progress_text(text, self.node_id)
+
+    def finish(self, status: str, step: int) -> None:
+        """Replace the step line and its ETA with how the run ended (``ending_text``), under the node and on the chart."""
+        from ..progress import ending_text
+
+        if self.history is not None:
+            self.history.finish(self.run, status)
+        server = _server()
+        if server is not None:
+            server.send_sync(END_EVENT, {"run": self.run, "node": self.node_id, "status": status, "step": step})
+            server.send_progress_text(ending_text(status, step, self.total), self.node_id)
 
     @staticmethod
     def should_stop() -> bool:
@@ -128,7 +140,9 @@ def train_on_model(
     from .backbone import ComfyBackbone
 
     backbone = ComfyBackbone(model_patcher)
-    trainer = Trainer(backbone, data, cfg, base_model=model_family_of(model_patcher))
+    trainer = Trainer(
+        backbone, data, recorded_config(cfg, model_patcher, data, backbone), base_model=model_family_of(model_patcher)
+    )
     reserve_training_memory(backbone, trainer)
     if resume is not None:
         trainer.resume(resume)
@@ -141,7 +155,37 @@ def train_on_model(
             progress.bar.update_absolute(step, cfg.optimization.steps, ("JPEG", image, 768))
 
         attach_previews(callbacks, trainer, model_patcher, data, cfg, vae=vae, clip=clip, show=show)
-    return trainer.train(callbacks)
+    result = None
+    try:
+        result = trainer.train(callbacks)
+    finally:  # an exception ends the run too: the node must not keep showing an ETA
+        progress.finish(result.status if result else "failed", result.step if result else trainer.run.step)
+    return result
+
+
+def recorded_config(cfg: TrainConfig, model_patcher, data: TrainingData, backbone) -> TrainConfig:
+    """``cfg`` with what ``python -m trainer_core train`` needs to rerun this run on this machine from its config.yaml.
+
+    The node gets data and model over sockets, so the config alone names neither: this records the cache folder the
+    data came from (none for latents wired into the node), the device and weight dtype trained with, and the file
+    ComfyUI's checkpoint loader read (other loaders leave ``cfg.model.checkpoint`` as it was).
+    """
+    import comfy.sd
+
+    from ..cache.reader import CachedData
+
+    # ComfyUI's loaders register how to reload the model they made: (loader, its arguments, ...).
+    init = getattr(model_patcher, "cached_patcher_init", None)
+    from_checkpoint = init is not None and init[0] is comfy.sd.load_checkpoint_guess_config
+    model = cfg.model.model_copy(
+        update={
+            "checkpoint": str(Path(init[1][0]).resolve()) if from_checkpoint else cfg.model.checkpoint,
+            "device": str(backbone.device),
+            "dtype": "float32" if backbone.dtype == torch.float32 else "bfloat16",
+        }
+    )
+    folder = str(data.folder.resolve()) if isinstance(data, CachedData) else None
+    return cfg.model_copy(update={"data": folder, "model": model})
 
 
 def direct_data(latent: dict, conditioning: list, trigger: str = "") -> TrainingData:

@@ -8,11 +8,12 @@ reproduces the run.
 
 from __future__ import annotations
 
+import textwrap
 from typing import Literal
 
 from pydantic import model_validator
 
-from .base import Section, knob
+from .base import Section, dump_yaml, knob
 
 
 class ModelSettings(Section):
@@ -143,3 +144,22 @@ class TrainConfig(Section):
                 f"optimization.steps ({self.optimization.steps})"
             )
         return self
+
+
+# What `python -m trainer_core train` needs that a Train node run may not have had (it gets both over sockets).
+DATA_UNSET = (
+    "data is not set (a Train node run on latents wired straight into the node has no cache folder to record): "
+    "to train headless, cache the clips with Cache LTX Training Latents or `python -m trainer_core cache` and set "
+    "data: to that folder"
+)
+CHECKPOINT_UNSET = (
+    "model.checkpoint is not set (a Train node run records it only when its MODEL came from ComfyUI's checkpoint "
+    "loader): to train headless, set model.checkpoint: to the LTX-2.3 single-file .safetensors"
+)
+
+
+def train_config_yaml(cfg: TrainConfig) -> str:
+    """``config.yaml`` of a run: the resolved settings, headed by a comment on each setting the CLI needs but lacks."""
+    notes = [DATA_UNSET] * (not cfg.data) + [CHECKPOINT_UNSET] * (not cfg.model.checkpoint)
+    header = "".join(textwrap.fill(note + ".", 118, initial_indent="# ", subsequent_indent="# ") + "\n" for note in notes)
+    return header + dump_yaml(cfg)

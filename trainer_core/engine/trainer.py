@@ -20,8 +20,8 @@ import torch
 from .. import __version__
 from ..atomic import DiskWriteError, write_atomic
 from ..backbone import Backbone, TextContext
-from ..config import ConfigError, dump_yaml
-from ..config.training import TrainConfig
+from ..config import ConfigError
+from ..config.training import TrainConfig, train_config_yaml
 from ..lora.adapter import LoraAdapters
 from ..lora.targets import select_targets
 from ..lorafile import metadata as lora_meta
@@ -232,7 +232,7 @@ class Trainer:
     def train(self, callbacks: Callbacks | None = None) -> TrainResult:
         cb = callbacks or Callbacks()
         opt = self.cfg.optimization
-        write_atomic(self.out / "config.yaml", dump_yaml(self.cfg))
+        write_atomic(self.out / "config.yaml", train_config_yaml(self.cfg))
         self.backbone.set_gradient_checkpointing(self.cfg.memory.gradient_checkpointing)
         wanted = compile_wanted(self.cfg.memory.compile_blocks, self.backbone.device)
         self.compiled_blocks = self.backbone.set_compiled_blocks(wanted, self.cfg.memory.compile_blocks == "on")
