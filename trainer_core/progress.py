@@ -22,6 +22,15 @@ def format_eta(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
 
 
+def ending_text(status: str, step: int, total: int) -> str:
+    """What the Train node shows once a run has ended (no ETA): ``status`` is a ``TrainResult.status`` or ``failed``."""
+    return {
+        "completed": f"done: step {step}/{total}",
+        "cancelled": f"cancelled at step {step}/{total}; checkpoint saved",
+        "diverged": f"stopped at step {step}/{total}: the loss diverged",
+    }.get(status, f"failed at step {step}/{total}")
+
+
 class StepClock:
     """Wall-clock seconds per step, averaged from the run's first step event to the latest.
 

@@ -1,17 +1,20 @@
 // Live training view on the "Train LTX LoRA" node: loss chart (raw and smoothed), step, s/step, ETA, GPU memory.
-// Fed by the server event `ltxlora.progress` (one per optimizer step). The current run's history is kept on the
+// Fed by the server event `ltxlora.progress` (one per optimizer step) and `ltxlora.progress.end` (how the run
+// ended: the ETA then gives way to "done", "cancelled at step N", ...). The current run's history is kept on the
 // server (GET /ltxlora/progress), so a page reload mid-run redraws everything recorded so far and carries on.
 import { app } from "../../scripts/app.js";
 import { api } from "../../scripts/api.js";
 
 const NODE_TYPE = "LtxLoraTrain";
 const EVENT = "ltxlora.progress";
+const END_EVENT = "ltxlora.progress.end";
 const ROUTE = "/ltxlora/progress";
 const SMOOTHING = 0.9; // EMA weight of the smoothed curve (bias-corrected, as TensorBoard does)
 const CHART_HEIGHT = 200;
 const COLORS = { raw: "rgba(120, 170, 255, 0.45)", smooth: "#ffb347", grid: "rgba(255,255,255,0.12)", text: "#ccc" };
 
-// One run per Train node id: { run, total, points: [{step, loss, lr, seconds, wall_seconds, gpu_gib}] }.
+// One run per Train node id: { run, total, status, points: [{step, loss, lr, seconds, wall_seconds, gpu_gib}] };
+// status is null while the run goes on, then "completed", "cancelled", "diverged" or "failed".
 const runs = new Map();
 
 function runFor(nodeId) {
@@ -22,13 +25,19 @@ function record(p) {
   const key = String(p.node);
   let r = runs.get(key);
   if (!r || r.run !== p.run) {
-    r = { run: p.run, total: p.total, points: [] };
+    r = { run: p.run, total: p.total, status: null, points: [] };
     runs.set(key, r);
   }
   r.total = p.total;
   const last = r.points[r.points.length - 1];
   if (!last || p.step > last.step) r.points.push(p); // the history fetch and live events may overlap
   return key;
+}
+
+function recordEnd(e) {
+  const r = runFor(e.node);
+  if (r?.run === e.run) r.status = e.status;
+  return String(e.node);
 }
 
 function smoothed(values) {
@@ -55,10 +64,19 @@ export function valueRange(values) {
   return [lo, hi];
 }
 
+/** How a run ended, in place of the ETA (the server's `ending_text` says the same under the node). */
+function ending(status, step) {
+  if (status === "completed") return "done";
+  if (status === "cancelled") return `cancelled at step ${step}`;
+  if (status === "diverged") return `stopped at step ${step}: the loss diverged`;
+  return `failed at step ${step}`;
+}
+
 /**
  * Stats line: step, loss, s/step and ETA, the compute time per step (mean of the last 20 steps) and peak GPU
  * memory. s/step and ETA are wall-clock (`wall_seconds`, measured by the server between steps), so checkpoint
- * saves and previews count; compute time alone stands in until a second step is done.
+ * saves and previews count; compute time alone stands in until a second step is done. Once the run has ended
+ * (`r.status`), how it ended stands where the ETA was.
  */
 export function stats(r) {
   const pts = r.points;
@@ -69,7 +87,7 @@ export function stats(r) {
   const perStep = Number.isFinite(last.wall_seconds) ? last.wall_seconds : compute;
   const eta = (r.total - last.step) * perStep;
   const gpu = last.gpu_gib == null ? "n/a (CPU)" : `${last.gpu_gib.toFixed(1)} GiB`;
-  const done = last.step >= r.total ? "done" : `ETA ${formatSeconds(eta)}`;
+  const done = r.status ? ending(r.status, last.step) : last.step >= r.total ? "done" : `ETA ${formatSeconds(eta)}`;
   return `step ${last.step}/${r.total} · loss ${last.loss.toFixed(4)} · ${perStep.toFixed(2)} s/step ` +
     `(${compute.toFixed(2)} compute) · ${done} · GPU ${gpu}`;
 }
@@ -156,7 +174,8 @@ async function loadHistory() {
   const key = String(h.node), live = runs.get(key);
   const newest = h.points.length ? h.points[h.points.length - 1].step : 0;
   const newer = live?.run === h.run ? live.points.filter((p) => p.step > newest) : [];
-  runs.set(key, { run: h.run, total: h.total, points: [...h.points, ...newer] });
+  const status = h.status ?? (live?.run === h.run ? live.status : null);
+  runs.set(key, { run: h.run, total: h.total, status, points: [...h.points, ...newer] });
   redrawNode(h.node);
 }
 
@@ -164,6 +183,7 @@ app.registerExtension({
   name: "ltxlora.LiveTrainingView",
   async setup() {
     api.addEventListener(EVENT, ({ detail }) => redrawNode(record(detail)));
+    api.addEventListener(END_EVENT, ({ detail }) => redrawNode(recordEnd(detail)));
     api.addEventListener("reconnected", () => loadHistory());
     await loadHistory();
   },

@@ -70,4 +70,4 @@ def test_train_command_reports_config_errors_by_field(tmp_path, capsys):
     assert "lora.rank" in capsys.readouterr().err
     path.write_text("lora:\n  rank: 8\n")
     assert main(["train", str(path)]) == 2
-    assert "model.checkpoint is required" in capsys.readouterr().err
+    assert "model.checkpoint is not set" in capsys.readouterr().err

@@ -34,8 +34,11 @@ def test_route_is_registered_once_and_serves_the_current_run():
     history.add(_point("b", 2))
     handler = next(iter(server.routes)).handler
     snap = json.loads(asyncio.run(handler(None)).text)
-    assert (snap["run"], snap["node"], snap["total"]) == ("b", "7", 3)
+    assert (snap["run"], snap["node"], snap["total"], snap["status"]) == ("b", "7", 3, None)
     assert [p["step"] for p in snap["points"]] == [1, 2]
+    history.finish("a", "completed")  # a late end of the replaced run changes nothing
+    history.finish("b", "cancelled")
+    assert json.loads(asyncio.run(handler(None)).text)["status"] == "cancelled"
 
 
 def test_long_runs_are_thinned(monkeypatch):

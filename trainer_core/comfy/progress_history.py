@@ -29,10 +29,16 @@ class ProgressHistory:
     node: str | None = None
     total: int = 0
     points: list[dict[str, Any]] = field(default_factory=list)
+    status: str | None = None  # None while running, then how it ended ("completed", "cancelled", ...)
 
     def start(self, run: str, node: str | None, total: int) -> None:
         """Forget the previous run and start recording ``run``."""
-        self.run, self.node, self.total, self.points = run, node, total, []
+        self.run, self.node, self.total, self.points, self.status = run, node, total, [], None
+
+    def finish(self, run: str, status: str) -> None:
+        """Record how ``run`` ended (ignored when it is no longer the current run)."""
+        if run == self.run:
+            self.status = status
 
     def add(self, point: dict[str, Any]) -> None:
         """Record one step's event payload (ignored when it belongs to another run)."""
@@ -43,8 +49,10 @@ class ProgressHistory:
             self.points = self.points[::2]
 
     def snapshot(self) -> dict[str, Any]:
-        """What the route returns: the run id, its node, step total and recorded points."""
-        return {"run": self.run, "node": self.node, "total": self.total, "points": list(self.points)}
+        """What the route returns: the run id, its node, step total, recorded points and how it ended (or None)."""
+        return {
+            "run": self.run, "node": self.node, "total": self.total, "points": list(self.points), "status": self.status
+        }
 
 
 HISTORY_KEY = web.AppKey("ltxlora_progress_history", ProgressHistory)

@@ -30,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     from ..atomic import save_png
     from ..cache.reader import CachedData
     from ..config import ConfigError, load_yaml
-    from ..config.training import TrainConfig
+    from ..config.training import CHECKPOINT_UNSET, DATA_UNSET, TrainConfig
     from ..engine.checkpoints import resolve_resume
     from ..engine.trainer import Callbacks, Trainer
     from ..ltxcore.backbone import LtxCoreBackbone
@@ -39,9 +39,9 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_yaml(TrainConfig, args.config)
     if not cfg.model.checkpoint:
-        raise ConfigError(f"{args.config}: model.checkpoint is required for headless training (the .safetensors file)")
+        raise ConfigError(f"{args.config}: {CHECKPOINT_UNSET}")
     if not cfg.data:
-        raise ConfigError(f"{args.config}: data is required: the cache folder made by `python -m trainer_core cache`")
+        raise ConfigError(f"{args.config}: {DATA_UNSET}")
     if cfg.model.device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"{args.config}: model.device = {cfg.model.device!r} but no CUDA GPU is available; use cpu")
     # Everything that can be checked without the model first: loading 22B weights takes minutes.

@@ -161,5 +161,5 @@ CHECKPOINT_UNSET = (
 def train_config_yaml(cfg: TrainConfig) -> str:
     """``config.yaml`` of a run: the resolved settings, headed by a comment on each setting the CLI needs but lacks."""
     notes = [DATA_UNSET] * (not cfg.data) + [CHECKPOINT_UNSET] * (not cfg.model.checkpoint)
-    header = "".join(textwrap.fill(note + ".", 118, initial_indent="# ", subsequent_indent="# ") + "\n" for note in notes)
-    return header + dump_yaml(cfg)
+    comments = (textwrap.fill(note + ".", 118, initial_indent="# ", subsequent_indent="# ") for note in notes)
+    return "".join(line + "\n" for line in comments) + dump_yaml(cfg)

@@ -1,9 +1,11 @@
 """Resumable run state, stored without pickle: tensors in safetensors, everything else in JSON.
 
 Beside each LoRA checkpoint ``<name>_step_00250.safetensors`` the engine writes
-``<name>_step_00250.state.safetensors`` (optimizer moments, RNG states) and ``<name>_step_00250.state.json``
-(step, data position, scheduler, optimizer hyper-parameters, loss history). Together with the LoRA weights that
-is everything a resumed run needs to continue exactly where the interrupted one stopped.
+``<name>_step_00250.state.tensors`` (optimizer moments, RNG states; safetensors format) and
+``<name>_step_00250.state.json`` (step, data position, scheduler, optimizer hyper-parameters, loss history).
+Together with the LoRA weights that is everything a resumed run needs to continue exactly where the interrupted one
+stopped. The tensors file does not end in ``.safetensors`` because ComfyUI lists every ``.safetensors`` file under
+``models/loras`` (hidden folders included) in its LoRA menus, and optimizer state is not a LoRA.
 """
 
 from __future__ import annotations
@@ -43,9 +45,21 @@ class RunState:
         self.seen.extend(batch)
 
 
+STATE_TENSORS_SUFFIX = ".state.tensors"
+_OLD_TENSORS_SUFFIX = ".state.safetensors"  # earlier versions of this pack wrote this name; still resumable
+
+
 def state_paths(lora_path: Path) -> tuple[Path, Path]:
+    """The state files (tensors, JSON) that belong to the LoRA checkpoint ``lora_path``."""
     stem = lora_path.with_suffix("")
-    return stem.with_name(stem.name + ".state.safetensors"), stem.with_name(stem.name + ".state.json")
+    return stem.with_name(stem.name + STATE_TENSORS_SUFFIX), stem.with_name(stem.name + ".state.json")
+
+
+def _existing_state_paths(lora_path: Path) -> tuple[Path, Path]:
+    """``state_paths``, with the tensors file under its old name where only that exists."""
+    tensors, json_path = state_paths(lora_path)
+    old = tensors.with_name(tensors.name.removesuffix(STATE_TENSORS_SUFFIX) + _OLD_TENSORS_SUFFIX)
+    return (old if not tensors.is_file() and old.is_file() else tensors), json_path
 
 
 def save_state(
@@ -85,7 +99,8 @@ def save_state(
 
 
 def has_state(lora_path: Path) -> bool:
-    return all(p.is_file() for p in state_paths(lora_path))
+    """Whether the checkpoint ``lora_path`` has both state files beside it (it can be resumed)."""
+    return all(p.is_file() for p in _existing_state_paths(lora_path))
 
 
 def load_state(
@@ -99,7 +114,7 @@ def load_state(
     Hyper-parameters stay those of ``optimizer`` and ``scheduler`` as built from the current config (learning
     rate, weight decay, schedule shape): the learning rate becomes the current schedule's at the checkpoint's step.
     """
-    tensors_path, json_path = state_paths(lora_path)
+    tensors_path, json_path = _existing_state_paths(lora_path)
     if not has_state(lora_path):
         raise ConfigError(
             f"{lora_path} has no training state beside it ({tensors_path.name}, {json_path.name}); "
