@@ -4,6 +4,8 @@
 #
 # - torch: kept if already in .venv, else torch==2.13.0 (pin with TORCH_SPEC=...). Everything else gets the
 #   newest release requirements.txt allows, as a user's ComfyUI install does; the resolved versions are printed.
+# - The pack's `trainer_core` as an editable install (only that package), so `python -m trainer_core` and the
+#   `ltx-lora` console script work from any folder.
 # - ltx-core (Lightricks' reference model, optional for users, needed by the tests and the headless CLI) is
 #   installed without its torchaudio requirement: PyPI's torchaudio is a CUDA build that fails to import on CPU
 #   torch, and nothing here uses ltx-core's audio VAE.
@@ -18,17 +20,25 @@ HERE=$(pwd)
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 V=$HERE/.venv/bin/python
-PIP=("$V" -m pip install -q --disable-pip-version-check)
+# pip's own conflict check is off: it would print ltx-core's torchaudio, left out on purpose (below), as a red
+# ERROR on every upgrade. The whole environment is checked once at the end instead.
+PIP=("$V" -m pip install -q --disable-pip-version-check --no-warn-conflicts)
 
 "$V" -m pip show -q torch >/dev/null 2>&1 || "${PIP[@]}" "${TORCH_SPEC:-torch==2.13.0}" numpy
 CONS=$(mktemp)
 trap 'rm -f "$CONS"' EXIT
 echo "torch==$("$V" -m pip show torch | sed -n 's/^Version: //p' | cut -d+ -f1)" > "$CONS"
 
-# aiohttp: ComfyUI's web server library; the tests of the pack's routes need it also where no ComfyUI is found.
-# einops, scipy and accelerate are ltx-core's own imports (it is installed without dependencies below).
+# einops, accelerate, scipy and transformers are ltx-core's requirements but torchaudio (ltx-core is installed
+# without dependencies below); the pack itself imports none of them (README, "Dependencies").
 "${PIP[@]}" -c "$CONS" --upgrade --upgrade-strategy only-if-needed -r requirements.txt \
-    "pytest>=8" "psutil>=5" "aiohttp>=3.9" einops accelerate "scipy>=1.14"
+    "pytest>=8" "psutil>=5" einops accelerate "scipy>=1.14" "transformers>=4.52"
+# `python -m trainer_core` and the `ltx-lora` console script from any folder: an editable install that maps the
+# trainer_core package only (pyproject), never the repo root, whose nodes/ would shadow ComfyUI's `nodes` module.
+if [ "$(cd / && "$V" -c 'import trainer_core, os; print(os.path.dirname(trainer_core.__file__))' 2>/dev/null)" \
+        != "$HERE/trainer_core" ] || [ ! -x .venv/bin/ltx-lora ]; then
+    "${PIP[@]}" --no-deps -e . 2>&1 | { grep -v "^WARNING: Location 'file:" || true; }
+fi
 
 COMFY=""
 for c in "${COMFYUI_PATH:-}" "$HERE/../.." "$HOME/.cache/comfyui-v0.33"; do
@@ -61,6 +71,11 @@ else
 fi
 # Last, so no later install reports its missing torchaudio as a conflict.
 "$V" -m pip show -q ltx-core >/dev/null 2>&1 || "${PIP[@]}" -c "$CONS" --no-deps "ltx-core>=1.0,<1.1"
+BROKEN=$("$V" -m pip check 2>&1 | grep -vE "^No broken requirements|^WARNING: Location 'file:" \
+    | grep -vE "^ltx-core [^ ]+ requires torchaudio, which is not installed\.$" || true)
+if [ -n "$BROKEN" ]; then
+    echo "error: broken requirements in .venv (pip check):" >&2; echo "$BROKEN" >&2; exit 1
+fi
 
 if ! command -v chromium >/dev/null 2>&1; then
     if [ "${SKIP_CHROMIUM:-0}" = "1" ]; then

@@ -31,7 +31,10 @@ def _load(name: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m trainer_core", description="LTX-2.3 LoRA trainer (headless).")
+    # The `ltx-lora` console script names itself; `python -m trainer_core` runs as __main__.py, which would not.
+    prog = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
+    prog = "python -m trainer_core" if prog in ("", "__main__.py", "-c") else prog
+    parser = argparse.ArgumentParser(prog=prog, description="LTX-2.3 LoRA trainer (headless).")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
