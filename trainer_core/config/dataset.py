@@ -70,6 +70,11 @@ class DatasetConfig(Section):
         ge=16,
         le=8192,
     )
+    skip_audio: bool = knob(
+        False,
+        "Ignore the clips' audio tracks: cache and train video only. Off = each clip's audio (the first track, "
+        "cut to the clip's frames, resampled to 16 kHz stereo) is encoded with the checkpoint's audio VAE.",
+    )
 
     @field_validator("buckets")
     @classmethod

@@ -20,7 +20,7 @@ import torch
 from ..config.dataset import DatasetConfig
 from .buckets import Bucket, parse_buckets
 from .captions import VocabularyFinding, apply_trigger, caption_findings, vocabulary_findings
-from .media import MediaError, MediaInfo, probe
+from .media import AudioClip, MediaError, MediaInfo, probe, read_audio_window
 from .prepare import ClipPlan, describe_changes, load_planned_frames, plan_item
 from .sources import SourceEntry, list_sources
 
@@ -72,6 +72,22 @@ class PreparedItem:
     def first_frame(self) -> torch.Tensor:
         """Only the first prepared frame, ``[1, H, W, 3]`` (for previews)."""
         return load_planned_frames(self.source, self.info, self.plan, limit=1)
+
+    @property
+    def audio_duration(self) -> float | None:
+        """Seconds of audio that go with the frames (F / fps), or None for stills and clips without audio."""
+        if self.info.audio is None or self.info.kind == "image" or not self.plan.fps:
+            return None
+        return self.plan.bucket.frames / self.plan.fps
+
+    def load_audio(self) -> AudioClip | None:
+        """The audio of the planned window ``[start_time, start_time + F / fps)``: stereo float32 ``[2, samples]``
+        at 16 kHz, ``samples = round(F / fps * 16000)``; None for stills and clips without an audio track (the
+        caller decides about ``DatasetConfig.skip_audio``). Raises ``MediaError`` if the track does not decode."""
+        duration = self.audio_duration
+        if duration is None:
+            return None
+        return read_audio_window(self.source, self.plan.start_time, duration)
 
 
 @dataclass(frozen=True)

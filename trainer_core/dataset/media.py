@@ -6,6 +6,9 @@ come from the stream header (``nb_frames``) or from the stream duration times th
 WebM store no frame count); only a stream with neither is counted by decoding, and ``MediaInfo.decoded_frames``
 says how many frames probing decoded.
 
+``MediaInfo.audio`` describes the first audio track from its headers; ``read_audio_window(...)`` decodes the
+audio of one time window as stereo float32 at 16 kHz (the audio VAE's input), exactly as long as the window.
+
 ``decode_video(...)`` decodes one window of frames: it seeks to the keyframe before the window, picks for each
 output time ``start + k / fps`` the frame whose timestamp is nearest (so variable-frame-rate sources and
 resampling to another fps use real timestamps), scales each picked frame in libswscale straight to the
@@ -43,6 +46,20 @@ class MediaError(ValueError):
 
 
 @dataclass(frozen=True)
+class AudioInfo:
+    """The first audio track of a file, from its headers (nothing decoded)."""
+
+    channels: int
+    rate: int
+    layout: str
+    codec: str
+
+    def describe(self) -> str:
+        """``"2 ch 44.1 kHz"`` as the dataset report prints it."""
+        return f"{self.channels} ch {self.rate / 1000:g} kHz"
+
+
+@dataclass(frozen=True)
 class MediaInfo:
     """What probing learned about one file. Sizes are as displayed (after rotation and pixel aspect)."""
 
@@ -59,6 +76,7 @@ class MediaInfo:
     frame_count_source: str = "header"
     decoded_frames: int = 0
     notes: tuple[str, ...] = field(default_factory=tuple)
+    audio: AudioInfo | None = None  # the first audio track (headers only); None: no track, or a still
 
     @property
     def duration(self) -> float:
@@ -220,10 +238,11 @@ def _probe_video(path: Path) -> MediaInfo:
             notes.append(f"variable frame rate (average {fps:.3f} fps): frames picked by timestamp")
         if any(d in pix for d in ("10", "12", "16")):
             notes.append(f"{pix} (high bit depth) converted to 8-bit RGB")
+        audio = _audio_info(container)
     return MediaInfo(
         kind="video", width=width, height=height, frames=frames, fps=fps, start_time=start,
         end_time=start + duration, rotation=rotation, pixel_format=pix, variable_frame_rate=vfr,
-        frame_count_source=source, decoded_frames=decoded, notes=tuple(notes),
+        frame_count_source=source, decoded_frames=decoded, notes=tuple(notes), audio=audio,
     )
 
 
@@ -331,20 +350,6 @@ _DOWNMIX_RIGHT = {"FR": 1.0, "FC": _MINUS_3DB, "SR": _MINUS_3DB, "BR": _MINUS_3D
 
 
 @dataclass(frozen=True)
-class AudioInfo:
-    """The first audio track of a file, from its headers (nothing decoded)."""
-
-    channels: int
-    rate: int
-    layout: str
-    codec: str
-
-    def describe(self) -> str:
-        """``"2 ch 44.1 kHz"`` as the dataset report prints it."""
-        return f"{self.channels} ch {self.rate / 1000:g} kHz"
-
-
-@dataclass(frozen=True)
 class AudioClip:
     """One window of a file's audio: float32 ``[2, samples]`` at 16 kHz, plus what the source track was."""
 
@@ -357,15 +362,19 @@ class AudioClip:
         return AUDIO_RATE
 
 
+def _audio_info(container) -> AudioInfo | None:
+    if not container.streams.audio:
+        return None
+    ctx = container.streams.audio[0].codec_context
+    return AudioInfo(channels=ctx.channels, rate=ctx.sample_rate, layout=ctx.layout.name, codec=ctx.name)
+
+
 def probe_audio(path: Path) -> AudioInfo | None:
     """The first audio track's channels and rate from the headers, or None when the file has none."""
     if path.suffix.lower() in IMAGE_EXTENSIONS:
         return None
     with _open(path) as container:
-        if not container.streams.audio:
-            return None
-        ctx = container.streams.audio[0].codec_context
-        return AudioInfo(channels=ctx.channels, rate=ctx.sample_rate, layout=ctx.layout.name, codec=ctx.name)
+        return _audio_info(container)
 
 
 def _to_stereo(samples: np.ndarray, names: list[str]) -> np.ndarray:

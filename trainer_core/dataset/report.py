@@ -10,6 +10,7 @@ from collections import Counter
 from typing import Any
 
 from .loader import PreparedDataset
+from .media import MediaInfo
 
 
 def build_report(ds: PreparedDataset) -> dict[str, Any]:
@@ -26,6 +27,7 @@ def build_report(ds: PreparedDataset) -> dict[str, Any]:
             "source_fps": it.info.fps,
             "bucket": str(it.bucket),
             "fps": it.fps,
+            "audio": _audio_text(it.info, ds.config.skip_audio),
             "changes": list(it.adjustments),
             "caption": it.caption,
             "caption_findings": list(it.caption_findings),
@@ -45,11 +47,31 @@ def build_report(ds: PreparedDataset) -> dict[str, Any]:
             "excluded": statuses["excluded"],
             "buckets": dict(Counter(str(i.bucket) for i in ds.items)),
             "caption_findings": sum(len(i.caption_findings) for i in ds.items),
+            "with_audio": _with_audio(ds),
+            "without_audio": len(ds.items) - _with_audio(ds),
         },
         "items": items,
         "vocabulary": [v.as_dict() for v in ds.vocabulary],
         "ignored_files": list(ds.ignored_files),
     }
+
+
+def _audio_text(info: MediaInfo, skip: bool) -> str:
+    if info.kind == "image":
+        return "still image (no audio)"
+    text = f"audio: {info.audio.describe()}" if info.audio is not None else "no audio track"
+    return f"{text}, skipped (skip_audio)" if skip else text
+
+
+def _with_audio(ds: PreparedDataset) -> int:
+    return sum(1 for i in ds.items if i.info.audio is not None and i.info.kind != "image")
+
+
+def audio_line(ds: PreparedDataset) -> str:
+    """``"N clips with audio, M without"`` (and whether audio is skipped)."""
+    with_audio = _with_audio(ds)
+    line = f"{with_audio} clips with audio, {len(ds.items) - with_audio} without an audio track"
+    return f"{line} (audio skipped: skip_audio is on)" if ds.config.skip_audio else line
 
 
 def summary_line(ds: PreparedDataset) -> str:
@@ -65,10 +87,10 @@ def summary_line(ds: PreparedDataset) -> str:
 
 def report_text(ds: PreparedDataset) -> str:
     """The report as readable text."""
-    lines = [f"Dataset {ds.config.path} ({ds.kind}, root {ds.root})", summary_line(ds), ""]
+    lines = [f"Dataset {ds.config.path} ({ds.kind}, root {ds.root})", summary_line(ds), audio_line(ds), ""]
     for it in ds.items:
         fps = f" @ {it.fps:g} fps" if it.fps else ""
-        lines.append(f"[{it.status}] {it.id} -> {it.bucket}{fps}")
+        lines.append(f"[{it.status}] {it.id} -> {it.bucket}{fps}; {_audio_text(it.info, ds.config.skip_audio)}")
         lines += [f"    - {c}" for c in it.adjustments]
         lines += [f"    ! caption: {f}" for f in it.caption_findings]
     for ex in ds.excluded:
