@@ -346,6 +346,7 @@ _MINUS_3DB = 0.7071067811865476
 # ITU-R BS.775 downmix: centre and surrounds into both sides at -3 dB, LFE dropped; each output row is then
 # divided by its sum (as ffmpeg's default matrix is normalised), so a full-scale source cannot clip.
 _DOWNMIX_LEFT = {"FL": 1.0, "FC": _MINUS_3DB, "SL": _MINUS_3DB, "BL": _MINUS_3DB, "FLC": _MINUS_3DB, "BC": 0.5}
+_DEFAULT_LAYOUTS = {3: "3.0", 4: "4.0", 5: "5.0", 6: "5.1", 7: "6.1", 8: "7.1"}
 _DOWNMIX_RIGHT = {"FR": 1.0, "FC": _MINUS_3DB, "SR": _MINUS_3DB, "BR": _MINUS_3DB, "FRC": _MINUS_3DB, "BC": 0.5}
 
 
@@ -383,7 +384,10 @@ def _to_stereo(samples: np.ndarray, names: list[str]) -> np.ndarray:
         return np.repeat(samples, 2, axis=0)
     if samples.shape[0] == 2:
         return samples
-    if not any(name in _DOWNMIX_LEFT for name in names):  # unnamed layout: plain average per side
+    if not any(name in _DOWNMIX_LEFT for name in names) and samples.shape[0] in _DEFAULT_LAYOUTS:
+        # an unnamed layout ("6 channels", e.g. PCM in Matroska) is in FFmpeg's default order for its count
+        names = [c.name for c in av.AudioLayout(_DEFAULT_LAYOUTS[samples.shape[0]]).channels]
+    if not any(name in _DOWNMIX_LEFT for name in names):  # still unknown: plain average per side
         half = samples.shape[0] // 2
         return np.stack([samples[:half].mean(0), samples[half:].mean(0)])
     rows = []
