@@ -99,10 +99,11 @@ def test_cli_options_cover_every_field():
     add_section_arguments(parser, DatasetConfig, aliases={"target_fps": ["--fps"]})
     args = parser.parse_args(["--path", "x", "--trigger", "sks", "--buckets", "64x64x9", "--fps", "12",
                               "--crop", "random", "--trim-start", "center", "--seed", "5",
-                              "--caption-token-budget", "200"])
+                              "--caption-token-budget", "200", "--skip-audio"])
     cfg = section_from_args(DatasetConfig, args)
     assert cfg.model_dump() == {"path": "x", "trigger": "sks", "buckets": "64x64x9", "target_fps": 12.0,
-                                "crop": "random", "trim_start": "center", "seed": 5, "caption_token_budget": 200}
+                                "crop": "random", "trim_start": "center", "seed": 5, "caption_token_budget": 200,
+                                "skip_audio": True}
     assert section_from_args(DatasetConfig, parser.parse_args([])) == DatasetConfig()
     with pytest.raises(SystemExit):
         parser.parse_args(["--crop", "left"])
