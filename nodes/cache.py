@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from comfy_api.latest import io, ui
 
-from ..trainer_core.cache.settings import CacheConfig, PreviewConfig, parse_items, resolve_folder
+from ..trainer_core.cache.settings import parse_items, resolve_folder
 from ..trainer_core.config import ConfigError
+from ..trainer_core.config.cache import CacheConfig, PreviewConfig
 from ._sockets import TRAINING_DATA, TRAINING_DATASET
 from ._widgets import category, section_from_inputs, section_inputs
 

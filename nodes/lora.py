@@ -11,14 +11,11 @@ import folder_paths
 from comfy_api.latest import io, ui
 
 from ..trainer_core.comfy.lora import apply_lora_file, model_weight_shapes
+from ..trainer_core.config.lorafile import ConvertLoraSettings, InspectLoraSettings, LoadLoraSettings
 from ..trainer_core.lorafile import LoraFileError
 from ..trainer_core.lorafile.inspect import inspect_file, report_text
-from ..trainer_core.lorafile.layouts import DTYPES, convert_file
-from ._widgets import category
-
-
-def _lora_input(tooltip: str) -> io.Combo.Input:
-    return io.Combo.Input("lora_name", options=folder_paths.get_filename_list("loras"), tooltip=tooltip)
+from ..trainer_core.lorafile.layouts import convert_file
+from ._widgets import category, section_inputs
 
 
 def _source_path(source: str) -> Path:
@@ -57,23 +54,7 @@ class ConvertLora(io.ComfyNode):
             category=category("LoRA"),
             description="Rewrites a PEFT/diffusers (transformer.), kohya/musubi (lora_unet_) or LTX-Video-Trainer "
             "LoRA with ComfyUI's key names so no key is silently skipped. The source file is never modified.",
-            inputs=[
-                io.String.Input(
-                    "source", default="", tooltip="Absolute path of the LoRA, or its name in models/loras."
-                ),
-                io.String.Input(
-                    "output_name",
-                    default="",
-                    tooltip="File name to write in models/loras; empty: <source>_comfy.safetensors.",
-                ),
-                io.Boolean.Input(
-                    "fold_alpha",
-                    default=False,
-                    tooltip="Multiply alpha/rank into the weights instead of keeping .alpha tensors.",
-                ),
-                io.Combo.Input("dtype", options=list(DTYPES), default="keep", tooltip="Weight dtype of the new file."),
-                io.Boolean.Input("overwrite", default=False, tooltip="Replace an existing file of that name."),
-            ],
+            inputs=section_inputs(ConvertLoraSettings),
             outputs=[
                 io.String.Output(display_name="lora_name", tooltip="Name of the written file in models/loras."),
                 io.String.Output(display_name="report", tooltip="Inspection report of the converted LoRA."),
@@ -104,7 +85,7 @@ class InspectLora(io.ComfyNode):
             "layout, rank and alpha per module and targeted streams; with a MODEL, which layers match and which "
             "ComfyUI would skip.",
             inputs=[
-                _lora_input("LoRA file in models/loras."),
+                *section_inputs(InspectLoraSettings),
                 io.Model.Input("model", optional=True, tooltip="Optional: the model to check the LoRA against."),
             ],
             outputs=[io.String.Output(display_name="report", tooltip="The inspection report.")],
@@ -124,7 +105,6 @@ class LoadLoraChecked(io.ComfyNode):
 
     @classmethod
     def define_schema(cls) -> io.Schema:
-        strength = {"default": 1.0, "min": -10.0, "max": 10.0, "step": 0.01}
         return io.Schema(
             node_id="LtxLoraLoadChecked",
             display_name="Load LTX LoRA (checked)",
@@ -134,22 +114,7 @@ class LoadLoraChecked(io.ComfyNode):
             "ComfyUI would skip silently) unless 'force' is on.",
             inputs=[
                 io.Model.Input("model", tooltip="The LTX model to patch (left unchanged; a patched copy is returned)."),
-                _lora_input("LoRA file in models/loras (any supported layout)."),
-                io.Float.Input(
-                    "strength_video",
-                    tooltip="Strength on the video stream: video self/text attention, "
-                    "video FFN and the audio-to-video attention.",
-                    **strength,
-                ),
-                io.Float.Input(
-                    "strength_audio",
-                    tooltip="Strength on the audio stream: audio self/text attention, "
-                    "audio FFN and the video-to-audio attention.",
-                    **strength,
-                ),
-                io.Boolean.Input(
-                    "force", default=False, tooltip="Apply the matching layers even if the LoRA is for another model."
-                ),
+                *section_inputs(LoadLoraSettings),
             ],
             outputs=[
                 io.Model.Output(display_name="model", tooltip="The patched model."),

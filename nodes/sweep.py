@@ -12,11 +12,11 @@ from pathlib import Path
 import folder_paths
 from comfy_api.latest import io, ui
 
+from ..trainer_core.config.sweep import SweepGridSettings, SweepSettings
 from ..trainer_core.plots import to_image_tensor
 from ..trainer_core.sweep.grid import grid_image, grid_video
 from ..trainer_core.sweep.models import row_models
 from ..trainer_core.sweep.plan import (
-    DEFAULT_STRENGTHS,
     SweepError,
     SweepPrompt,
     count_cells,
@@ -30,7 +30,7 @@ from ..trainer_core.sweep.plan import (
 )
 from ..trainer_core.sweep.report import sweep_report
 from ._sockets import SWEEP
-from ._widgets import category
+from ._widgets import category, section_inputs
 
 # The widgets whose values the cell count needs (the trigger word changes prompt kinds, not their number).
 COUNTED_WIDGETS = ("loras", "strengths", "seeds", "max_cells", "prompts")
@@ -66,19 +66,7 @@ class LoraSweep(io.ComfyNode):
             "to LTX Sweep Grid. Strength 0 is the input MODEL itself, rendered once as the base row.",
             inputs=[
                 io.Model.Input("model", tooltip="The LTX-2.3 MODEL to sweep the LoRAs on (left unchanged)."),
-                io.String.Input(
-                    "loras",
-                    default="",
-                    tooltip="Comma-separated LoRA files (names in models/loras or absolute paths) and/or checkpoint "
-                    "folders (every <name>_step_NNNNN.safetensors in step order).",
-                ),
-                io.String.Input(
-                    "strengths", default=DEFAULT_STRENGTHS, tooltip="Comma-separated strengths; 0 = the base model."
-                ),
-                io.String.Input("seeds", default="42", tooltip="Comma-separated seeds (3 seeds test consistency)."),
-                io.Int.Input(
-                    "max_cells", default=48, min=1, max=4096, tooltip="Refuse sweeps with more cells than this."
-                ),
+                *section_inputs(SweepSettings, only=("loras", "strengths", "seeds", "max_cells")),
                 io.Conditioning.Input(
                     "with_trigger", optional=True, tooltip="Positive prompt containing the trigger word."
                 ),
@@ -88,17 +76,7 @@ class LoraSweep(io.ComfyNode):
                     tooltip="An unrelated prompt without the trigger: measures bleed.",
                 ),
                 io.Clip.Input("clip", optional=True, tooltip="Text encoder for the prompt lines below."),
-                io.String.Input(
-                    "prompts",
-                    default="",
-                    multiline=True,
-                    optional=True,
-                    tooltip="One prompt per line (needs clip). Lines containing the trigger word are trigger prompts; "
-                    "the others measure bleed.",
-                ),
-                io.String.Input(
-                    "trigger", default="", optional=True, tooltip="Trigger word that marks trigger prompt lines."
-                ),
+                *section_inputs(SweepSettings, only=("prompts", "trigger")),  # optional: after the sockets
             ],
             outputs=[
                 io.Model.Output(display_name="model", is_output_list=True, tooltip="MODEL per cell."),
@@ -173,10 +151,7 @@ class SweepGrid(io.ComfyNode):
                 io.Image.Input("images", tooltip="Decoded results of the sampler chain fed by LTX LoRA Sweep."),
                 io.String.Input("labels", force_input=True, tooltip="The sweep's label output."),
                 SWEEP.Input("sweep", optional=True, tooltip="The sweep's plan: rows, columns, numbers."),
-                io.Int.Input("columns", default=0, min=0, max=256, tooltip="Without sweep: columns (0 = square)."),
-                io.Float.Input("fps", default=24.0, min=1.0, max=120.0, tooltip="Frame rate of the grid video."),
-                io.Int.Input("tile_height", default=160, min=32, max=1024, tooltip="Height of each frame tile."),
-                io.String.Input("filename_prefix", default="ltx_sweep/grid", tooltip="Grid video name in output/."),
+                *section_inputs(SweepGridSettings),
             ],
             outputs=[
                 io.Image.Output(display_name="grid", tooltip="Labelled grid: first/middle/last frame per cell."),

@@ -18,6 +18,7 @@ from ..trainer_core.config.training import (
     RecipeSettings,
     TrainConfig,
 )
+from ..trainer_core.config.train_node import LossPlotSettings, TrainNodeFiles
 from ..trainer_core.plots import loss_curve, to_image_tensor
 from . import _sockets as sockets
 from ._widgets import category, section_from_inputs, section_inputs
@@ -109,21 +110,7 @@ class TrainLtxLora(io.ComfyNode):
                 *settings,
                 *top,
                 *section_inputs(CheckpointSettings),
-                io.String.Input(
-                    "config_yaml",
-                    default="",
-                    optional=True,
-                    tooltip="Optional YAML file with all settings (e.g. config.yaml of an earlier run); overrides "
-                    "the settings sockets and widgets.",
-                ),
-                io.String.Input(
-                    "resume_from",
-                    default="",
-                    optional=True,
-                    tooltip="Optional checkpoint to continue from: 'latest' (this run's newest), a checkpoint file "
-                    "(absolute, or relative to this run's folder), or the name of another run (its newest "
-                    "checkpoint). Step numbering, optimizer and RNG state continue.",
-                ),
+                *section_inputs(TrainNodeFiles),
             ],
             outputs=[
                 io.Model.Output(display_name="model", tooltip="The input MODEL with the trained LoRA applied."),
@@ -176,7 +163,7 @@ class PlotLtxLoss(io.ComfyNode):
             description="Loss curve (raw and smoothed) as an IMAGE.",
             inputs=[
                 io.LossMap.Input("loss", tooltip="Loss history from Train LTX LoRA."),
-                io.Float.Input("smoothing", default=0.9, min=0.0, max=0.999, step=0.01, tooltip="EMA smoothing."),
+                *section_inputs(LossPlotSettings),
             ],
             outputs=[io.Image.Output(display_name="image")],
             is_output_node=True,

@@ -1,36 +1,10 @@
-"""Settings of the cache nodes and CLI (``CacheConfig``, ``PreviewConfig``), one schema for widgets and flags."""
+"""The cache folder and item list named by the cache settings (``trainer_core.config.cache``), resolved."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ..config.base import Section, knob
 from .encoders import CacheError
-
-
-class CacheConfig(Section):
-    """Where the cache goes and how clips are encoded."""
-
-    folder: str = knob(
-        "ltx_lora_cache/my_dataset",
-        "Cache folder: a name under ComfyUI's output folder, or an absolute path. Re-running into the same folder "
-        "only encodes what changed.",
-    )
-    tiled_vae: bool = knob(
-        False,
-        "Encode clips in tiles (512 px, 64 frames) to fit small GPUs; slightly slower, latents differ a little at "
-        "tile seams.",
-    )
-
-
-class PreviewConfig(Section):
-    """Which cached items *Preview Cached Latents* decodes."""
-
-    items: str = knob(
-        "0",
-        "Items to decode: positions (0 = first) or item ids (file names relative to the dataset), separated by "
-        "commas. Items must share one resolution.",
-    )
 
 
 def resolve_folder(folder: str, base: str | Path) -> Path:

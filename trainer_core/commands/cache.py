@@ -13,6 +13,7 @@ import argparse
 import logging
 import sys
 
+from ..config.cache import CacheConfig
 from ..config.cli_options import add_section_arguments, section_from_args
 from ..config.dataset import DatasetConfig
 
@@ -30,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", required=True, help="cache folder (created; re-runs only encode what changed)")
     parser.add_argument("--checkpoint", help="LTX-2.x single-file checkpoint whose video VAE encodes the clips")
-    parser.add_argument("--tiled-vae", action="store_true", help="encode in tiles (less memory)")
+    add_section_arguments(parser, CacheConfig, exclude=("folder",))  # --tiled-vae; the folder is --out
     parser.add_argument("--device", default="cpu", help="torch device for the VAE (cpu, cuda, cuda:1)")
     parser.add_argument("--import-trigger", default="", help="import only: the --lora-trigger ltx-trainer used")
     add_section_arguments(parser, DatasetConfig, exclude=("path",), aliases={"target_fps": ["--fps"]})
@@ -70,11 +71,12 @@ def _cache(args: argparse.Namespace):
     if not args.checkpoint:
         raise CacheError("--checkpoint is required: the LTX-2.x checkpoint whose video VAE encodes the clips")
     cfg = section_from_args(DatasetConfig, args, path=args.target[0])
+    cache_cfg = section_from_args(CacheConfig, args, folder=args.out)
     ds = load_dataset(cfg)
     if not ds.items:
         raise CacheError(f"dataset {cfg.path} has no usable item; see `python -m trainer_core dataset {cfg.path}`")
     dtype = torch.float32 if args.device == "cpu" else torch.bfloat16
-    vae = LtxCoreVae(args.checkpoint, device=args.device, dtype=dtype, tiled=args.tiled_vae, decoder=False)
+    vae = LtxCoreVae(args.checkpoint, device=args.device, dtype=dtype, tiled=cache_cfg.tiled_vae, decoder=False)
     text = StandinTextEncoder(text_width_for(read_checkpoint_config(args.checkpoint)))
     logger.warning("captions are encoded with the stand-in text encoder (not Gemma): for tests and demos only")
     return build_cache(ds.items, args.out, vae, text, trigger=cfg.trigger, dataset_info={"root": str(ds.root)},

@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..config.cli_options import add_section_arguments, section_from_args
+from ..config.lorafile import ConvertLoraSettings
+
 HELP = "inspect a LoRA file (family, ranks, targets) or convert it between ComfyUI / PEFT / diffusers / kohya layouts"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..lorafile.layouts import DTYPES, LAYOUTS
+    from ..lorafile.layouts import LAYOUTS
 
     sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     ins = sub.add_parser("inspect", help="report a LoRA's family, layout, ranks, alpha and targeted modules")
@@ -20,12 +23,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     conv.add_argument("src", metavar="IN", help="LoRA .safetensors file to read")
     conv.add_argument("dst", metavar="OUT", help="file to write")
     conv.add_argument("--to", required=True, choices=LAYOUTS, help="target layout (comfy = ComfyUI and this pack)")
-    conv.add_argument(
-        "--fold-alpha",
-        action="store_true",
-        help="multiply alpha/rank into lora_B instead of writing .alpha (always done for peft/diffusers)",
-    )
-    conv.add_argument("--dtype", choices=list(DTYPES), default="keep", help="weight dtype of the output")
+    # --fold-alpha and --dtype, as the Convert node's widgets (peft/diffusers always fold alpha)
+    add_section_arguments(conv, ConvertLoraSettings, exclude=("source", "output_name", "overwrite"))
 
 
 def _out(text: str) -> None:
@@ -43,7 +42,8 @@ def _inspect(args: argparse.Namespace) -> int:
 def _convert(args: argparse.Namespace) -> int:
     from ..lorafile.layouts import convert_file
 
-    path, parsed = convert_file(args.src, args.dst, args.to, fold_alpha=args.fold_alpha, dtype=args.dtype)
+    opts = section_from_args(ConvertLoraSettings, args)
+    path, parsed = convert_file(args.src, args.dst, args.to, fold_alpha=opts.fold_alpha, dtype=opts.dtype)
     _out(f"Wrote {path}: {len(parsed.modules)} modules, {parsed.layout} -> {args.to}")
     return 0
 

@@ -26,10 +26,41 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
 
 
-def knob(default: Any, description: str, *, widget: bool = True, **constraints: Any) -> Any:
-    """A config field. ``description`` is the tooltip; ``widget=False`` keeps it out of node widgets."""
-    extra = {"widget": widget}
+# How a field's node widget is presented, beyond what its type, default and bounds say. Read only by the
+# nodes' one field-to-widget function (``nodes._widgets.field_widget``).
+WIDGET_HINTS = {
+    "optional": "the widget may be left out of a saved workflow (ComfyUI's optional inputs)",
+    "multiline": "a multi-line text box",
+    "step": "increment of a number widget (FLOAT default 1e-6; None = the frontend's own)",
+    "choices_from": "a ComfyUI model folder (e.g. 'loras') whose file names are the choices, listed when the node "
+    "is shown",
+}
+
+
+def knob(default: Any, description: str, *, widget: bool = True, ui: dict[str, Any] | None = None,
+         **constraints: Any) -> Any:
+    """A config field. ``description`` is the tooltip; ``widget=False`` keeps it out of node widgets.
+
+    ``default=...`` makes the field required. ``ui`` holds presentation hints for the node widget (keys in
+    ``WIDGET_HINTS``); they do not change what the schema accepts.
+    """
+    unknown = set(ui or {}) - set(WIDGET_HINTS)
+    if unknown:
+        raise TypeError(f"unknown widget hints {sorted(unknown)}; known: {sorted(WIDGET_HINTS)}")
+    extra: dict[str, Any] = {"widget": widget}
+    if ui:
+        extra["ui"] = dict(ui)
     return Field(default=default, description=description, json_schema_extra=extra, **constraints)
+
+
+def widget_hints(field: Any) -> dict[str, Any]:
+    """The ``ui`` hints a field was declared with (empty when none)."""
+    return dict((field.json_schema_extra or {}).get("ui", {}))
+
+
+def is_widget(field: Any) -> bool:
+    """Whether a field is shown as a node widget (``knob(..., widget=False)`` fields are not)."""
+    return bool((field.json_schema_extra or {}).get("widget", True))
 
 
 def _format_errors(cls: type[BaseModel], err: ValidationError, where: str) -> str:

@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from ..config.sweep import DEFAULT_STRENGTHS
 from ..engine.checkpoints import list_checkpoints
 
 PromptKind = Literal["trigger", "other"]
-DEFAULT_STRENGTHS = "0, 0.5, 0.75, 1.0"
 NO_PROMPTS = "no prompts: connect with_trigger and/or without_trigger conditioning, or a CLIP and prompt lines"
 
 
