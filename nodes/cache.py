@@ -1,8 +1,8 @@
 """Cache nodes: *Cache LTX Training Latents* and *Preview Cached Latents*.
 
-The cache node encodes the prepared dataset with the VAE and text encoder already loaded in ComfyUI (no second
-copy) into a folder of safetensors files plus ``manifest.json``, and outputs a ``CachedData`` on the
-``LTX_TRAINING_DATA`` socket the Train node takes.
+The cache node encodes the prepared dataset with the VAE, text encoder and (optionally) audio VAE already
+loaded in ComfyUI (no second copy) into a folder of safetensors files plus ``manifest.json``, and outputs a
+``CachedData`` on the ``LTX_TRAINING_DATA`` socket the Train node takes.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ def _progress(node_id: str | None):
 
 
 class CacheLatents(io.ComfyNode):
-    """Dataset + VAE + CLIP in; cached training data out."""
+    """Dataset + VAE + CLIP (+ audio VAE) in; cached training data out."""
 
     @classmethod
     def define_schema(cls) -> io.Schema:
@@ -42,12 +42,19 @@ class CacheLatents(io.ComfyNode):
             display_name="Cache LTX Training Latents",
             category=category("Cache"),
             description="Encodes every prepared clip with the VAE and every caption (plus the empty caption, for "
-            "caption dropout) with the text encoder, one item at a time, into a cache folder. Re-runs only encode "
-            "what changed (source file, preparation, caption, or model).",
+            "caption dropout) with the text encoder, one item at a time, into a cache folder; with an audio VAE, "
+            "also each clip's audio of exactly the kept frames. Re-runs only encode what changed (source file, "
+            "preparation, caption, or model).",
             inputs=[
                 TRAINING_DATASET.Input("dataset", tooltip="From Load LTX Training Dataset."),
                 io.Vae.Input("vae", tooltip="LTX-2.3's video VAE, as loaded by the checkpoint loader."),
                 io.Clip.Input("clip", tooltip="LTX-2.3's text encoder (Gemma 3 with the checkpoint's projection)."),
+                io.Vae.Input(
+                    "audio_vae", optional=True,
+                    tooltip="Optional: LTX-2.3's audio VAE from Load LTXV Audio VAE (same checkpoint), to cache each "
+                    "clip's sound for audio+video training. Without it (or with the dataset's skip_audio) the cache "
+                    "holds video only.",
+                ),
                 *section_inputs(CacheConfig),
             ],
             outputs=[
@@ -66,16 +73,17 @@ class CacheLatents(io.ComfyNode):
         return True
 
     @classmethod
-    def execute(cls, dataset, vae, clip, **kwargs) -> io.NodeOutput:
+    def execute(cls, dataset, vae, clip, audio_vae=None, **kwargs) -> io.NodeOutput:
         import folder_paths
 
         from ..trainer_core.cache import CachedData, build_cache
-        from ..trainer_core.comfy.cache_encoders import ComfyLtxTextEncoder, ComfyVideoVae
+        from ..trainer_core.comfy.cache_encoders import ComfyAudioVae, ComfyLtxTextEncoder, ComfyVideoVae
 
         cfg = section_from_inputs(CacheConfig, kwargs)
         folder = resolve_folder(cfg.folder, folder_paths.get_output_directory())
         report = build_cache(
             dataset.items, folder, ComfyVideoVae(vae, tiled=cfg.tiled_vae), ComfyLtxTextEncoder(clip),
+            audio=None if audio_vae is None else ComfyAudioVae(audio_vae), skip_audio=dataset.config.skip_audio,
             trigger=dataset.config.trigger, dataset_info={"root": str(dataset.root)},
             on_progress=_progress(cls.hidden.unique_id if cls.hidden else None),
         )

@@ -18,7 +18,6 @@ from trainer_core.cache import CachedData, CacheError, build_cache
 from trainer_core.cache.encoders import AUDIO_FAMILY, audio_frames, weights_identity
 from trainer_core.cache.manifest import Manifest
 from trainer_core.cache.standin_text import StandinTextEncoder
-from trainer_core.cache.writer import audio_window
 from trainer_core.config.dataset import DatasetConfig
 from trainer_core.dataset import load_dataset
 from trainer_core.dataset.media import read_audio_window
@@ -96,8 +95,7 @@ def test_audio_of_the_kept_window_is_cached_beside_the_video(ds_root, tmp_path):
     items = {i.id: i for i in load(ds_root).items}
     talk = items["talk.mp4"]
     assert talk.plan.start_frame == 6 and talk.bucket.frames == 17 and talk.fps == 24.0
-    window = (talk.plan.start_time, 17 / 24)
-    assert audio_window(talk) == pytest.approx(window)
+    window = (talk.info.start_time + 6 / 24, 17 / 24)
     sample = data[data.index_of("talk.mp4")]
     assert tuple(sample.audio.shape) == (8, round(17 / 24 * 25), 16)
     expected = enc.encode(torch.from_numpy(read_audio_window(talk.source, *window).waveform))
@@ -125,7 +123,7 @@ def test_rerun_is_incremental_and_a_new_audio_vae_reencodes_only_audio(ds_root, 
     data = CachedData(tmp_path / "c")
     assert data.model["audio_vae"] == other.identity() and data.fingerprint != fingerprint
     talk = next(i for i in load(ds_root).items if i.id == "talk.mp4")
-    waveform = torch.from_numpy(read_audio_window(talk.source, *audio_window(talk)).waveform)
+    waveform = torch.from_numpy(read_audio_window(talk.source, talk.plan.start_time, 17 / 24).waveform)
     assert torch.equal(data[data.index_of("talk.mp4")].audio, other.encode(waveform))
     assert len(list((tmp_path / "c" / "audio").glob("*"))) == 2  # the first VAE's files are collected
 

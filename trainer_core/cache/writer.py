@@ -24,7 +24,7 @@ from typing import Any, Protocol, TypeVar
 
 import torch
 
-from ..dataset.media import MediaError, read_audio_window
+from ..dataset.media import AudioClip, MediaError
 from .encoders import (
     AUDIO_FAMILY,
     AudioEncoder,
@@ -66,14 +66,10 @@ class CacheItem(Protocol):
 
     def load_frames(self) -> torch.Tensor: ...
 
-
-def audio_window(item: CacheItem) -> tuple[float, float] | None:
-    """``(start_s, duration_s)`` of the kept frames, ``[start, start + F/fps)`` in the file's timeline; None for
-    stills (an image, or one frame of a video: a still is trained as an image, without sound)."""
-    frames = item.plan.bucket.frames
-    if not item.fps or frames <= 1:
-        return None
-    return float(item.plan.start_time), frames / float(item.fps)
+    def load_audio(self) -> AudioClip | None:
+        """The audio of exactly the kept frames' window ``[start, start + F/fps)``, 16 kHz stereo; None for a
+        still or a file without an audio track."""
+        ...
 
 
 @dataclass
@@ -387,11 +383,8 @@ class _Encoder:
 
     def _encode_audio(self, run: CacheRun, item: CacheItem, source_sha: str, prep: dict[str, Any]) -> dict[str, Any]:
         """The audio of the kept frames' window, encoded; ``NO_AUDIO`` for a still or a file without audio."""
-        window = audio_window(item)
-        if window is None:
-            return NO_AUDIO
         try:
-            clip = read_audio_window(Path(item.source), *window)
+            clip = item.load_audio()
         except MediaError as err:
             raise UnreadableItem(str(err)) from err
         if clip is None:

@@ -1,10 +1,11 @@
 """``python -m trainer_core cache``: build a latent cache headless, or import an ltx-trainer one.
 
 ``cache DATASET_PATH --checkpoint CKPT --out DIR [dataset options] [--tiled-vae] [--device cuda]`` encodes the
-clips with ltx-core's video VAE read from the checkpoint. Captions are encoded with the STAND-IN text encoder
-(``trainer_core.cache.standin_text``): Gemma 3 12B is only used inside ComfyUI, so a headless cache is for
-tests and the demo, not for real training. ``cache import-ltx-trainer PRECOMPUTED_DIR --out DIR`` converts an
-ltx-trainer ``.precomputed`` folder (no model needed). Exit status 0 on success, 1 when items failed.
+clips with ltx-core's video VAE read from the checkpoint and, when the checkpoint holds an audio VAE
+(``audio_vae.*``) and ``--skip-audio`` is not given, each clip's audio with it. Captions are encoded with the
+STAND-IN text encoder (``trainer_core.cache.standin_text``): Gemma 3 12B is only used inside ComfyUI, so a
+headless cache is for tests and the demo, not for real training. ``cache import-ltx-trainer PRECOMPUTED_DIR --out
+DIR`` converts an ltx-trainer ``.precomputed`` folder (no model needed). Exit status 0 on success, 1 when items failed.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the dataset to cache, or 'import-ltx-trainer' and an ltx-trainer .precomputed folder",
     )
     parser.add_argument("--out", required=True, help="cache folder (created; re-runs only encode what changed)")
-    parser.add_argument("--checkpoint", help="LTX-2.x single-file checkpoint whose video VAE encodes the clips")
+    parser.add_argument("--checkpoint", help="LTX-2.x single-file checkpoint whose video VAE encodes the clips (and "
+                        "whose audio VAE encodes their audio, when it has one; --skip-audio: video only)")
     add_section_arguments(parser, CacheConfig, exclude=("folder",))  # --tiled-vae; the folder is --out
     parser.add_argument("--device", default="cpu", help="torch device for the VAE (cpu, cuda, cuda:1)")
     parser.add_argument("--import-trigger", default="", help="import only: the --lora-trigger ltx-trainer used")
@@ -40,6 +42,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _progress(done: int, total: int, item_id: str) -> None:
     if item_id:
         logger.info("[%d/%d] %s", done + 1, total, item_id)
+
+
+def has_audio_vae(checkpoint: str) -> bool:
+    """Whether the single-file checkpoint holds an audio VAE (``audio_vae.*`` tensors)."""
+    from safetensors import safe_open
+
+    with safe_open(str(checkpoint), framework="pt") as f:
+        return any(key.startswith("audio_vae.") for key in f.keys())  # noqa: SIM118 - safe_open is not a dict
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,7 +71,7 @@ def _cache(args: argparse.Namespace):
     import torch
 
     from ..cache import CacheError, build_cache
-    from ..ltxcore.encoders import LtxCoreVae
+    from ..ltxcore.encoders import LtxCoreAudioVae, LtxCoreVae
     from ..cache.standin_text import StandinTextEncoder, text_width_for
     from ..dataset import load_dataset
     from ..ltxcore.model import read_checkpoint_config
@@ -77,7 +87,12 @@ def _cache(args: argparse.Namespace):
         raise CacheError(f"dataset {cfg.path} has no usable item; see `python -m trainer_core dataset {cfg.path}`")
     dtype = torch.float32 if args.device == "cpu" else torch.bfloat16
     vae = LtxCoreVae(args.checkpoint, device=args.device, dtype=dtype, tiled=cache_cfg.tiled_vae, decoder=False)
+    audio = None
+    if not cfg.skip_audio and has_audio_vae(args.checkpoint):
+        audio = LtxCoreAudioVae(args.checkpoint, device=args.device)  # float32: small, and keeps the latents exact
+    elif not cfg.skip_audio:
+        logger.warning("%s has no audio VAE (audio_vae.*): the cache holds video only", args.checkpoint)
     text = StandinTextEncoder(text_width_for(read_checkpoint_config(args.checkpoint)))
     logger.warning("captions are encoded with the stand-in text encoder (not Gemma): for tests and demos only")
     return build_cache(ds.items, args.out, vae, text, trigger=cfg.trigger, dataset_info={"root": str(ds.root)},
-                       on_progress=_progress)
+                       audio=audio, skip_audio=cfg.skip_audio, on_progress=_progress)
