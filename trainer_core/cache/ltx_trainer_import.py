@@ -6,7 +6,8 @@ ltx-trainer (``process_dataset.py``) writes ``latents/<media path>.pt`` (``{"lat
 "prompt_attention_mask": [1024]}``: the Gemma feature projection's output, left-padded to 1,024 tokens) and,
 unless it ran with ``--skip-audio``, ``audio_latents/<media path>.pt`` (``{"latents": [8, T, 16] float32,
 "num_time_steps", "frequency_bins", "duration"}``; a clip without an audio track has no file there). Audio
-latents are kept beside the video latents; a clip without one is recorded with ``audio_shape`` null. Files are read with ``torch.load(weights_only=True)`` only, never full pickle.
+latents are kept beside the video latents; a clip without one is recorded with ``audio_shape`` null. Files are
+read with ``torch.load(weights_only=True)`` only, never full pickle.
 
 ComfyUI's LTX-2.3 text encoder returns the same projection output with the padding stripped and video and
 audio features concatenated: ``[1, T, 6144]`` where T is the number of real tokens. Both projections apply a
