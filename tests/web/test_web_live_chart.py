@@ -141,13 +141,20 @@ def test_live_chart_receives_points_and_survives_reload(server, tmp_path):
         # The page's JS state is gone now; the same graph is opened again (as the frontend's own workflow
         # persistence would), and the chart can only get its points back from the server's history.
         await browser.eval(f"app.loadGraphData({graph}).then(() => true)")
+        # What ComfyUI shows as the node's progress text (NodeProgress sends one per step, then how the run ended).
+        await browser.eval("window.__texts = []; app.api.addEventListener('progress_text', "
+                           "(e) => window.__texts.push(e.detail.text)); true")
         restored = await browser.wait_for(
             f"Number({CHART}?.dataset.points) >= {before['points']} && "
             f"({{points: Number({CHART}.dataset.points), run: {CHART}.dataset.run}})",
             what="the chart redrawn from the server's history after the reload")
         await browser.wait_for(f"Number({CHART}?.dataset.points) === {TRAIN_STEPS}", timeout=240,
                                what="every training step on the chart")
-        text = await browser.eval(f"{CHART}.querySelector('.ltxlora-chart-stats').textContent")
+        text = await browser.wait_for(
+            f"(t => t.includes('done') && t)({CHART}.querySelector('.ltxlora-chart-stats').textContent)",
+            what="the chart's stats line saying the run is done")
+        texts = await browser.wait_for("window.__texts.at(-1)?.startsWith('done') && window.__texts",
+                                       what="the node's progress text saying the run is done")
         ink = await browser.eval(f"""(() => {{
             const c = {CHART}.querySelector('canvas');
             const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
@@ -157,15 +164,18 @@ def test_live_chart_receives_points_and_survives_reload(server, tmp_path):
                            "app.graph.setDirtyCanvas(true, true); })()")
         await asyncio.sleep(1)
         await browser.screenshot(ARTIFACTS / "web_live_chart.png")
-        return node_id, before, restored, text, ink
+        return node_id, before, restored, text, texts, ink
 
-    node_id, before, restored, text, ink = with_browser(scenario)(tmp_path)
+    node_id, before, restored, text, texts, ink = with_browser(scenario)(tmp_path)
     history = json.loads(get(f"{server}/ltxlora/progress"))
     assert history["node"] == node_id and history["total"] == TRAIN_STEPS
     assert [p["step"] for p in history["points"]] == list(range(1, TRAIN_STEPS + 1))
     assert restored["run"] == before["run"] == history["run"]  # the same run continued after the reload
     assert text.startswith(f"step {TRAIN_STEPS}/{TRAIN_STEPS} · loss ") and "s/step" in text and "GPU" in text
     assert "compute) · done" in text
+    # Once the run has ended, no ETA is left standing, on the chart or in the node's progress text.
+    assert history["status"] == "completed" and "ETA" not in text
+    assert "ETA" in texts[0] and texts[-1] == f"done: step {TRAIN_STEPS}/{TRAIN_STEPS}"
     walls = [p["wall_seconds"] for p in history["points"]]
     assert walls[0] is None and all(w > 0 for w in walls[1:])  # wall-clock s/step from the second step on
     assert ink > 500  # the canvas has the curves drawn on it
@@ -207,7 +217,10 @@ def test_chart_draws_very_long_runs_and_stats_show_wall_clock_eta(server, tmp_pa
             const point = (step, wall) => ({{step, loss: 0.5, seconds: 1, wall_seconds: wall, gpu_gib: null}});
             return {{error, labels, ink,
                      wall: m.stats({{run: "r", total: 100, points: [point(49, 1.9), point(50, 2)]}}),
-                     first: m.stats({{run: "r", total: 100, points: [point(1, null)]}})}};
+                     first: m.stats({{run: "r", total: 100, points: [point(1, null)]}}),
+                     cancelled: m.stats({{run: "r", total: 100, status: "cancelled",
+                                          points: [point(49, 1.9), point(50, 2)]}}),
+                     failed: m.stats({{run: "r", total: 100, status: "failed", points: [point(7, 2)]}})}};
         }})()""")
 
     r = with_browser(scenario)(tmp_path)
@@ -217,3 +230,8 @@ def test_chart_draws_very_long_runs_and_stats_show_wall_clock_eta(server, tmp_pa
     # ETA from the wall-clock s/step (checkpoints and previews included), compute time beside it
     assert r["wall"] == "step 50/100 · loss 0.5000 · 2.00 s/step (1.00 compute) · ETA 1m 40s · GPU n/a (CPU)"
     assert r["first"] == "step 1/100 · loss 0.5000 · 1.00 s/step (1.00 compute) · ETA 1m 39s · GPU n/a (CPU)"
+    # After a cancel or a failure, how the run ended stands where the ETA was
+    assert r["cancelled"] == (
+        "step 50/100 · loss 0.5000 · 2.00 s/step (1.00 compute) · cancelled at step 50 · GPU n/a (CPU)"
+    )
+    assert r["failed"] == "step 7/100 · loss 0.5000 · 2.00 s/step (1.00 compute) · failed at step 7 · GPU n/a (CPU)"
