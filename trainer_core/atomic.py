@@ -17,9 +17,14 @@ from typing import NoReturn
 
 from PIL import Image
 
+from .errors import UserError
 
-class DiskWriteError(OSError):
+
+class DiskWriteError(UserError, OSError):
     """A write failed (full disk, quota, no permission); the message names the file and what to do."""
+
+    def __str__(self) -> str:
+        return self.strerror or super().__str__()
 
 
 # Quota exhaustion reads like a full disk to the user; EDQUOT is missing from some platforms' errno.

@@ -16,7 +16,7 @@ import logging
 import sys
 from pathlib import Path
 
-from .config import ConfigError
+from .errors import UserError
 
 COMMANDS = ("dataset", "train", "demo", "lora", "cache")
 
@@ -48,17 +48,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def user_error(err: BaseException) -> str | None:
-    """The one-line message of an error the user can fix, or None for a bug (which keeps its traceback)."""
-    # Imported here, not at the top: these modules import torch, and `--help` should not wait for it.
-    from .atomic import DiskWriteError, disk_write_error
-    from .cache.encoders import CacheError
-    from .lorafile.read import LoraFileError
-    from .ltxcore.model import CheckpointKeyError, LtxCoreMissing
+    """The one-line message of an error the user can fix, or None for a bug (which keeps its traceback).
 
-    if isinstance(err, (ConfigError, CacheError, LoraFileError, CheckpointKeyError, LtxCoreMissing)):
+    Every ``UserError`` is one; so is an ``OSError`` the system raised on a file the user named (or a full disk).
+    """
+    if isinstance(err, UserError):
         return str(err)
-    if isinstance(err, DiskWriteError):
-        return err.strerror
+    # Imported here, not at the top: atomic imports PIL, and `--help` should not wait for it.
+    from .atomic import disk_write_error
+
     if isinstance(err, OSError) and err.filename is not None:  # a file or folder the user named, or a full disk
         translated = disk_write_error(err, Path(err.filename))
         return translated.strerror if translated is not None else f"{err.strerror}: {err.filename}"
@@ -75,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)  # noqa: T201 - CLI output
         return 130
-    except (ValueError, ImportError, OSError) as err:  # the bases of every error kind user_error knows
+    except (UserError, OSError) as err:
         message = user_error(err)
         if message is None:
             raise

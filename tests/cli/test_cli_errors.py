@@ -102,3 +102,38 @@ def test_the_real_entry_point_prints_no_traceback(tmp_path):
         cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
     )
     assert out.returncode == 2 and out.stderr.startswith("error: ") and "Traceback" not in out.stderr, out.stderr
+
+
+def _no_traceback(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_a_sweep_error_reaching_main_is_one_line(capsys, monkeypatch):
+    from trainer_core.sweep.plan import parse_seeds
+
+    monkeypatch.setattr(dataset_command, "run", lambda args: parse_seeds("3, -1"))
+    assert main(["dataset", "anything"]) == 2
+    assert "seeds: [3, -1] holds a negative seed" in _no_traceback(capsys)
+
+
+def test_a_media_error_reaching_main_is_one_line(tmp_path, capsys, monkeypatch):
+    from trainer_core.dataset.media import probe
+
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"not a video at all")  # a corrupt clip: `dataset` lists it as excluded, so probe it directly
+    monkeypatch.setattr(dataset_command, "run", lambda args: probe(clip))
+    assert main(["dataset", "anything"]) == 2
+    assert "clip.mp4 cannot be opened as a video" in _no_traceback(capsys)
+
+
+def test_lora_inspect_on_a_non_lora_file_is_one_line(tmp_path):
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    out = subprocess.run(
+        [sys.executable, "-m", "trainer_core", "lora", "inspect", str(text)],
+        cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert out.returncode == 2 and out.stderr.startswith("error: ") and "Traceback" not in out.stderr, out.stderr
+    assert "is not a safetensors file" in out.stderr and out.stderr.count("\n") == 1

@@ -14,6 +14,8 @@ from typing import Protocol
 
 import torch
 
+from ..errors import UserError
+
 LATENT_CHANNELS = 128  # LTX-2.x video latents
 SPATIAL_FACTOR = 32
 TEMPORAL_FACTOR = 8
@@ -27,7 +29,7 @@ AUDIO_LATENT_BINS = 16
 AUDIO_LATENTS_PER_SECOND = 25  # 16000 Hz / hop 160 / temporal factor 4
 
 
-class CacheError(ValueError):
+class CacheError(UserError, ValueError):
     """The cache cannot be built or read; the message names the file or model and what to do."""
 
 

@@ -31,6 +31,8 @@ import av
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from ..errors import UserError
+
 logger = logging.getLogger(__name__)
 
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi")
@@ -41,7 +43,7 @@ _EXIF_ORIENTATION = 0x0112
 _SWAPPING_ORIENTATIONS = {5, 6, 7, 8}
 
 
-class MediaError(ValueError):
+class MediaError(UserError, ValueError):
     """A media file cannot be used; the message names the file and what is wrong."""
 
 

@@ -22,6 +22,7 @@ from ..atomic import DiskWriteError, write_atomic
 from ..backbone import Backbone, TextContext
 from ..config import ConfigError
 from ..config.training import TrainConfig, train_config_yaml
+from ..errors import UserError
 from ..lora.adapter import LoraAdapters
 from ..lora.targets import select_targets
 from ..lorafile import metadata as lora_meta
@@ -63,7 +64,7 @@ class TrainResult:
     checkpoints: list[Path] = field(default_factory=list)
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(UserError, RuntimeError):
     """The loss became NaN or infinite."""
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 
+from ..errors import UserError
+
 # Tensor-name endings that mark a key as part of a LoRA (or LyCORIS) adapter, in any of the layouts we read.
 _LORA_MARKERS = (
     ".lora_A.weight",
@@ -29,7 +31,7 @@ _LORA_MARKERS = (
 _MAX_HEADER = 100 * 1024 * 1024
 
 
-class LoraFileError(ValueError):
+class LoraFileError(UserError, ValueError):
     """A LoRA file is missing, unreadable, not safetensors, or holds no LoRA weights; the message says which."""
 
 

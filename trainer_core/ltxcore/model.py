@@ -25,6 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import UserError
+
 logger = logging.getLogger(__name__)
 
 TRANSFORMER_PREFIX = "model.diffusion_model."
@@ -46,11 +48,11 @@ LTX_CORE_INSTALL_HINT = (
 )
 
 
-class LtxCoreMissing(ImportError):
+class LtxCoreMissing(UserError, ImportError):
     """ltx-core (the optional reference implementation) is not installed."""
 
 
-class CheckpointKeyError(ValueError):
+class CheckpointKeyError(UserError, ValueError):
     """A checkpoint's keys do not match the architecture its config describes."""
 
 

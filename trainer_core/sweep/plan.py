@@ -16,12 +16,13 @@ from typing import Any, Literal
 
 from ..config.sweep import DEFAULT_STRENGTHS
 from ..engine.checkpoints import list_checkpoints
+from ..errors import UserError
 
 PromptKind = Literal["trigger", "other"]
 NO_PROMPTS = "no prompts: connect with_trigger and/or without_trigger conditioning, or a CLIP and prompt lines"
 
 
-class SweepError(ValueError):
+class SweepError(UserError, ValueError):
     """The sweep's inputs are invalid or too large; the message says which input and what to do."""
 
 
