@@ -13,7 +13,7 @@ const SMOOTHING = 0.9; // EMA weight of the smoothed curve (bias-corrected, as T
 const CHART_HEIGHT = 200;
 const COLORS = { raw: "rgba(120, 170, 255, 0.45)", smooth: "#ffb347", grid: "rgba(255,255,255,0.12)", text: "#ccc" };
 
-// One run per Train node id: { run, total, status, points: [{step, loss, lr, seconds, wall_seconds, gpu_gib}] };
+// One run per Train node id: { run, total, status, points: [{step, loss, lr, seconds, wall_seconds, gpu_gib, gpu_source}] };
 // status is null while the run goes on, then "completed", "cancelled", "diverged" or "failed".
 const runs = new Map();
 
@@ -86,7 +86,8 @@ export function stats(r) {
   const compute = recent.reduce((a, p) => a + p.seconds, 0) / recent.length;
   const perStep = Number.isFinite(last.wall_seconds) ? last.wall_seconds : compute;
   const eta = (r.total - last.step) * perStep;
-  const gpu = last.gpu_gib == null ? "n/a (CPU)" : `${last.gpu_gib.toFixed(1)} GiB`;
+  const source = last.gpu_source ? ` (${last.gpu_source})` : "";
+  const gpu = last.gpu_gib == null ? "n/a (CPU)" : `${last.gpu_gib.toFixed(1)} GiB${source}`;
   const done = r.status ? ending(r.status, last.step) : last.step >= r.total ? "done" : `ETA ${formatSeconds(eta)}`;
   return `step ${last.step}/${r.total} · loss ${last.loss.toFixed(4)} · ${perStep.toFixed(2)} s/step ` +
     `(${compute.toFixed(2)} compute) · ${done} · GPU ${gpu}`;

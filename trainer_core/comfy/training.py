@@ -27,21 +27,26 @@ END_EVENT = "ltxlora.progress.end"
 class NodeProgress:
     """Feeds ComfyUI's progress bar, the text under the node and the live chart (web/ extension).
 
-    Each event carries the step's compute time (``seconds``) and the wall-clock s/step so far (``wall_seconds``,
-    checkpoint saves and previews included, ``trainer_core.progress.StepClock``); the ETA shown comes from the latter.
+    Each event carries the step's compute time (``seconds``), the wall-clock s/step so far (``wall_seconds``,
+    checkpoint saves and previews included, ``trainer_core.progress.StepClock``; the ETA shown comes from it) and the
+    peak GPU memory with its source (``gpu_gib``/``gpu_source``, ``trainer_core.gpu_memory``; torch's own counter
+    as ``gpu_torch_gib``).
     """
 
     node_id: str | None
     total: int
 
     def __post_init__(self) -> None:
+        import comfy.model_management
         import comfy.utils
 
+        from ..gpu_memory import PeakGpuMemory
         from ..progress import StepClock
         from .progress_history import server_history
 
         self.bar = comfy.utils.ProgressBar(self.total, node_id=self.node_id)
         self.clock = StepClock()
+        self.memory = PeakGpuMemory(comfy.model_management.get_torch_device())
         self.run = uuid.uuid4().hex  # lets the chart tell a new run from the one it already shows
         self.history = server_history(_server())
         if self.history is not None:  # kept on the server so the chart survives a page reload
@@ -52,7 +57,9 @@ class NodeProgress:
 
         self.bar.update_absolute(info.step, self.total)
         wall = self.clock.tick(info.step)
-        memory = torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
+        # The driver's figure where it can be read: under dynamic VRAM torch's counters miss the weights.
+        memory, source = self.memory.read()
+        torch_peak = torch.cuda.max_memory_allocated() / 2**30 if memory is not None else None
         payload = {
             "run": self.run,
             "node": self.node_id,
@@ -63,6 +70,8 @@ class NodeProgress:
             "seconds": info.seconds,
             "wall_seconds": wall,
             "gpu_gib": memory,
+            "gpu_source": source,
+            "gpu_torch_gib": torch_peak,
         }
         if self.history is not None:
             self.history.add(payload)
