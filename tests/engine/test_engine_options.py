@@ -47,7 +47,7 @@ def test_keep_last_n_deletes_only_this_runs_older_checkpoints(ckpt, tmp_path):
     result = Trainer(tiny_backbone(ckpt), synthetic_data(n=1), cfg).train()
     kept = sorted(p.name for p in (tmp_path / "run").glob("t_step_*"))
     assert kept == [
-        f"t_step_0000{s}{ext}" for s in (5, 6) for ext in (".safetensors", ".state.json", ".state.safetensors")
+        f"t_step_0000{s}{ext}" for s in (5, 6) for ext in (".safetensors", ".state.json", ".state.tensors")
     ]
     assert foreign.read_bytes() == b"user file" and result.lora_path.name == "t_step_00006.safetensors"
 
