@@ -28,7 +28,6 @@ from .config.training import TrainConfig
 from .dataset.loader import load_dataset
 from .engine.trainer import Callbacks, Trainer
 from .lora.adapter import LoraAdapters
-from .lora.targets import select_targets
 from .lorafile.read import read_lora_file
 from .ltxcore.backbone import LtxCoreBackbone
 from .ltxcore.model import read_checkpoint_config
@@ -151,7 +150,8 @@ def run_demo(out: Path, steps: int = 200, seed: int = 0) -> DemoSummary:
 
     # Reload the saved file into fresh adapters: the sweep uses what was written to disk, not what is in memory.
     tensors, _ = read_lora_file(result.lora_path)
-    targets = select_targets(backbone.lora_targets(), cfg.lora.targets)
+    available = backbone.lora_targets()
+    targets = {name: available[name] for name in result.adapters.names}  # the run's layers (audio off: no audio)
     adapters = LoraAdapters(targets, cfg.lora.rank, cfg.lora.alpha)
     adapters.load_comfy_state_dict(tensors)
     text = backbone.prepare_text(text_encoder.encode(f"{TRIGGER} a corridor in orange stripes"))

@@ -114,7 +114,7 @@ def test_first_frame_tokens_are_clean_at_timestep_zero_and_out_of_the_loss():
 
 def test_untrained_audio_is_clean_and_has_no_loss():
     video, audio, text = _batch()
-    inp, targets = FlowMatchingRecipe(RecipeSettings(train_audio=False)).prepare(
+    inp, targets = FlowMatchingRecipe(RecipeSettings(audio="condition")).prepare(
         video, audio, text, 25.0, torch.Generator().manual_seed(0)
     )
     assert torch.equal(inp.audio, audio) and torch.all(inp.audio_timesteps == 0)

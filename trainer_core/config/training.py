@@ -8,12 +8,15 @@ reproduces the run.
 
 from __future__ import annotations
 
+import logging
 import textwrap
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import model_validator
 
 from .base import Section, dump_yaml, knob
+
+log = logging.getLogger(__name__)
 
 
 class ModelSettings(Section):
@@ -77,7 +80,46 @@ class RecipeSettings(Section):
     caption_dropout: float = knob(
         0.0, "Probability of training on the empty caption instead of the clip's (helps CFG).", ge=0.0, le=1.0
     )
-    train_audio: bool = knob(True, "Train the audio stream when the data has audio latents (loss on audio too).")
+    audio: Literal["auto", "generate", "condition", "off"] = knob(
+        "auto",
+        "The audio stream. generate: noised, in the loss (the LoRA learns audio). condition: fed clean at "
+        "timestep 0, not in the loss (audio-to-video). off: not fed, and no audio layers in the LoRA. auto: "
+        "generate when every clip has audio latents, else off (a log line says which).",
+    )
+    video: Literal["generate", "condition"] = knob(
+        "generate",
+        "The video stream. generate: noised, in the loss. condition: fed clean at timestep 0, not in the loss "
+        "(video-to-audio; needs recipe.audio generate).",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _train_audio_alias(cls, data: Any) -> Any:
+        """``train_audio`` (before recipe.audio existed): true = generate, false = off, with a deprecation warning."""
+        if not isinstance(data, dict) or "train_audio" not in data:
+            return data
+        data = dict(data)
+        old = data.pop("train_audio")
+        if "audio" in data:
+            raise ValueError(
+                f"recipe.train_audio ({old!r}) and recipe.audio ({data['audio']!r}) are both set: train_audio is the "
+                "deprecated name of recipe.audio; remove train_audio"
+            )
+        if not isinstance(old, bool):
+            raise ValueError(f"recipe.train_audio = {old!r}: must be true or false (better: use recipe.audio)")
+        data["audio"] = "generate" if old else "off"
+        log.warning("recipe.train_audio is deprecated: read as recipe.audio: %s (set recipe.audio instead)",
+                    data["audio"])
+        return data
+
+    @model_validator(mode="after")
+    def _something_generated(self) -> RecipeSettings:
+        if self.video == "condition" and self.audio in ("off", "condition"):
+            raise ValueError(
+                f"recipe.video is 'condition' and recipe.audio is {self.audio!r}: nothing would be generated, so "
+                "there is nothing to learn; set recipe.audio: generate (video-to-audio) or recipe.video: generate"
+            )
+        return self
 
 
 class CheckpointSettings(Section):

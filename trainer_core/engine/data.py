@@ -52,6 +52,16 @@ class TrainingData(Protocol):
 
     def __getitem__(self, index: int) -> Sample: ...
 
+    def audio_count(self) -> int:
+        """How many samples carry audio latents, without loading them (the recipe's audio modes need it)."""
+        ...
+
+
+def audio_count(data: TrainingData) -> int:
+    """``data.audio_count()``; data that cannot tell (an older ``TrainingData``) counts as having no audio."""
+    counter = getattr(data, "audio_count", None)
+    return int(counter()) if counter is not None else 0
+
 
 @dataclass
 class InMemoryData:
@@ -92,6 +102,9 @@ class InMemoryData:
 
     def __getitem__(self, index: int) -> Sample:
         return self.samples[index]
+
+    def audio_count(self) -> int:
+        return sum(s.audio is not None for s in self.samples)
 
 
 def epoch_batches(data: TrainingData, batch_size: int, seed: int, epoch: int) -> list[list[int]]:

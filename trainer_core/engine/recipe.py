@@ -2,9 +2,11 @@
 
 ``x_s = (1 - s) x0 + s eps``, target ``eps - x0``, MSE on the predicted velocity. Video and audio draw their own
 sigma from their own token counts (the reference's ``flexible`` strategy). With probability ``first_frame_p`` a
-clip's latent frame 0 stays clean, gets timestep 0 and is left out of the loss (image-to-video conditioning).
-Audio that is present but not trained is passed clean at timestep 0 with no loss, as the reference freezes a
-modality. Each sample's loss is the mean over its loss tokens; video and audio losses are summed.
+clip's latent frame 0 stays clean, gets timestep 0 and is left out of the loss (image-to-video conditioning;
+only when video is generated). A stream in ``condition`` mode (``engine.modes``) is passed clean at timestep 0
+and sigma 0 with no loss, as the reference's ``flexible`` strategy does with ``is_generated: false``; audio in
+``off`` mode is not passed at all. Each sample's loss is the mean over its loss tokens; the losses of the
+generated streams are summed.
 """
 
 from __future__ import annotations
@@ -15,13 +17,16 @@ import torch
 
 from ..backbone import ModelInput, TextContext
 from ..config.training import RecipeSettings
+from .modes import StreamModes
 from .sigma import sample_sigmas
 
 
 @dataclass(frozen=True)
 class Targets:
-    video: torch.Tensor  # [B, C, F, H, W] velocity target
-    video_mask: torch.Tensor  # [B, F*H*W], 1 where the token is in the loss
+    """Velocity targets and loss masks of the generated streams (None for a stream not in the loss)."""
+
+    video: torch.Tensor | None  # [B, C, F, H, W] velocity target
+    video_mask: torch.Tensor | None  # [B, F*H*W], 1 where the token is in the loss
     audio: torch.Tensor | None = None
     audio_mask: torch.Tensor | None = None
 
@@ -48,10 +53,14 @@ def masked_mean(per_token: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 class FlowMatchingRecipe:
-    """Text-to-video (+ audio) with optional first-frame conditioning."""
+    """Text-to-video (+ audio), with either stream generated or conditioning, and optional first-frame conditioning."""
 
-    def __init__(self, settings: RecipeSettings) -> None:
+    def __init__(self, settings: RecipeSettings, modes: StreamModes | None = None) -> None:
         self.settings = settings
+        # Without resolved modes (no data to resolve against): generate whatever is passed in.
+        self.modes = modes or StreamModes(
+            audio="generate" if settings.audio == "auto" else settings.audio, video=settings.video
+        )
 
     def prepare(
         self,
@@ -61,25 +70,37 @@ class FlowMatchingRecipe:
         frame_rate: float,
         generator: torch.Generator,
     ) -> tuple[ModelInput, Targets]:
-        """Noise a batch of clean latents and build the model input and the loss targets."""
+        """Noise a batch of clean latents and build the model input and the loss targets.
+
+        ``audio`` is ignored when audio is off. Draw order from ``generator``: video sigma, video noise, first-frame
+        draws (generated video only), then audio sigma and noise (generated audio only).
+        """
         b, _, f, h, w = video.shape
         tokens, per_frame = f * h * w, h * w
         mode = self.settings.timestep_sampling
-        sigma_v = sample_sigmas(b, tokens, generator, mode)
-        noisy_v, target_v = _noised(video, sigma_v, generator)
-        timesteps_v = sigma_v.view(b, 1).expand(b, tokens).clone()
-        mask_v = torch.ones(b, tokens)
-        conditioned = torch.rand(b, generator=generator) < self.settings.first_frame_p
-        if conditioned.any():
-            cond = conditioned.to(video.device)
-            noisy_v[:, :, 0] = torch.where(cond.view(b, 1, 1, 1), video[:, :, 0], noisy_v[:, :, 0])
-            timesteps_v[conditioned, :per_frame] = 0.0
-            mask_v[conditioned, :per_frame] = 0.0
+        if self.modes.audio == "off":
+            audio = None
+        if self.modes.video == "condition":
+            if audio is None or self.modes.audio != "generate":
+                raise ValueError("video is conditioning, so the batch needs audio latents to generate")
+            sigma_v, noisy_v, target_v, mask_v = torch.zeros(b), video, None, None
+            timesteps_v = torch.zeros(b, tokens)
+        else:
+            sigma_v = sample_sigmas(b, tokens, generator, mode)
+            noisy_v, target_v = _noised(video, sigma_v, generator)
+            timesteps_v = sigma_v.view(b, 1).expand(b, tokens).clone()
+            mask_v = torch.ones(b, tokens)
+            conditioned = torch.rand(b, generator=generator) < self.settings.first_frame_p
+            if conditioned.any():
+                cond = conditioned.to(video.device)
+                noisy_v[:, :, 0] = torch.where(cond.view(b, 1, 1, 1), video[:, :, 0], noisy_v[:, :, 0])
+                timesteps_v[conditioned, :per_frame] = 0.0
+                mask_v[conditioned, :per_frame] = 0.0
 
         noisy_a = target_a = timesteps_a = mask_a = sigma_a = None
         if audio is not None:
             steps = audio.shape[2]
-            if self.settings.train_audio:
+            if self.modes.audio == "generate":
                 sigma_a = sample_sigmas(b, steps, generator, mode)
                 noisy_a, target_a = _noised(audio, sigma_a, generator)
                 mask_a = torch.ones(b, steps)
@@ -99,16 +120,18 @@ class FlowMatchingRecipe:
             audio_timesteps=None if timesteps_a is None else timesteps_a.to(device),
             audio_sigma=None if sigma_a is None else sigma_a.to(device),
         )
+        mask_v = None if mask_v is None else mask_v.to(device)
         mask_a = None if mask_a is None else mask_a.to(device)
-        return inp, Targets(target_v, mask_v.to(device), target_a, mask_a)
+        return inp, Targets(target_v, mask_v, target_a, mask_a)
 
     @staticmethod
     def loss(
         pred_video: torch.Tensor, pred_audio: torch.Tensor | None, targets: Targets
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Total loss and its detached parts (video, audio); tensors, so logging costs no host sync here."""
-        loss_v = masked_mean(token_mse(pred_video, targets.video), targets.video_mask)
-        parts = {"video": loss_v}
+        parts = {}
+        if targets.video is not None:
+            parts["video"] = masked_mean(token_mse(pred_video, targets.video), targets.video_mask)
         if targets.audio is not None and pred_audio is not None:
             parts["audio"] = masked_mean(token_mse(pred_audio, targets.audio), targets.audio_mask)
         total = sum(parts.values())

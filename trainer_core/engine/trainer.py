@@ -29,6 +29,7 @@ from ..lorafile import metadata as lora_meta
 from .checkpoints import CheckpointWriter
 from .compiling import compile_wanted
 from .data import TrainingData, collate, epoch_batches
+from .modes import resolve_modes, stream_targets
 from .optim import build_optimizer, build_scheduler
 from .recipe import FlowMatchingRecipe
 from .state import RunState, load_state
@@ -81,7 +82,10 @@ class Trainer:
             )
         self.backbone, self.data, self.cfg = backbone, data, cfg
         self.out = Path(cfg.output_dir)
-        targets = select_targets(backbone.lora_targets(), cfg.lora.targets, cfg.lora.custom_list())
+        self.modes = resolve_modes(cfg.recipe, data, backbone.has_audio)
+        targets = stream_targets(
+            select_targets(backbone.lora_targets(), cfg.lora.targets, cfg.lora.custom_list()), self.modes
+        )
         torch.manual_seed(cfg.seed)
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.adapters = LoraAdapters(targets, cfg.lora.rank, cfg.lora.alpha, cfg.lora.dropout, self.generator)
@@ -90,7 +94,7 @@ class Trainer:
             self.adapters.use_compute_dtype(torch.bfloat16)
         self.optimizer = build_optimizer(self.adapters.masters(), cfg.optimization)
         self.scheduler = build_scheduler(self.optimizer, cfg.optimization)
-        self.recipe = FlowMatchingRecipe(cfg.recipe)
+        self.recipe = FlowMatchingRecipe(cfg.recipe, self.modes)
         self.run = RunState()
         self.writer = CheckpointWriter(
             self.out,
@@ -103,6 +107,8 @@ class Trainer:
                 "base_model": base_model,
                 "trigger": data.trigger,
                 "dataset_fingerprint": data.fingerprint,
+                "audio": self.modes.audio,
+                "video": self.modes.video,
                 "training_config": cfg.model_dump(mode="json"),
             },
         )
@@ -200,7 +206,8 @@ class Trainer:
         video, audio = collate(samples)
         device = self.backbone.device
         video = video.to(device, torch.float32)
-        audio = None if audio is None or not self.backbone.has_audio else audio.to(device, torch.float32)
+        feed_audio = audio is not None and self.backbone.has_audio and self.modes.audio != "off"
+        audio = audio.to(device, torch.float32) if feed_audio else None
         inp, targets = self.recipe.prepare(video, audio, text, samples[0].frame_rate, self.generator)
         mixed = self.cfg.memory.mixed_precision == "bf16"
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=mixed):
@@ -226,6 +233,16 @@ class Trainer:
     def _save(self, cb: Callbacks) -> int:
         """Write a checkpoint of the current step; returns that step."""
         path = self.writer.save(self.adapters, self.run, self.optimizer, self.scheduler, self.generator)
+        zero = self.adapters.zero_b_names()
+        if zero:
+            log.warning(
+                "%s holds %d LoRA layers whose lora_B is still all zeros after %d steps (they had no gradient, so "
+                "they change nothing): %s",
+                path.name,
+                len(zero),
+                self.run.step,
+                ", ".join(zero),
+            )
         if cb.on_checkpoint:
             cb.on_checkpoint(path, self.run.step)
         return self.run.step

@@ -149,6 +149,11 @@ class LoraAdapters(nn.Module):
         return out
 
     @torch.no_grad()
+    def zero_b_names(self) -> list[str]:
+        """Modules whose ``lora_B`` is exactly zero: untrained (B starts at zero), so the layer changes nothing."""
+        return [name for name, b in zip(self.names, self.lora_B, strict=True) if not bool(b.any())]
+
+    @torch.no_grad()
     def load_comfy_state_dict(self, tensors: dict[str, torch.Tensor]) -> None:
         """Load weights saved by ``to_comfy_state_dict``; shapes and module names must match exactly."""
         expected = {k for n in self.names for k in comfy_keys(n)[:2]}

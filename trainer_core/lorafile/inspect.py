@@ -221,6 +221,9 @@ class LoraReport:
         ]
         if self.unsupported:
             lines.append(f"Not plain LoRA (ignored by conversion): {len(self.unsupported)} keys")
+        if md.AUDIO in self.metadata or md.VIDEO in self.metadata:
+            video, audio = self.metadata.get(md.VIDEO, "not recorded"), self.metadata.get(md.AUDIO, "not recorded")
+            lines.append(f"Trained streams: video {video}, audio {audio}")
         ours = {k: v for k, v in self.metadata.items() if k.startswith("ltxlora.") and k != md.TRAINING_CONFIG}
         lines += [f"  {k} = {v}" for k, v in sorted(ours.items())]
         return "\n".join(lines)

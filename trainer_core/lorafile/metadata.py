@@ -23,6 +23,9 @@ TRIGGER = "ltxlora.trigger"
 DATASET_FINGERPRINT = "ltxlora.dataset_fingerprint"
 TRAINING_CONFIG = "ltxlora.training_config"
 PACK_VERSION = "ltxlora.pack_version"
+# The resolved stream modes the LoRA was trained with: audio generate | condition | off, video generate | condition.
+AUDIO = "ltxlora.audio"
+VIDEO = "ltxlora.video"
 
 FORMAT_COMFYUI = "comfyui"
 FORMAT_PEFT = "peft"
@@ -57,10 +60,16 @@ def lora_metadata(
     dataset_fingerprint: str = "",
     training_config: Mapping[str, Any] | None = None,
     pack_version: str = __version__,
+    audio: str | None = None,
+    video: str | None = None,
 ) -> dict[str, str]:
-    """The safetensors metadata of a LoRA file written by this pack (every value a string)."""
+    """The safetensors metadata of a LoRA file written by this pack (every value a string).
+
+    ``audio``/``video`` are the run's resolved stream modes; left out when not given (files converted from others).
+    """
     if base_model not in FAMILIES:
         raise ValueError(f"base_model {base_model!r} is not one of {', '.join(FAMILIES)}")
+    modes = {key: value for key, value in ((AUDIO, audio), (VIDEO, video)) if value is not None}
     return {
         FORMAT: FORMAT_COMFYUI,
         BASE_MODEL: base_model,
@@ -72,4 +81,5 @@ def lora_metadata(
         DATASET_FINGERPRINT: dataset_fingerprint,
         TRAINING_CONFIG: json.dumps(dict(training_config or {}), sort_keys=True, default=str),
         PACK_VERSION: pack_version,
+        **modes,
     }
