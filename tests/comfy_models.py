@@ -18,6 +18,7 @@ from trainer_core.backbone import ModelInput, TextContext
 from trainer_core.ltxcore.tiny import tiny_config, tiny_state_dict
 
 BLOCK_PREFIX = "model.diffusion_model.transformer_blocks."
+REPO = Path(__file__).resolve().parents[1]
 FP8_MAX = 448.0  # largest float8_e4m3fn value
 
 
@@ -70,6 +71,22 @@ def write_dtype(src: Path, dst: Path, dtype: torch.dtype) -> Path:
             state[key] = state[key].to(dtype)
 
     return _rewrite(src, dst, change)
+
+
+def write_downloaded_layout(path: Path, dtype: str) -> Path:
+    """A tiny LTX-2.3 file in the layout users download: ``dtype`` "fp8" is Lightricks' scaled-fp8 file
+    (``ltx-2.3-22b-dev-fp8``: float8 block weights with ``weight_scale``/``input_scale`` and the
+    ``_quantization_metadata`` header), "bf16" every weight bf16. Written by the real-path benchmark's streaming
+    writer (``bench/real_path_files.py``), so the tests load exactly what the benchmark loads."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("real_path_files", REPO / "bench" / "real_path_files.py")
+    files = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(files)
+    config = tiny_config(audio=True)
+    config.pop("vae")
+    files.write_checkpoint(path, config, dtype, torch.device("cpu"))
+    return path
 
 
 def write_medium_checkpoint(path: Path, num_layers: int = 4) -> tuple[Path, int]:
