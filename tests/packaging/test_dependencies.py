@@ -28,6 +28,7 @@ COMFYUI_MODULES = {  # ComfyUI's own top-level modules, present wherever the nod
 OPTIONAL_LAZY = {  # imported only inside functions, behind a clear message where they are missing
     "ltx_core": "Lightricks' reference model: the headless backbone of the CLI, the optional extra `ltx`",
     "bitsandbytes": "8-bit AdamW, only when the config asks for it (README: `pip install bitsandbytes`)",
+    "comfy_aimdo": "ComfyUI's own dynamic-VRAM allocator (a ComfyUI requirement), read for the memory stat if present",
 }
 NOT_IN_REQUIREMENTS = {  # declared in pyproject only
     "torch": "ComfyUI installs the user's (CUDA) torch; requirements.txt must not make ComfyUI-Manager replace it",
