@@ -60,3 +60,19 @@ def pytest_runtest_makereport(item, call):
     if in_ci or (find_comfyui() is not None and "NO CHROMIUM" not in reason):
         report.outcome = "failed"
         report.longrepr = f"a ComfyUI test skipped (ComfyUI: {find_comfyui()}, CI: {in_ci}): {reason}"
+
+
+@pytest.fixture()
+def fresh_compiler(comfy, monkeypatch):
+    """Compiled blocks from scratch: torch.compile's caches are reset, so a test sees (and counts) its own compiles,
+    whatever ran before. ComfyUI's CPU attention (sub-quadratic) asks psutil for free memory, which torch.compile
+    cannot trace; GPUs use PyTorch attention, so these tests select it too."""
+    import comfy.ldm.modules.attention as attention
+    import torch._dynamo
+
+    from trainer_core.comfy.blocks import compiled_block_forward
+
+    monkeypatch.setattr(attention, "optimized_attention", attention.attention_pytorch)
+    torch._dynamo.reset()
+    compiled_block_forward.cache_clear()
+
