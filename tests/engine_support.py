@@ -25,8 +25,12 @@ def tiny_backbone(path: Path, dtype=torch.float32, audio: bool = True) -> LtxCor
     return LtxCoreBackbone.from_checkpoint(path, dtype=dtype, device="cpu")
 
 
-def synthetic_data(n: int = 3, seed: int = 0, audio: bool = True, frames: int = 2, size: int = 2) -> InMemoryData:
+def synthetic_data(
+    n: int = 3, seed: int = 0, audio: bool = True, frames: int = 2, size: int = 2, reference_factor: int = 0
+) -> InMemoryData:
+    """``n`` random clips; ``reference_factor`` N > 0 gives each an IC-LoRA reference latent of ``size // N`` sides."""
     g = torch.Generator().manual_seed(seed)
+    ref_size = size // reference_factor if reference_factor else 0
     samples = [
         Sample(
             key=f"clip_{i}",
@@ -35,10 +39,14 @@ def synthetic_data(n: int = 3, seed: int = 0, audio: bool = True, frames: int = 
             frame_rate=24.0,
             audio=torch.randn(8, 6, 16, generator=g) if audio else None,
             caption=f"caption {i}",
+            reference=torch.randn(128, frames, ref_size, ref_size, generator=g) if reference_factor else None,
         )
         for i in range(n)
     ]
-    return InMemoryData(samples, empty_text=torch.randn(1, 1, TEXT_DIM, generator=g), trigger="")
+    return InMemoryData(
+        samples, empty_text=torch.randn(1, 1, TEXT_DIM, generator=g), trigger="",
+        reference_downscale_factor=reference_factor or 1,
+    )
 
 
 def config(tmp: Path, **overrides) -> TrainConfig:

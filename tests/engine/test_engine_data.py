@@ -30,6 +30,23 @@ def test_a_batch_holds_one_frame_rate():
             assert sorted(len(b) for b in batches) == [4, 4, 4]
 
 
+def test_batches_never_mix_clips_with_and_without_a_reference_or_of_other_reference_shapes():
+    video, text = torch.zeros(128, 2, 2, 2), torch.zeros(1, 1, 8)
+    refs = [None, torch.zeros(128, 2, 1, 1), torch.zeros(128, 2, 2, 2)] * 4
+    data = InMemoryData(
+        [Sample(f"c{i}", video, text, 24.0, reference=r) for i, r in enumerate(refs)], empty_text=text,
+        reference_downscale_factor=2,
+    )
+    assert data.reference_count() == 8 and data.reference_downscale_factor == 2
+    assert synthetic_data(reference_factor=2)[0].reference.shape == (128, 2, 1, 1)
+    assert synthetic_data().reference_count() == 0 and synthetic_data().reference_downscale_factor == 1
+    for epoch in range(3):
+        batches = epoch_batches(data, 4, 0, epoch)
+        for b in batches:
+            assert len({None if refs[i] is None else tuple(refs[i].shape) for i in b}) == 1
+        assert sorted(len(b) for b in batches) == [4, 4, 4]
+
+
 def test_cached_data_reads_frame_rates_and_the_empty_caption_from_the_manifest(tmp_path):
     data = CachedData(write_cache(tmp_path / "c", [24.0, 30.0]))
     assert [data.frame_rate_of(i) for i in range(2)] == [data[i].frame_rate for i in range(2)] == [24.0, 30.0]

@@ -15,6 +15,10 @@ encoder's identity the audio was decided with (null: the run had no audio encode
 ``audio_shape`` null means no audio latent: no audio track, a still, or audio not asked for. The manifest is
 rewritten atomically; a file that exists but is not in the manifest (an interrupted run) is simply encoded again.
 Records written before audio existed read as records without audio.
+
+IC-LoRA: ``reference`` is the clip's reference (control) video latent, encoded by the same VAE at
+1/``dataset.reference_downscale_factor`` of the target's size; ``reference_source`` names the reference file and
+``reference_shape`` null means the clip has no reference.
 """
 
 from __future__ import annotations
@@ -33,7 +37,8 @@ MANIFEST_NAME = "manifest.json"
 LATENT_DIR = "latents"
 TEXT_DIR = "text"
 AUDIO_DIR = "audio"
-TENSOR_DIRS = (LATENT_DIR, TEXT_DIR, AUDIO_DIR)
+REFERENCE_DIR = "reference"
+TENSOR_DIRS = (LATENT_DIR, TEXT_DIR, AUDIO_DIR, REFERENCE_DIR)
 
 
 @dataclass
@@ -64,10 +69,19 @@ class ItemRecord:
     audio_shape: list[int] | None = None
     audio_bytes: int = 0
     audio_sha256: str = ""
+    reference_source: str | None = None
+    reference: str | None = None
+    reference_shape: list[int] | None = None
+    reference_bytes: int = 0
+    reference_sha256: str = ""
 
     @property
     def has_audio(self) -> bool:
         return self.audio is not None
+
+    @property
+    def has_reference(self) -> bool:
+        return self.reference is not None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], where: str) -> ItemRecord:
@@ -136,6 +150,7 @@ class Manifest:
         """Relative paths of every tensor file the manifest points at."""
         files = {r.latent for r in self.items.values()} | {r.text for r in self.items.values()}
         files |= {r.audio for r in self.items.values() if r.audio}
+        files |= {r.reference for r in self.items.values() if r.reference}
         if self.empty_text:
             files.add(self.empty_text["file"])
         return files

@@ -4,7 +4,8 @@ Opening checks the manifest and that every file it lists is present with the rec
 truncated file is reported before training starts, not at step 3,000. Items are read with safetensors'
 memory-mapped reader; nothing but the manifest and the empty caption stays in memory. A clip's audio latent,
 when the cache holds one, comes back as ``Sample.audio``; ``shape_of`` includes its shape, so the engine's
-batching never puts clips with and without audio (or with audio of another length) into one batch.
+batching never puts clips with and without audio (or with audio of another length) into one batch. A clip's
+reference latent (IC-LoRA) comes back as ``Sample.reference`` and joins ``shape_of`` the same way.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ..engine.data import Sample
+from ..engine.data import Sample, batch_shape
 from .encoders import CacheError
 from .manifest import ItemRecord, Manifest
 from .store import file_sha256, load_tensors
@@ -41,6 +42,7 @@ class CachedData:
             raise CacheError(f"cache {self.folder} has no items; check the dataset and run the cache step again")
         self._check_files()
         self.trigger: str = manifest.dataset.get("trigger", "")
+        self.reference_downscale_factor: int = int(manifest.dataset.get("reference_downscale_factor") or 1)
         self.fingerprint: str = self._fingerprint()
         self._empty_text: torch.Tensor | None = None
 
@@ -75,6 +77,7 @@ class CachedData:
         bad = []
         entries = [(r.latent, r.latent_bytes) for r in self.records] + [(r.text, r.text_bytes) for r in self.records]
         entries += [(r.audio, r.audio_bytes) for r in self.records if r.audio]
+        entries += [(r.reference, r.reference_bytes) for r in self.records if r.reference]
         if self.manifest.empty_text:
             entries.append((self.manifest.empty_text["file"], self.manifest.empty_text["bytes"]))
         for rel, size in dict(entries).items():
@@ -96,6 +99,8 @@ class CachedData:
             h.update(f"{r.id}\0{r.latent_sha256}\0{r.text_sha256}\0{r.frame_rate}\0".encode())
             if r.audio:  # caches without audio keep the fingerprint they had before audio existed
                 h.update(f"audio\0{r.audio_sha256}\0".encode())
+            if r.reference:
+                h.update(f"reference\0{r.reference_sha256}\0".encode())
         return h.hexdigest()[:16]
 
     def verify(self) -> list[str]:
@@ -103,7 +108,9 @@ class CachedData:
         bad = []
         for r in self.records:
             files = [(r.latent, r.latent_sha256), (r.text, r.text_sha256)]
-            for rel, digest in files + ([(r.audio, r.audio_sha256)] if r.audio else []):
+            files += [(r.audio, r.audio_sha256)] if r.audio else []
+            files += [(r.reference, r.reference_sha256)] if r.reference else []
+            for rel, digest in files:
                 if file_sha256(self.folder / rel) != digest:
                     bad.append(rel)
         return sorted(set(bad))
@@ -112,9 +119,9 @@ class CachedData:
         return len(self.records)
 
     def shape_of(self, index: int) -> tuple[int, ...]:
-        """Video latent shape, then the audio latent's when the clip has one (as ``InMemoryData``)."""
+        """Video latent shape, then the audio and reference latents' when the clip has them (as ``InMemoryData``)."""
         r = self.records[index]
-        return (*r.latent_shape, *(r.audio_shape or ()))
+        return batch_shape(r.latent_shape, r.audio_shape, r.reference_shape)
 
     def frame_rate_of(self, index: int) -> float:
         return self.records[index].frame_rate
@@ -122,6 +129,10 @@ class CachedData:
     def audio_count(self) -> int:
         """How many items have an audio latent (records written before audio existed have none)."""
         return sum(bool(getattr(r, "has_audio", False)) for r in self.records)
+
+    def reference_count(self) -> int:
+        """How many items have a reference latent (IC-LoRA)."""
+        return sum(r.has_reference for r in self.records)
 
     def index_of(self, item_id: str) -> int:
         """Position of the item with id ``item_id`` (raises ``CacheError`` naming the known ids)."""
@@ -146,7 +157,14 @@ class CachedData:
             if list(audio.shape) != r.audio_shape:
                 raise CacheError(f"cache {self.folder}: {r.audio} does not match the manifest's audio shape "
                                  f"{r.audio_shape}; run the cache step again")
-        return Sample(key=r.id, video=video, text=text, frame_rate=r.frame_rate, audio=audio, caption=r.caption)
+        reference = None
+        if r.reference:
+            reference = load_tensors(self.folder / r.reference, ("video",))["video"]
+            if list(reference.shape) != r.reference_shape:
+                raise CacheError(f"cache {self.folder}: {r.reference} does not match the manifest's reference shape "
+                                 f"{r.reference_shape}; run the cache step again")
+        return Sample(key=r.id, video=video, text=text, frame_rate=r.frame_rate, audio=audio, caption=r.caption,
+                      reference=reference)
 
     def __repr__(self) -> str:
         return f"CachedData({str(self.folder)!r}, {len(self)} items, fingerprint {self.fingerprint})"

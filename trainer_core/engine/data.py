@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -26,6 +27,9 @@ class Sample:
     frame_rate: float
     audio: torch.Tensor | None = None  # [8, T_a, 16]
     caption: str = ""
+    # IC-LoRA: the clean latent of the clip's reference (control) video, cut with the target's frames and encoded
+    # at 1/``reference_downscale_factor`` of its height and width: [128, F', H'/N, W'/N]
+    reference: torch.Tensor | None = None
 
 
 class TrainingData(Protocol):
@@ -34,6 +38,7 @@ class TrainingData(Protocol):
     empty_text: torch.Tensor  # the empty caption's encoder output, for caption dropout
     fingerprint: str  # changes whenever any sample's content changes
     trigger: str
+    reference_downscale_factor: int  # reference sides = target sides / this; 1 when no sample has a reference
 
     @property
     def has_empty_text(self) -> bool:
@@ -56,11 +61,24 @@ class TrainingData(Protocol):
         """How many samples carry audio latents, without loading them (the recipe's audio modes need it)."""
         ...
 
+    def reference_count(self) -> int:
+        """How many samples carry a reference latent (IC-LoRA), without loading them."""
+        ...
+
 
 def audio_count(data: TrainingData) -> int:
     """``data.audio_count()``; data that cannot tell (an older ``TrainingData``) counts as having no audio."""
     counter = getattr(data, "audio_count", None)
     return int(counter()) if counter is not None else 0
+
+
+def batch_shape(video: Sequence[int], audio: Sequence[int] | None, reference: Sequence[int] | None) -> tuple[int, ...]:
+    """``shape_of``'s value: the video latent shape, then the audio's and the reference's when present.
+
+    Batches group equal values, so clips with and without audio or a reference (or with other shapes of either)
+    never share one. The lengths tell the parts apart: 4 (video), 7 (+audio), 8 (+reference), 11 (both).
+    """
+    return tuple(int(n) for part in (video, audio, reference) if part is not None for n in part)
 
 
 @dataclass
@@ -73,6 +91,7 @@ class InMemoryData:
     samples: list[Sample]
     empty_text: torch.Tensor
     trigger: str = ""
+    reference_downscale_factor: int = 1
     fingerprint: str = field(init=False)
 
     def __post_init__(self) -> None:
@@ -81,7 +100,7 @@ class InMemoryData:
         h = hashlib.sha256()
         for s in self.samples:
             h.update(s.key.encode())
-            for t in (s.video, s.text, s.audio):
+            for t in (s.video, s.text, s.audio, s.reference):
                 if t is not None:
                     h.update(t.detach().float().cpu().numpy().tobytes())
         self.fingerprint = h.hexdigest()[:16]
@@ -95,7 +114,7 @@ class InMemoryData:
 
     def shape_of(self, index: int) -> tuple[int, ...]:
         s = self.samples[index]
-        return (*s.video.shape, *(() if s.audio is None else s.audio.shape))
+        return batch_shape(s.video.shape, *(None if t is None else t.shape for t in (s.audio, s.reference)))
 
     def frame_rate_of(self, index: int) -> float:
         return self.samples[index].frame_rate
@@ -105,6 +124,9 @@ class InMemoryData:
 
     def audio_count(self) -> int:
         return sum(s.audio is not None for s in self.samples)
+
+    def reference_count(self) -> int:
+        return sum(s.reference is not None for s in self.samples)
 
 
 def epoch_batches(data: TrainingData, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
