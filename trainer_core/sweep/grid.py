@@ -3,6 +3,10 @@
 Cells are videos in ComfyUI's IMAGE layout ``[T, H, W, C]`` (values 0..1). Each cell becomes a tile scaled to
 ``tile_height``; tiles are laid out in ``columns`` with optional row and column headers (the sweep's variants
 and prompt/seed pairs) and a note line under each tile (the cell's number).
+
+With sound (one ``AudioTrack`` per cell) the grid video plays the cells one after another, each with its own
+audio track, the playing cell framed and the others on their first frame: sounds played at once could not be
+told apart. ``cell_videos`` writes one mp4 per cell with its sound for listening to a cell alone.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from PIL import Image, ImageDraw, ImageFont
 from ..atomic import atomic_path
 
 PAD = 4
+AUDIO_CHANNELS = 2  # the grid's AAC track is stereo: mono cells are duplicated
 LINE = 12  # px per text line of PIL's default bitmap font
 HEADER_WIDTH = 170  # left column with the row labels
 
@@ -32,6 +37,35 @@ class GridLayout:
     notes: Sequence[str] = ()
     row_labels: Sequence[str] = ()
     column_labels: Sequence[str] = ()
+
+
+@dataclass(frozen=True)
+class AudioTrack:
+    """One cell's sound: ``waveform`` ``[channels, samples]`` (values -1..1) at ``sample_rate`` Hz."""
+
+    waveform: torch.Tensor
+    sample_rate: int
+
+
+def as_audio(audio: dict) -> AudioTrack:
+    """ComfyUI's AUDIO (``{"waveform": [B, C, S], "sample_rate": int}``) as one track, batch items in sequence."""
+    wave = audio["waveform"].detach().float().cpu()
+    if wave.ndim != 3:
+        raise ValueError(f"expected an AUDIO waveform [batch, channels, samples], got shape {tuple(wave.shape)}")
+    return AudioTrack(torch.cat(list(wave), dim=-1), int(audio["sample_rate"]))
+
+
+def _fitted(track: AudioTrack, samples: int) -> torch.Tensor:
+    """``track`` as ``[2, samples]``: mono duplicated, cut or zero-padded to the cell's video length."""
+    wave = track.waveform
+    if wave.shape[0] == 1:
+        wave = wave.expand(AUDIO_CHANNELS, -1)
+    elif wave.shape[0] != AUDIO_CHANNELS:
+        raise ValueError(f"a cell's audio has {wave.shape[0]} channels; the grid video takes mono or stereo")
+    out = torch.zeros(AUDIO_CHANNELS, samples)
+    n = min(samples, wave.shape[1])
+    out[:, :n] = wave[:, :n]
+    return out.clamp(-1, 1)
 
 
 def key_frames(video: torch.Tensor) -> list[int]:
@@ -133,29 +167,108 @@ def grid_image(videos: Sequence[torch.Tensor], layout: GridLayout, tile_height: 
     return img
 
 
+def _check_audio(videos: Sequence[torch.Tensor], audio: Sequence[AudioTrack]) -> int:
+    if len(audio) != len(videos):
+        raise ValueError(f"{len(videos)} videos but {len(audio)} audio tracks: connect one audio per cell")
+    rates = {a.sample_rate for a in audio}
+    if len(rates) != 1:
+        raise ValueError(f"the cells' audio has several sample rates {sorted(rates)}: decode them with one audio VAE")
+    return rates.pop()
+
+
 def grid_video(
-    videos: Sequence[torch.Tensor], layout: GridLayout, path: Path, fps: float = 24.0, tile_height: int = 128
+    videos: Sequence[torch.Tensor],
+    layout: GridLayout,
+    path: Path,
+    fps: float = 24.0,
+    tile_height: int = 128,
+    audio: Sequence[AudioTrack] | None = None,
 ) -> Path:
-    """An mp4 (H.264, yuv420p) of all cells playing side by side; shorter cells hold their last frame."""
+    """An mp4 (H.264, yuv420p) of the grid. Without ``audio`` all cells play side by side (shorter cells hold their
+    last frame); with one track per cell they play in turn, each with its sound (AAC), as the module says."""
     import av
 
     _check(videos, layout)
+    rate = _check_audio(videos, audio) if audio is not None else None
     sizes = [_to_pil(v[0], tile_height).width for v in videos]
     canvas = _Canvas(layout, max(sizes), tile_height, len(videos))
     background = canvas.background()
-    frames = max(v.shape[0] for v in videos)
     with atomic_path(path) as tmp, av.open(str(tmp), "w", format="mp4") as container:
         stream = container.add_stream("libx264", rate=round(fps))
         stream.width, stream.height = canvas.size
         stream.pix_fmt = "yuv420p"
         stream.options = {"crf": "20"}
-        for t in range(frames):
-            img = background.copy()
-            for i, v in enumerate(videos):
-                img.paste(_to_pil(v[min(t, v.shape[0] - 1)], tile_height), canvas.origin(i))
+        sound = None
+        if rate is not None:  # every stream must exist before the first packet is written
+            sound = container.add_stream("aac", rate=rate)
+            sound.layout = "stereo"
+        frames = (_together if sound is None else _turns)(videos, canvas, background, tile_height)
+        for img in frames:
             for packet in stream.encode(av.VideoFrame.from_image(img)):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
+        if sound is not None and audio is not None:
+            # Each cell's sound lasts exactly as long as its turn on screen, so picture and sound stay in step.
+            seconds = [v.shape[0] / round(fps) for v in videos]
+            track = torch.cat([_fitted(a, round(s * sound.rate)) for a, s in zip(audio, seconds, strict=True)], dim=1)
+            _write_audio(container, sound, track)
     return Path(path)
 
+
+def _together(videos: Sequence[torch.Tensor], canvas: _Canvas, background: Image.Image, tile_height: int):
+    for t in range(max(v.shape[0] for v in videos)):
+        img = background.copy()
+        for i, v in enumerate(videos):
+            img.paste(_to_pil(v[min(t, v.shape[0] - 1)], tile_height), canvas.origin(i))
+        yield img
+
+
+def _turns(videos: Sequence[torch.Tensor], canvas: _Canvas, background: Image.Image, tile_height: int):
+    still = background.copy()
+    for i, v in enumerate(videos):
+        still.paste(_to_pil(v[0], tile_height), canvas.origin(i))
+    for i, v in enumerate(videos):
+        x, y = canvas.origin(i)
+        framed = still.copy()
+        ImageDraw.Draw(framed).rectangle(
+            (x - PAD // 2, y - PAD // 2, x + canvas.tile_w + PAD // 2 - 1, y + tile_height + PAD // 2 - 1),
+            outline=(255, 200, 0), width=PAD // 2,
+        )
+        for t in range(v.shape[0]):
+            img = framed.copy()
+            img.paste(_to_pil(v[t], tile_height), (x, y))
+            yield img
+
+
+def _write_audio(container, stream, track: torch.Tensor) -> None:
+    """``track`` ``[2, samples]`` encoded into ``stream`` (AAC stereo) of ``container``."""
+    import av
+
+    data = track.numpy().astype(np.float32)
+    step = 1024  # AAC's frame size
+    for start in range(0, data.shape[1], step):
+        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(data[:, start : start + step]), format="fltp",
+                                           layout="stereo")
+        frame.sample_rate, frame.pts = stream.rate, start
+        for packet in stream.encode(frame):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+
+
+def cell_videos(
+    videos: Sequence[torch.Tensor],
+    labels: Sequence[str],
+    audio: Sequence[AudioTrack],
+    folder: Path,
+    stem: str,
+    fps: float = 24.0,
+    tile_height: int = 128,
+) -> list[Path]:
+    """One labelled mp4 with sound per cell: ``folder/<stem>_cell_NN.mp4``."""
+    _check_audio(videos, audio)
+    return [
+        grid_video([v], GridLayout(1, [label]), folder / f"{stem}_cell_{i:02d}.mp4", fps, tile_height, [a])
+        for i, (v, label, a) in enumerate(zip(videos, labels, audio, strict=True))
+    ]
