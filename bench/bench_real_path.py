@@ -352,6 +352,10 @@ def run_server_row(args, row: Row, ckpt: Path, cache: Path, total_gib: float | N
            "--base-directory", str(base), "--disable-auto-launch"]
     cmd += ["--cpu"] if args.device == "cpu" else []
     cmd += ["--disable-dynamic-vram"] if row.mode == "no-dynamic" else []
+    if args.front_end_root:  # the bench never opens the UI; a placeholder spares carrying the frontend package
+        args.front_end_root.mkdir(parents=True, exist_ok=True)
+        (args.front_end_root / "index.html").write_text("<html>bench</html>")
+        cmd += ["--front-end-root", str(args.front_end_root)]
     if row.cap_gib is not None and total_gib:
         cmd += ["--reserve-vram", f"{max(0.0, total_gib - row.cap_gib):.2f}"]
     log = args.out / f"server_{row.dtype}_{row.mode}_{row.cap_gib or 'nocap'}.log"
@@ -457,6 +461,8 @@ def main() -> int:
     p.add_argument("--device", choices=["cuda", "cpu"], default="cuda", help="cpu: ComfyUI --cpu")
     p.add_argument("--comfyui", type=Path, default=None, help="ComfyUI tree (default: as bench_train_gpu finds it)")
     p.add_argument("--dtypes", nargs="+", choices=["fp8", "bf16"], default=["fp8", "bf16"])
+    p.add_argument("--front-end-root", type=Path, default=None,
+                   help="serve this placeholder folder as the web UI (where comfyui-frontend-package is absent)")
     p.add_argument("--rows", nargs="+", default=DEFAULT_ROWS, help="server rows in order: default|no-dynamic[@GIB]")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--steps", type=int, default=8, help="timed steps after the warm-up")
