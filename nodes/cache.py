@@ -10,9 +10,9 @@ from __future__ import annotations
 from comfy_api.latest import io, ui
 
 from ..trainer_core.cache.settings import parse_items, resolve_folder
-from ..trainer_core.config import ConfigError
 from ..trainer_core.config.cache import CacheConfig, PreviewConfig
 from ._sockets import TRAINING_DATA, TRAINING_DATASET
+from ._validate import validation_result
 from ._widgets import category, section_from_inputs, section_inputs
 
 
@@ -66,11 +66,7 @@ class CacheLatents(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, **kwargs) -> bool | str:
-        try:
-            section_from_inputs(CacheConfig, kwargs)
-        except ConfigError as err:
-            return str(err)
-        return True
+        return validation_result(lambda: section_from_inputs(CacheConfig, kwargs))
 
     @classmethod
     def execute(cls, dataset, vae, clip, audio_vae=None, **kwargs) -> io.NodeOutput:
@@ -85,6 +81,7 @@ class CacheLatents(io.ComfyNode):
             dataset.items, folder, ComfyVideoVae(vae, tiled=cfg.tiled_vae), ComfyLtxTextEncoder(clip),
             audio=None if audio_vae is None else ComfyAudioVae(audio_vae), skip_audio=dataset.config.skip_audio,
             trigger=dataset.config.trigger, dataset_info={"root": str(dataset.root)},
+            reference_downscale_factor=dataset.config.reference_downscale_factor,
             on_progress=_progress(cls.hidden.unique_id if cls.hidden else None),
         )
         data = CachedData(folder)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from comfy_api.latest import io, ui
 
-from ..trainer_core.config import ConfigError
 from ..trainer_core.config.dataset import ContactSheetConfig, DatasetConfig, TrimFramesConfig
 from ..trainer_core.dataset import load_dataset, report_text
 from ..trainer_core.dataset.contact_sheet import contact_sheet
@@ -16,6 +15,7 @@ from ..trainer_core.dataset.report import summary_line
 from ..trainer_core.dataset.sources import check_dataset_path, dataset_fingerprint
 from ..trainer_core.frames import trim_to_8n1
 from ._sockets import TRAINING_DATASET
+from ._validate import validation_result
 from ._widgets import category, section_from_inputs, section_inputs
 
 
@@ -40,11 +40,7 @@ class LoadDataset(io.ComfyNode):
 
     @classmethod
     def validate_inputs(cls, **kwargs) -> bool | str:
-        try:
-            cfg = section_from_inputs(DatasetConfig, kwargs)
-        except ConfigError as err:
-            return str(err)
-        return check_dataset_path(cfg.path) or True
+        return validation_result(lambda: check_dataset_path(section_from_inputs(DatasetConfig, kwargs).path))
 
     @classmethod
     def fingerprint_inputs(cls, **kwargs) -> str:

@@ -17,7 +17,6 @@ from ..trainer_core.plots import to_image_tensor
 from ..trainer_core.sweep.grid import grid_image, grid_video
 from ..trainer_core.sweep.models import row_models
 from ..trainer_core.sweep.plan import (
-    SweepError,
     SweepPrompt,
     count_cells,
     parse_numbers,
@@ -30,6 +29,7 @@ from ..trainer_core.sweep.plan import (
 )
 from ..trainer_core.sweep.report import sweep_report
 from ._sockets import SWEEP
+from ._validate import validation_result
 from ._widgets import category, section_inputs
 
 # The widgets whose values the cell count needs (the trigger word changes prompt kinds, not their number).
@@ -94,8 +94,8 @@ class LoraSweep(io.ComfyNode):
         kw = {"prompts": "", "trigger": "", **kw}  # optional widgets may be left out of the prompt
         if any(kw.get(k) is None for k in COUNTED_WIDGETS):
             return True
-        try:
-            count_cells(
+        return validation_result(
+            lambda: count_cells(
                 kw["loras"],
                 kw["strengths"],
                 kw["seeds"],
@@ -106,9 +106,7 @@ class LoraSweep(io.ComfyNode):
                 trigger=kw["trigger"] or "",
                 search_dirs=lora_dirs(),
             )
-        except SweepError as err:
-            return str(err)
-        return True
+        )
 
     @classmethod
     def execute(

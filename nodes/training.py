@@ -107,6 +107,12 @@ class TrainLtxLora(io.ComfyNode):
                 ),
                 io.Vae.Input("vae", optional=True, tooltip="Decodes in-training previews (else a rough latent view)."),
                 io.Clip.Input("clip", optional=True, tooltip="Encodes the preview prompts of LTX Preview Settings."),
+                io.Vae.Input(
+                    "audio_vae",
+                    optional=True,
+                    tooltip="Load LTXV Audio VAE: previews of a run that trains audio (recipe.audio generate) get "
+                    "their sound.",
+                ),
                 *settings,
                 *top,
                 *section_inputs(CheckpointSettings),
@@ -127,6 +133,7 @@ class TrainLtxLora(io.ComfyNode):
         from ..trainer_core.comfy.lora import apply_lora_file
         from ..trainer_core.comfy.training import direct_data, train_on_model
         from ..trainer_core.engine.checkpoints import resolve_resume
+        from ..trainer_core.engine.trainer import NonFiniteLossError
 
         if training_data is None:
             if latent is None or conditioning is None:
@@ -142,10 +149,10 @@ class TrainLtxLora(io.ComfyNode):
             node_id = cls.hidden.unique_id if cls.hidden else None
             result = train_on_model(
                 model, training_data, cfg, resume=resume, node_id=node_id, vae=kwargs.get("vae"),
-                clip=kwargs.get("clip"),
+                clip=kwargs.get("clip"), audio_vae=kwargs.get("audio_vae"),
             )
         if result.status == "diverged":
-            raise RuntimeError(result.message)
+            raise NonFiniteLossError(result.message)  # names the step, the last good checkpoint and the fix
         patched, _ = apply_lora_file(model, result.lora_path)
         chart = to_image_tensor(loss_curve(result.losses))
         return io.NodeOutput(
