@@ -105,3 +105,69 @@ def test_preview_prompts_without_clip_are_refused_clearly(comfy):
     captions = previews_mod.preview_prompts(mod.PreviewSettings(every=1, count=3), synthetic_data(n=2))
     assert [p.label for p in captions] == ["caption 0", "caption 1"]
     assert captions[0].conditioning[0][1]["unprocessed_ltxav_embeds"] is True
+
+
+def test_previews_of_an_audio_run_have_sound(comfy, tmp_path, monkeypatch):
+    """recipe.audio generate + the stock Load LTXV Audio VAE on the Train node: the preview mp4 has an audio track
+    as long as the video, decoded by the audio VAE and not silent."""
+    import av
+    import folder_paths
+    from comfy import sd as comfy_sd  # not `import comfy.sd`: that would rebind the fixture argument
+    from comfy_extras.nodes_lt_audio import LTXVAudioVAELoader
+
+    ckpt = write_tiny_checkpoint(tmp_path / "ckpts" / "tiny_av.safetensors", audio=True, audio_vae=True, seed=0)
+    folder_paths.add_model_folder_path("checkpoints", str(ckpt.parent))
+    loras = tmp_path / "loras"
+    loras.mkdir()
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "loras", ([str(loras)], {".safetensors"}))
+    with torch.inference_mode():
+        vae = comfy_sd.load_checkpoint_guess_config(str(ckpt), output_vae=True, output_clip=False)[2]
+        audio_vae = LTXVAudioVAELoader.execute(ckpt_name=ckpt.name).result[0]
+    mod = sys.modules[comfy.__name__ + ".trainer_core.config.training"]
+    settings = {
+        "lora": mod.LoraSettings(rank=4, alpha=4),
+        "optimization": mod.OptimizationSettings(steps=2, learning_rate=1e-2),
+        "recipe": mod.RecipeSettings(audio="generate"),
+        "memory": mod.MemorySettings(gradient_checkpointing=False, mixed_precision="no"),
+        "preview": mod.PreviewSettings(every=2, width=64, height=64, frames=17, steps=3, seed=5),
+    }
+    widgets = {"seed": 0, "name": "av", "every": 2, "keep_last": 0, "config_yaml": "", "resume_from": ""}
+    node = comfy.NODE_CLASS_MAPPINGS["LtxLoraTrain"]
+    with torch.inference_mode():
+        node.execute(model=load_comfy(ckpt), training_data=synthetic_data(n=2), vae=vae, audio_vae=audio_vae,
+                     **settings, **widgets)
+    mp4 = loras / "av" / "previews" / "av_step_00002.mp4"
+    with av.open(str(mp4)) as container:
+        (sound,) = container.streams.audio
+        frames = sum(1 for _ in container.decode(video=0))
+        rate = sound.rate
+    with av.open(str(mp4)) as container:
+        wave = np.concatenate([f.to_ndarray() for f in container.decode(audio=0)], axis=1)
+    assert frames == 17 and rate == audio_vae.first_stage_model.output_sample_rate
+    # synthetic clips are at 24 fps: 17 frames last 0.708 s; AAC pads up to one 1024-sample frame
+    assert 17 / 24 <= wave.shape[1] / rate <= 17 / 24 + 1024 / rate + 0.01
+    assert np.sqrt((wave**2).mean()) > 1e-4 and np.abs(wave).max() > 1e-3  # not silent
+
+
+def test_previews_stay_silent_without_an_audio_run(comfy, tmp_path, monkeypatch, tiny):
+    """An audio VAE on a video-only run (recipe.audio off) changes nothing: the preview has no audio stream."""
+    import av
+    import folder_paths
+
+    ckpt, vae = tiny
+    loras = tmp_path / "loras"
+    loras.mkdir()
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "loras", ([str(loras)], {".safetensors"}))
+    mod = sys.modules[comfy.__name__ + ".trainer_core.config.training"]
+    settings = {
+        "optimization": mod.OptimizationSettings(steps=1),
+        "recipe": mod.RecipeSettings(audio="off"),
+        "memory": mod.MemorySettings(gradient_checkpointing=False, mixed_precision="no"),
+        "preview": mod.PreviewSettings(every=1, width=64, height=64, frames=9, steps=2),
+    }
+    widgets = {"seed": 0, "name": "v", "every": 1, "keep_last": 0, "config_yaml": "", "resume_from": ""}
+    with torch.inference_mode():
+        comfy.NODE_CLASS_MAPPINGS["LtxLoraTrain"].execute(
+            model=load_comfy(ckpt), training_data=synthetic_data(n=1), vae=vae, audio_vae=vae, **settings, **widgets)
+    with av.open(str(loras / "v" / "previews" / "v_step_00001.mp4")) as container:
+        assert not container.streams.audio

@@ -17,6 +17,11 @@ The same seed therefore gives the same loss sequence with and without previews (
 
 Previews are saved beside the checkpoints (``previews/<name>_step_NNNNN.png`` with the first, middle and last
 frame per prompt, and ``.mp4``) and shown on the Train node through the progress bar's preview image.
+
+With sound: when the run generates audio (``recipe.audio`` resolved to generate) and the Train node has an
+``audio_vae`` (stock *Load LTXV Audio VAE*), the preview samples audio and video together as the stock graph does
+(``LTXVEmptyLatentAudio`` + ``LTXVConcatAVLatent`` -> sampler -> ``LTXVSeparateAVLatent`` ->
+``LTXVAudioVAEDecode``, those nodes' own code) and the mp4 gets the decoded audio track.
 """
 
 from __future__ import annotations
@@ -37,12 +42,13 @@ from ..atomic import save_png
 from ..config.training import PreviewSettings, TrainConfig
 from ..engine.data import TrainingData
 from ..engine.trainer import Callbacks, StepInfo, Trainer
-from ..sweep.grid import GridLayout, as_video, grid_image, grid_video
+from ..sweep.grid import AudioTrack, GridLayout, as_audio, as_video, grid_image, grid_video
 from ..sweep.plan import short
 
 log = logging.getLogger(__name__)
 
 LTX_SCHEDULER = {"max_shift": 2.05, "base_shift": 0.95, "stretch": True, "terminal": 0.1}  # LTXVScheduler defaults
+DEFAULT_FRAME_RATE = 25.0  # what ComfyUI's LTX-AV model assumes when the conditioning has no frame_rate
 
 
 @dataclass
@@ -67,6 +73,11 @@ def preview_prompts(settings: PreviewSettings, data: TrainingData, clip: Any = N
         extra = {"unprocessed_ltxav_embeds": True, "frame_rate": float(s.frame_rate)}
         out.append(PreviewPrompt(short(s.caption or s.key), [[s.text.float().clone(), extra]]))
     return out
+
+
+def frame_rate(prompt: PreviewPrompt) -> float:
+    """The frame rate the model samples ``prompt`` at (its conditioning's, as LTXVConditioning sets it)."""
+    return float(prompt.conditioning[0][1].get("frame_rate", DEFAULT_FRAME_RATE))
 
 
 @contextmanager
@@ -128,21 +139,40 @@ def ltx_sigmas(steps: int, latent: torch.Tensor) -> torch.Tensor:
     return LTXVScheduler.execute(steps, latent={"samples": latent}, **LTX_SCHEDULER).args[0]
 
 
-def sample_preview(model: Any, prompt: PreviewPrompt, settings: PreviewSettings) -> torch.Tensor:
-    """One preview latent ``[1, 128, F', H', W']`` from ComfyUI's sampler on ``model`` (a MODEL)."""
+def sample_preview(
+    model: Any, prompt: PreviewPrompt, settings: PreviewSettings, audio_vae: Any = None
+) -> torch.Tensor:
+    """One preview latent ``[1, 128, F', H', W']`` from ComfyUI's sampler on ``model`` (a MODEL); with ``audio_vae``
+    a joint audio+video latent (ComfyUI's NestedTensor), built by the stock LTXV audio latent nodes."""
     import comfy.sample
     import comfy.samplers
 
     shape = [1, 128, (settings.frames - 1) // 8 + 1, settings.height // 32, settings.width // 32]
-    latent = comfy.sample.fix_empty_latent_channels(model, torch.zeros(shape), 32)
+    video = comfy.sample.fix_empty_latent_channels(model, torch.zeros(shape), 32)
+    latent = video
+    if audio_vae is not None:
+        from comfy_extras.nodes_lt import LTXVConcatAVLatent
+        from comfy_extras.nodes_lt_audio import LTXVEmptyLatentAudio
+
+        audio = LTXVEmptyLatentAudio.execute(settings.frames, frame_rate(prompt), 1, audio_vae).result[0]
+        latent = LTXVConcatAVLatent.execute({"samples": video}, audio).result[0]["samples"]
     noise = comfy.sample.prepare_noise(latent, settings.seed)
     positive = prompt.conditioning
     negative = [[torch.zeros_like(c[0]), dict(c[1])] for c in positive] if settings.cfg > 1 else positive
     sampler = comfy.samplers.sampler_object("euler")
     return comfy.sample.sample_custom(
-        model, noise, settings.cfg, sampler, ltx_sigmas(settings.steps, latent), positive, negative, latent,
+        model, noise, settings.cfg, sampler, ltx_sigmas(settings.steps, video), positive, negative, latent,
         disable_pbar=True, seed=settings.seed,
     )
+
+
+def decode_audio(latent: torch.Tensor, audio_vae: Any) -> tuple[torch.Tensor, AudioTrack]:
+    """A joint latent split into its video latent and its decoded sound (stock Separate AV / Audio VAE Decode)."""
+    from comfy_extras.nodes_lt import LTXVSeparateAVLatent
+    from comfy_extras.nodes_lt_audio import LTXVAudioVAEDecode
+
+    video, audio = LTXVSeparateAVLatent.execute({"samples": latent}).result
+    return video["samples"], as_audio(LTXVAudioVAEDecode.execute(audio, audio_vae).result[0])
 
 
 def latent_rgb(model: Any, latent: torch.Tensor) -> torch.Tensor:
@@ -167,6 +197,7 @@ class PreviewRunner:
     name: str
     vae: Any = None
     show: Callable[[int, Image.Image], None] | None = None
+    audio_vae: Any = None  # set only when the run generates audio: the previews then have sound
     saved: list[Path] = field(default_factory=list)
 
     def on_step(self, info: StepInfo) -> None:
@@ -177,7 +208,11 @@ class PreviewRunner:
         """Sample every preview prompt with the current adapters; save and show the result."""
 
         with sampling_mode(self.trainer):
-            latents = [sample_preview(self.model, p, self.settings) for p in self.prompts]
+            latents = [sample_preview(self.model, p, self.settings, self.audio_vae) for p in self.prompts]
+            sounds: list[AudioTrack] | None = None
+            if self.audio_vae is not None:
+                split = [decode_audio(x, self.audio_vae) for x in latents]
+                latents, sounds = [video for video, _ in split], [sound for _, sound in split]
             videos = [as_video(self.vae.decode(x)) if self.vae is not None else latent_rgb(self.model, x)
                       for x in latents]
         # Sampling loads with ComfyUI's inference reserve (and the optimizer state was on the CPU), a VAE decode
@@ -187,7 +222,7 @@ class PreviewRunner:
         still = grid_image(videos, layout)
         path = self.folder / f"{self.name}_step_{step:05d}.png"
         save_png(still, path)
-        grid_video(videos, layout, path.with_suffix(".mp4"), fps=24.0)
+        grid_video(videos, layout, path.with_suffix(".mp4"), fps=frame_rate(self.prompts[0]), audio=sounds)
         self.saved.append(path)
         log.info("preview saved: %s", path)
         if self.show is not None:
@@ -204,12 +239,18 @@ def attach_previews(
     *,
     vae: Any = None,
     clip: Any = None,
+    audio_vae: Any = None,
     show: Callable[[int, Image.Image], None] | None = None,
 ) -> PreviewRunner:
     """Chain a ``PreviewRunner`` after ``callbacks.on_step`` (previews are rendered after the step's callback)."""
+    generates_audio = trainer.modes.audio == "generate"
+    if generates_audio and audio_vae is None:
+        log.info("previews are silent: connect Load LTXV Audio VAE to the Train node's audio_vae to hear them")
+    elif audio_vae is not None and not generates_audio:
+        log.info("previews are video only: this run does not generate audio (recipe.audio %s)", trainer.modes.audio)
     runner = PreviewRunner(
         trainer, model, cfg.preview, preview_prompts(cfg.preview, data, clip), Path(cfg.output_dir) / "previews",
-        cfg.name, vae, show,
+        cfg.name, vae, show, audio_vae if generates_audio else None,
     )
     first = callbacks.on_step
 

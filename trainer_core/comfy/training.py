@@ -140,11 +140,13 @@ def train_on_model(
     node_id: str | None = None,
     vae=None,
     clip=None,
+    audio_vae=None,
 ) -> TrainResult:
     """Train a LoRA on ComfyUI's loaded MODEL without copying or changing it.
 
     With ``cfg.preview.every`` > 0, previews are rendered with ComfyUI's sampler (``previews``); ``vae`` decodes
-    them (else a latent-to-RGB approximation) and ``clip`` encodes ``cfg.preview.prompts``.
+    them (else a latent-to-RGB approximation), ``clip`` encodes ``cfg.preview.prompts`` and ``audio_vae`` gives
+    the previews of a run that generates audio their sound.
     """
     from .backbone import ComfyBackbone
 
@@ -163,7 +165,9 @@ def train_on_model(
         def show(step, image) -> None:
             progress.bar.update_absolute(step, cfg.optimization.steps, ("JPEG", image, 768))
 
-        attach_previews(callbacks, trainer, model_patcher, data, cfg, vae=vae, clip=clip, show=show)
+        attach_previews(
+            callbacks, trainer, model_patcher, data, cfg, vae=vae, clip=clip, audio_vae=audio_vae, show=show
+        )
     result = None
     try:
         result = trainer.train(callbacks)
