@@ -33,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from ..config.training import CHECKPOINT_UNSET, DATA_UNSET, TrainConfig
     from ..engine.checkpoints import resolve_resume
     from ..engine.modes import resolve_modes
+    from ..engine.run_lock import check_free
     from ..engine.trainer import Callbacks, Trainer
     from ..ltxcore.backbone import LtxCoreBackbone
     from ..plots import loss_curve
@@ -46,6 +47,7 @@ def run(args: argparse.Namespace) -> int:
     if cfg.model.device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"{args.config}: model.device = {cfg.model.device!r} but no CUDA GPU is available; use cpu")
     # Everything that can be checked without the model first: loading 22B weights takes minutes.
+    check_free(Path(cfg.output_dir))  # another live run in this folder; training itself takes the lock
     data = CachedData(cfg.data)
     resolve_modes(cfg.recipe, data, log_result=False)  # recipe.audio against the data, before the weights load
     resume = None

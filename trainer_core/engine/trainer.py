@@ -32,6 +32,7 @@ from .data import TrainingData, collate, epoch_batches
 from .modes import resolve_modes, stream_targets
 from .optim import build_optimizer, build_scheduler
 from .recipe import FlowMatchingRecipe
+from .run_lock import RunLock
 from .state import RunState, load_state
 
 log = logging.getLogger(__name__)
@@ -248,7 +249,11 @@ class Trainer:
         return self.run.step
 
     def train(self, callbacks: Callbacks | None = None) -> TrainResult:
-        cb = callbacks or Callbacks()
+        """Run to ``optimization.steps`` holding the run folder's lock (``RunLockedError`` if another run has it)."""
+        with RunLock(self.out, self.cfg.name):
+            return self._train(callbacks or Callbacks())
+
+    def _train(self, cb: Callbacks) -> TrainResult:
         opt = self.cfg.optimization
         write_atomic(self.out / "config.yaml", train_config_yaml(self.cfg))
         self.backbone.set_gradient_checkpointing(self.cfg.memory.gradient_checkpointing)
