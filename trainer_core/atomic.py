@@ -54,6 +54,25 @@ def _reraise(err: OSError, path: Path) -> NoReturn:
     raise translated from err
 
 
+_TEMP_RE = re.compile(r"^\.(?P<final>.+)\.[0-9a-f]{32}\.tmp$")
+
+
+def sweep_stale_temps(folder: Path, prefix: str = "") -> list[Path]:
+    """Delete the temp files ``atomic_path`` left in ``folder`` when a process was killed mid-write.
+
+    Only files of ``atomic_path``'s own naming whose final name starts with ``prefix`` are removed: a caller passes
+    the prefix of the files only it writes (its run name), so another live writer's temp files are left alone.
+    Returns the files deleted.
+    """
+    removed = []
+    for path in sorted(Path(folder).glob(".*.tmp")) if Path(folder).is_dir() else []:
+        found = _TEMP_RE.match(path.name)
+        if found and found["final"].startswith(prefix) and path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temp path beside ``path``; on success it replaces ``path``, on failure it is removed.
@@ -63,7 +82,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     A full disk or an unwritable folder raises ``DiskWriteError`` naming ``path``.
     """
     final = Path(path)
-    tmp = final.parent / f".{final.name}.{uuid.uuid4().hex}.tmp"
+    tmp = final.parent / f".{final.name}.{uuid.uuid4().hex}.tmp"  # sweep_stale_temps knows this pattern
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
         os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))  # mode 0666 minus the umask

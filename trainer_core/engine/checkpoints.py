@@ -13,7 +13,7 @@ from ..config import ConfigError
 from ..lora.adapter import LoraAdapters
 from ..lorafile.metadata import lora_metadata
 from ..lorafile.write import save_lora_file
-from .state import RunState, save_state, state_paths
+from .state import CheckpointDamaged, RunState, checkpoint_problem, save_state, seal_state, state_paths
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,26 @@ def list_checkpoints(folder: Path, name: str | None = None) -> list[tuple[int, P
     return sorted(found)
 
 
+def newest_intact(found: list[tuple[int, Path]], label: str = "resume_from") -> Path:
+    """The newest checkpoint of ``found`` (sorted by step) whose files are complete and match their checksums.
+
+    Each damaged one skipped on the way is logged with what is wrong; ``CheckpointDamaged`` when none is intact.
+    """
+    problems = []
+    for _, path in reversed(found):
+        problem = checkpoint_problem(path)
+        if problem is None:
+            if problems:
+                log.warning("%s: resuming from %s, the newest intact checkpoint", label, path.name)
+            return path
+        log.warning("%s: checkpoint %s is damaged, skipped: %s", label, path.name, problem)
+        problems.append(f"{path.name}: {problem}")
+    raise CheckpointDamaged(
+        f"{label}: no intact checkpoint to resume from in {found[-1][1].parent}:\n  " + "\n  ".join(problems)
+        + "\nStart a new run without resuming, or restore the files from a backup"
+    )
+
+
 def resolve_resume(
     value: str, run_dir: Path, name: str, also_in: tuple[Path, ...] = (), label: str = "resume_from"
 ) -> Path:
@@ -49,7 +69,7 @@ def resolve_resume(
         found = list_checkpoints(run_dir, name) if run_dir.is_dir() else []
         if not found:
             raise ConfigError(f"{label} 'latest': no checkpoint named {name}_step_*.safetensors in {run_dir}")
-        return found[-1][1]
+        return newest_intact(found, label)
     path = Path(value).expanduser()
     tried = [path] if path.is_absolute() else [base / path for base in (run_dir, *also_in, run_dir.parent)]
     for candidate in tried:
@@ -58,7 +78,7 @@ def resolve_resume(
         if candidate.is_dir():
             found = list_checkpoints(candidate)
             if found:
-                return found[-1][1]
+                return newest_intact(found, label)
     raise ConfigError(
         f"{label} {value!r}: no checkpoint file or run folder with *_step_*.safetensors checkpoints at "
         f"{', '.join(str(p) for p in tried)}; give 'latest', a checkpoint file (absolute or relative to {run_dir}) "
@@ -91,9 +111,10 @@ class CheckpointWriter:
         path = checkpoint_path(self.output_dir, self.name, run.step)
         meta = lora_metadata(step=run.step, **self.metadata)
         try:
-            # State first: a LoRA file without its state would look resumable but is not.
-            save_state(path, run, optimizer, scheduler, generator)
+            # The state JSON last, with the others' checksums: without it the checkpoint is not resumable.
+            state = save_state(path, run, optimizer, scheduler, generator)
             save_lora_file(path, adapters.to_comfy_state_dict(), meta)
+            seal_state(path, state)
         except DiskWriteError as err:
             _delete(path)
             raise DiskWriteError(err.errno, f"{err.strerror} (output_dir: {self.output_dir})") from err

@@ -3,6 +3,8 @@
 Beside each LoRA checkpoint ``<name>_step_00250.safetensors`` the engine writes
 ``<name>_step_00250.state.tensors`` (optimizer moments, RNG states; safetensors format) and
 ``<name>_step_00250.state.json`` (step, data position, scheduler, optimizer hyper-parameters, loss history).
+The JSON is written last and records the size and sha256 of the other two files and a checksum of itself, so a
+checkpoint whose save was interrupted (no JSON) or whose files were damaged later is recognised before resuming.
 Together with the LoRA weights that is everything a resumed run needs to continue exactly where the interrupted one
 stopped. The tensors file does not end in ``.safetensors`` because ComfyUI lists every ``.safetensors`` file under
 ``models/loras`` (hidden folders included) in its LoRA menus, and optimizer state is not a LoRA.
@@ -10,6 +12,7 @@ stopped. The tensors file does not end in ``.safetensors`` because ComfyUI lists
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -21,6 +24,7 @@ from safetensors.torch import load_file
 
 from ..atomic import save_safetensors, write_atomic
 from ..config import ConfigError
+from ..errors import UserError
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +47,10 @@ class RunState:
         if epoch != self.epoch:
             self.epoch, self.seen = epoch, []
         self.seen.extend(batch)
+
+
+class CheckpointDamaged(UserError, ValueError):
+    """A checkpoint cannot be resumed: a file is missing, truncated or fails its checksum."""
 
 
 STATE_TENSORS_SUFFIX = ".state.tensors"
@@ -68,8 +76,11 @@ def save_state(
     optimizer: torch.optim.Optimizer,
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     generator: torch.Generator,
-) -> None:
-    """Write the state files that belong to the LoRA checkpoint at ``lora_path``."""
+) -> dict[str, Any]:
+    """Write the state tensors that belong to the LoRA checkpoint at ``lora_path``; return the JSON part.
+
+    ``seal_state`` writes that JSON once the LoRA file is written too.
+    """
     tensors_path, json_path = state_paths(lora_path)
     opt = optimizer.state_dict()
     tensors: dict[str, torch.Tensor] = {
@@ -95,7 +106,59 @@ def save_state(
         "scheduler": scheduler.state_dict(),
     }
     save_safetensors(tensors_path, tensors)
-    write_atomic(json_path, json.dumps(meta))
+    return meta
+
+
+_FILES, _CHECKSUM = "files", "checksum"  # JSON keys: the other files' digests, the JSON's own
+
+
+def seal_state(lora_path: Path, meta: dict[str, Any]) -> None:
+    """Write the state JSON ``meta`` with the checksums of the LoRA and state tensors files, atomically.
+
+    Called once both files are complete: a checkpoint without its JSON is one whose save never finished.
+    """
+    tensors_path, json_path = state_paths(lora_path)
+    sealed = {**meta, _FILES: {"lora": _digest(lora_path), "state": _digest(tensors_path)}}
+    write_atomic(json_path, json.dumps({**sealed, _CHECKSUM: _json_checksum(sealed)}))
+
+
+def _digest(path: Path) -> dict[str, Any]:
+    with path.open("rb") as fh:
+        return {"bytes": path.stat().st_size, "sha256": hashlib.file_digest(fh, "sha256").hexdigest()}
+
+
+def _json_checksum(meta: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(meta, sort_keys=True).encode()).hexdigest()
+
+
+def checkpoint_problem(lora_path: Path) -> str | None:
+    """What makes the checkpoint ``lora_path`` unusable for a resume (missing, truncated, corrupt file), or None.
+
+    Checkpoints written before checksums existed are only checked for their files' presence.
+    """
+    tensors_path, json_path = _existing_state_paths(lora_path)
+    for path in (lora_path, json_path, tensors_path):
+        if not path.is_file():
+            return f"{path.name} is missing (its save did not finish, or it was deleted)"
+    try:
+        meta = json.loads(json_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        return f"{json_path.name} is unreadable ({err})"
+    if not isinstance(meta, dict):
+        return f"{json_path.name} is not a state file of this trainer"
+    if _CHECKSUM not in meta:
+        return None
+    recorded = meta.pop(_CHECKSUM)
+    if recorded != _json_checksum(meta) or not isinstance(meta.get(_FILES), dict):
+        return f"{json_path.name} does not match its checksum (the file was changed or damaged)"
+    for role, path in (("lora", lora_path), ("state", tensors_path)):
+        want = meta[_FILES].get(role) or {}
+        size = path.stat().st_size
+        if size != want.get("bytes"):
+            return f"{path.name} is {size} bytes, {want.get('bytes')} were written (truncated or replaced)"
+        if _digest(path)["sha256"] != want.get("sha256"):
+            return f"{path.name} does not match its checksum (corrupt)"
+    return None
 
 
 def has_state(lora_path: Path) -> bool:

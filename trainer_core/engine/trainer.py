@@ -18,7 +18,7 @@ from typing import Literal
 import torch
 
 from .. import __version__
-from ..atomic import DiskWriteError, write_atomic
+from ..atomic import DiskWriteError, sweep_stale_temps, write_atomic
 from ..backbone import Backbone, TextContext
 from ..config import ConfigError
 from ..config.training import TrainConfig, train_config_yaml
@@ -33,7 +33,7 @@ from .modes import resolve_modes, stream_targets
 from .optim import build_optimizer, build_scheduler
 from .recipe import FlowMatchingRecipe
 from .run_lock import RunLock
-from .state import RunState, load_state
+from .state import CheckpointDamaged, RunState, checkpoint_problem, load_state
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +110,7 @@ class Trainer:
                 "dataset_fingerprint": data.fingerprint,
                 "audio": self.modes.audio,
                 "video": self.modes.video,
+                "reference_downscale_factor": self.modes.reference_factor or None,
                 "training_config": cfg.model_dump(mode="json"),
             },
         )
@@ -137,6 +138,12 @@ class Trainer:
         """
         from ..lorafile.read import read_lora_file
 
+        problem = checkpoint_problem(lora_path)
+        if problem is not None:
+            raise CheckpointDamaged(
+                f"cannot resume from {lora_path}: {problem}. Resume from 'latest' (the newest intact checkpoint of "
+                "this run) or name an earlier checkpoint"
+            )
         tensors, meta = read_lora_file(lora_path)
         before = json.loads(meta.get(lora_meta.TRAINING_CONFIG, "{}"))
         now = self.cfg.model_dump(mode="json")
@@ -209,7 +216,11 @@ class Trainer:
         video = video.to(device, torch.float32)
         feed_audio = audio is not None and self.backbone.has_audio and self.modes.audio != "off"
         audio = audio.to(device, torch.float32) if feed_audio else None
-        inp, targets = self.recipe.prepare(video, audio, text, samples[0].frame_rate, self.generator)
+        # Batches group clips by shape, references included: a batch has a reference for every clip or for none.
+        reference = None
+        if self.modes.reference_factor and samples[0].reference is not None:
+            reference = torch.stack([s.reference for s in samples]).to(device, torch.float32)
+        inp, targets = self.recipe.prepare(video, audio, text, samples[0].frame_rate, self.generator, reference)
         mixed = self.cfg.memory.mixed_precision == "bf16"
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=mixed):
             pred_v, pred_a = self.backbone.velocity(inp)
@@ -255,6 +266,8 @@ class Trainer:
 
     def _train(self, cb: Callbacks) -> TrainResult:
         opt = self.cfg.optimization
+        for stale in sweep_stale_temps(self.out, f"{self.cfg.name}_step_"):
+            log.info("removed %s, left by a checkpoint save that was interrupted", stale)
         write_atomic(self.out / "config.yaml", train_config_yaml(self.cfg))
         self.backbone.set_gradient_checkpointing(self.cfg.memory.gradient_checkpointing)
         wanted = compile_wanted(self.cfg.memory.compile_blocks, self.backbone.device)
