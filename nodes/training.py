@@ -107,6 +107,12 @@ class TrainLtxLora(io.ComfyNode):
                 ),
                 io.Vae.Input("vae", optional=True, tooltip="Decodes in-training previews (else a rough latent view)."),
                 io.Clip.Input("clip", optional=True, tooltip="Encodes the preview prompts of LTX Preview Settings."),
+                io.Vae.Input(
+                    "audio_vae",
+                    optional=True,
+                    tooltip="Load LTXV Audio VAE: previews of a run that trains audio (recipe.audio generate) get "
+                    "their sound.",
+                ),
                 *settings,
                 *top,
                 *section_inputs(CheckpointSettings),
@@ -143,7 +149,7 @@ class TrainLtxLora(io.ComfyNode):
             node_id = cls.hidden.unique_id if cls.hidden else None
             result = train_on_model(
                 model, training_data, cfg, resume=resume, node_id=node_id, vae=kwargs.get("vae"),
-                clip=kwargs.get("clip"),
+                clip=kwargs.get("clip"), audio_vae=kwargs.get("audio_vae"),
             )
         if result.status == "diverged":
             raise NonFiniteLossError(result.message)  # names the step, the last good checkpoint and the fix
