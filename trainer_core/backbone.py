@@ -8,6 +8,7 @@ Tensor layouts are ComfyUI's, because that is what the cache stores:
 - video latent ``[B, 128, F', H', W']`` (normalized, as ComfyUI's VAE returns it); tokens are ordered
   frame-major (f, h, w), so the first ``H'*W'`` tokens are latent frame 0;
 - audio latent ``[B, 8, T_a, 16]``; one token per latent time step;
+- IC-LoRA reference latent ``[B, 128, F_r, H'/N, W'/N]`` (``ModelInput.reference``), never in the output;
 - text ``[1, T, D_video + D_audio]`` as ComfyUI's LTX-2.3 text encoder returns it (padding stripped, before the
   connectors). ``prepare_text`` runs the frozen connectors once, without autograd.
 """
@@ -50,6 +51,11 @@ class ModelInput:
     audio: torch.Tensor | None = None  # [B, 8, T_a, 16]
     audio_timesteps: torch.Tensor | None = None  # [B, T_a]
     audio_sigma: torch.Tensor | None = None  # [B]
+    # IC-LoRA: clean reference latents [B, C, F_r, H'/N, W'/N] beside the video tokens, at timestep 0. Their
+    # positions come from their own latent grid with the spatial coordinates times N = ``reference_factor`` (as
+    # ltx-trainer trains and ComfyUI's LTXV Add Guide samples); the velocity is returned for the video tokens only.
+    reference: torch.Tensor | None = None
+    reference_factor: int = 1
 
 
 class Backbone(Protocol):

@@ -28,7 +28,18 @@ class ModelSettings(Section):
     dtype: Literal["bfloat16", "float32"] = knob(
         "bfloat16", "Dtype of the frozen base weights (CLI only).", widget=False
     )
-    device: str = knob("cuda", "Torch device for headless training, e.g. cuda, cuda:1 or cpu (CLI only).", widget=False)
+    device: str = knob(
+        "auto",
+        "Torch device for headless training: auto (cuda when a GPU is present, else cpu), cuda, cuda:1 or cpu. The "
+        "run's config.yaml records the device used (CLI only).",
+        widget=False,
+    )
+
+    def resolved_device(self, cuda_available: bool) -> str:
+        """``device`` with ``auto`` resolved: cuda when a GPU is present, else cpu."""
+        if self.device != "auto":
+            return self.device
+        return "cuda" if cuda_available else "cpu"
 
 
 class LoraSettings(Section):
@@ -79,6 +90,14 @@ class RecipeSettings(Section):
     )
     caption_dropout: float = knob(
         0.0, "Probability of training on the empty caption instead of the clip's (helps CFG).", ge=0.0, le=1.0
+    )
+    reference_p: float = knob(
+        0.0,
+        "IC-LoRA (video-to-video control) when above 0: the probability per batch of prepending each clip's "
+        "reference latents (manifest column reference_video) to its video tokens, clean, at timestep 0 and not in "
+        "the loss. ltx-trainer's IC-LoRA template uses 1.0.",
+        ge=0.0,
+        le=1.0,
     )
     audio: Literal["auto", "generate", "condition", "off"] = knob(
         "auto",

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -45,6 +46,8 @@ class StreamModes:
 
     audio: Literal["generate", "condition", "off"]
     video: Literal["generate", "condition"]
+    # IC-LoRA: the data's reference_downscale_factor N when recipe.reference_p > 0, else 0 (no reference).
+    reference_factor: int = 0
 
 
 def resolve_modes(
@@ -93,9 +96,37 @@ def resolve_modes(
             "nothing would be generated. Video-to-audio needs audio latents in every clip (re-cache with audio) "
             "and recipe.audio: generate"
         )
-    modes = StreamModes(audio=audio, video=recipe.video)
+    modes = StreamModes(audio=audio, video=recipe.video, reference_factor=_reference_factor(recipe, data, info, warn))
     info("streams: video %s, audio %s", modes.video, modes.audio)
     return modes
+
+
+def _reference_factor(recipe: RecipeSettings, data: TrainingData, info: Callable, warn: Callable) -> int:
+    """IC-LoRA's reference_downscale_factor for ``recipe.reference_p`` on ``data`` (0: no IC-LoRA)."""
+    counter = getattr(data, "reference_count", None)
+    with_reference, total = (int(counter()) if counter is not None else 0), len(data)
+    if recipe.reference_p == 0:
+        if with_reference:
+            info("the data holds %d reference latents, but recipe.reference_p is 0: training without them "
+                 "(set recipe.reference_p to train an IC-LoRA)", with_reference)
+        return 0
+    if recipe.video != "generate":
+        raise ConfigError(
+            f"recipe.reference_p is {recipe.reference_p}, but recipe.video is {recipe.video!r}: an IC-LoRA "
+            "generates video from the reference, so set recipe.video: generate (or recipe.reference_p: 0)"
+        )
+    if with_reference == 0:
+        raise ConfigError(
+            f"recipe.reference_p is {recipe.reference_p} (IC-LoRA), but none of the {total} clips has a reference "
+            "latent: add a reference_video column to the dataset manifest (the control clip of each video, e.g. "
+            "its depth or edge map), cache the dataset again, or set recipe.reference_p: 0"
+        )
+    if with_reference < total:
+        warn("recipe.reference_p: %d of %d clips have no reference latent (no reference_video in the manifest); "
+             "they train without one", total - with_reference, total)
+    factor = int(getattr(data, "reference_downscale_factor", 1))
+    info("IC-LoRA: reference latents prepended (p=%g, reference_downscale_factor %d)", recipe.reference_p, factor)
+    return factor
 
 
 def stream_targets(targets: dict[str, nn.Module], modes: StreamModes) -> dict[str, nn.Module]:

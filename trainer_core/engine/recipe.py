@@ -7,6 +7,12 @@ only when video is generated). A stream in ``condition`` mode (``engine.modes``)
 and sigma 0 with no loss, as the reference's ``flexible`` strategy does with ``is_generated: false``; audio in
 ``off`` mode is not passed at all. Each sample's loss is the mean over its loss tokens; the losses of the
 generated streams are summed.
+
+IC-LoRA (``recipe.reference_p``, ltx-trainer's ``reference`` condition): with that probability per batch (one
+draw for the whole batch, as the reference does: it changes the sequence length) the clips' clean reference latents
+go beside the video tokens at timestep 0 (``ModelInput.reference``; the backbone gives them their own positions,
+spatially scaled by the reference_downscale_factor). The backbone returns the velocity of the target tokens only,
+so the loss, and first-frame conditioning, concern the target alone.
 """
 
 from __future__ import annotations
@@ -69,11 +75,14 @@ class FlowMatchingRecipe:
         text: TextContext,
         frame_rate: float,
         generator: torch.Generator,
+        reference: torch.Tensor | None = None,
     ) -> tuple[ModelInput, Targets]:
         """Noise a batch of clean latents and build the model input and the loss targets.
 
-        ``audio`` is ignored when audio is off. Draw order from ``generator``: video sigma, video noise, first-frame
-        draws (generated video only), then audio sigma and noise (generated audio only).
+        ``audio`` is ignored when audio is off; ``reference`` (IC-LoRA, ``[B, C, F_r, H/N, W/N]``) when the modes
+        have no reference factor. Draw order from ``generator``: video sigma, video noise, first-frame draws
+        (generated video only), audio sigma and noise (generated audio only), then the batch's reference draw
+        (IC-LoRA batches with a reference only).
         """
         b, _, f, h, w = video.shape
         tokens, per_frame = f * h * w, h * w
@@ -109,6 +118,18 @@ class FlowMatchingRecipe:
                 noisy_a = audio
             timesteps_a = sigma_a.view(b, 1).expand(b, steps).clone()
 
+        factor = self.modes.reference_factor
+        if reference is not None and factor:
+            if reference.shape[3] * factor != h or reference.shape[4] * factor != w:
+                raise ValueError(
+                    f"reference latent {tuple(reference.shape[2:])} is not the video latent {(f, h, w)} at 1/{factor} "
+                    "of its height and width (reference_downscale_factor): cache the dataset again"
+                )
+            if torch.rand((), generator=generator).item() >= self.settings.reference_p:
+                reference = None
+        else:
+            reference = None
+
         device = video.device
         inp = ModelInput(
             video=noisy_v,
@@ -119,6 +140,8 @@ class FlowMatchingRecipe:
             audio=noisy_a,
             audio_timesteps=None if timesteps_a is None else timesteps_a.to(device),
             audio_sigma=None if sigma_a is None else sigma_a.to(device),
+            reference=None if reference is None else reference.to(device, video.dtype),
+            reference_factor=factor or 1,
         )
         mask_v = None if mask_v is None else mask_v.to(device)
         mask_a = None if mask_a is None else mask_a.to(device)

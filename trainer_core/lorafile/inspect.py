@@ -224,6 +224,9 @@ class LoraReport:
         if md.AUDIO in self.metadata or md.VIDEO in self.metadata:
             video, audio = self.metadata.get(md.VIDEO, "not recorded"), self.metadata.get(md.AUDIO, "not recorded")
             lines.append(f"Trained streams: video {video}, audio {audio}")
+        reference = {k: self.metadata[k] for k in md.REFERENCE_KEYS if k in self.metadata}
+        if reference:  # read by ComfyUI's Get IC-LoRA Parameters and ltx-pipelines
+            lines.append("IC-LoRA: " + ", ".join(f"{k} = {v}" for k, v in reference.items()))
         ours = {k: v for k, v in self.metadata.items() if k.startswith("ltxlora.") and k != md.TRAINING_CONFIG}
         lines += [f"  {k} = {v}" for k, v in sorted(ours.items())]
         return "\n".join(lines)

@@ -130,6 +130,7 @@ class LtxCoreBackbone:
         batch = inp.video.shape[0]
         vx, ax = self.transformer(video=video, audio=audio, perturbations=BatchedPerturbationConfig.empty(batch))
         b, c, f, h, w = inp.video.shape
+        vx = vx[:, vx.shape[1] - f * h * w :]  # the target's tokens, after any reference tokens
         video_out = vx.reshape(b, f, h, w, c).permute(0, 4, 1, 2, 3).to(inp.video.dtype)
         audio_out = None
         if inp.audio is not None:
@@ -138,25 +139,43 @@ class LtxCoreBackbone:
         return video_out, audio_out
 
     def _video_modality(self, inp: ModelInput):
-        from ltx_core.components.patchifiers import VideoLatentPatchifier, get_pixel_coords
+        from ltx_core.components.patchifiers import VideoLatentPatchifier
         from ltx_core.model.transformer.modality import Modality
-        from ltx_core.types import VIDEO_SCALE_FACTORS, VideoLatentShape
 
-        b, c, f, h, w = inp.video.shape
-        tokens = f * h * w
-        _check_timesteps("video", inp.video_timesteps, inp.video_sigma, b, tokens)
+        b, _, f, h, w = inp.video.shape
+        _check_timesteps("video", inp.video_timesteps, inp.video_sigma, b, f * h * w)
         device, dtype = self.device, self.dtype
         patchifier = VideoLatentPatchifier(patch_size=1)
-        bounds = patchifier.get_patch_grid_bounds(VideoLatentShape(b, c, f, h, w), device=device)
-        positions = get_pixel_coords(bounds, VIDEO_SCALE_FACTORS, causal_fix=True).float()
-        positions[:, 0, ...] = positions[:, 0, ...] / float(inp.frame_rate)
+        latent = patchifier.patchify(inp.video.to(device=device, dtype=dtype))
+        positions = self._video_positions(inp.video, inp.frame_rate, 1)
+        timesteps = inp.video_timesteps.to(device=device, dtype=dtype)
+        if inp.reference is not None:
+            # ltx-trainer's reference condition: prepended, clean (timestep 0), its own grid scaled spatially.
+            ref = patchifier.patchify(inp.reference.to(device=device, dtype=dtype))
+            latent = torch.cat([ref, latent], dim=1)
+            ref_positions = self._video_positions(inp.reference, inp.frame_rate, inp.reference_factor)
+            positions = torch.cat([ref_positions, positions], dim=2)
+            timesteps = torch.cat([timesteps.new_zeros(b, ref.shape[1]), timesteps], dim=1)
         return Modality(
-            latent=patchifier.patchify(inp.video.to(device=device, dtype=dtype)),
+            latent=latent,
             sigma=inp.video_sigma.to(device=device, dtype=dtype),
-            timesteps=inp.video_timesteps.to(device=device, dtype=dtype),
+            timesteps=timesteps,
             positions=positions,
             context=_context(inp.text.video, b, device, dtype),
         )
+
+    def _video_positions(self, latent: torch.Tensor, frame_rate: float, spatial_scale: int) -> torch.Tensor:
+        """Pixel-space positions of a ``[B, C, F, H, W]`` latent's tokens, y and x times ``spatial_scale``."""
+        from ltx_core.components.patchifiers import VideoLatentPatchifier, get_pixel_coords
+        from ltx_core.types import VIDEO_SCALE_FACTORS, VideoLatentShape
+
+        bounds = VideoLatentPatchifier(patch_size=1).get_patch_grid_bounds(
+            VideoLatentShape(*latent.shape), device=self.device
+        )
+        positions = get_pixel_coords(bounds, VIDEO_SCALE_FACTORS, causal_fix=True).float()
+        positions[:, 0, ...] = positions[:, 0, ...] / float(frame_rate)
+        positions[:, 1:, ...] *= spatial_scale
+        return positions
 
     def _audio_modality(self, inp: ModelInput):
         from ltx_core.components.patchifiers import AudioPatchifier
