@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .errors import UserError
 
-COMMANDS = ("dataset", "train", "demo", "lora", "cache")
+COMMANDS = ("dataset", "train", "demo", "lora", "cache", "config")
 
 
 def _load(name: str):

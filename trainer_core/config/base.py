@@ -87,8 +87,8 @@ def parse_section(cls: type[S], data: dict[str, Any] | None, where: str = "") ->
         raise ConfigError(_format_errors(cls, err, where)) from None
 
 
-def load_yaml(cls: type[S], path: str | Path) -> S:
-    """Read a YAML file into a validated section; errors name the file and the field."""
+def read_mapping(path: str | Path) -> dict[str, Any] | None:
+    """A YAML file's top-level mapping (None when empty); ``ConfigError`` names the file when it is unusable."""
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -98,7 +98,12 @@ def load_yaml(cls: type[S], path: str | Path) -> S:
         raise ConfigError(f"{path} is not valid YAML: {err}") from None
     if data is not None and not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping of settings at the top level, not {type(data).__name__}")
-    return parse_section(cls, data, where=f"{path.name}: ")
+    return data
+
+
+def load_yaml(cls: type[S], path: str | Path) -> S:
+    """Read a YAML file into a validated section; errors name the file and the field."""
+    return parse_section(cls, read_mapping(path), where=f"{Path(path).name}: ")
 
 
 def dump_yaml(section: Section) -> str:
