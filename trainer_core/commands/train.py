@@ -1,7 +1,8 @@
 """``python -m trainer_core train CONFIG.yaml``: headless LoRA training with Lightricks' ltx-core model.
 
-The config is the same schema the Train node uses (``trainer_core.config.training.TrainConfig``); headless runs
-also need ``model.checkpoint`` (the LTX-2.3 single-file checkpoint) and ``data`` (a cache folder made by
+The config is the same schema the Train node uses (``trainer_core.config.training.TrainConfig``), or an
+ltx-trainer / LTX-2 LoRA tutorial config, translated (``trainer_core.config.foreign``; the mapping is printed).
+Headless runs also need ``model.checkpoint`` (the LTX-2.3 single-file checkpoint) and ``data`` (a cache folder made by
 ``python -m trainer_core cache`` or the Cache node). Ctrl-C saves a checkpoint of the last completed step.
 """
 
@@ -29,9 +30,11 @@ def run(args: argparse.Namespace) -> int:
 
     from ..atomic import save_png
     from ..cache.reader import CachedData
-    from ..config import ConfigError, load_yaml
-    from ..config.training import CHECKPOINT_UNSET, DATA_UNSET, TrainConfig
+    from ..config import ConfigError
+    from ..config.foreign import load_train_config
+    from ..config.training import CHECKPOINT_UNSET, DATA_UNSET
     from ..engine.checkpoints import resolve_resume
+    from ..engine.data_folder import training_folder
     from ..engine.modes import resolve_modes
     from ..engine.run_lock import check_free
     from ..engine.trainer import Callbacks, Trainer
@@ -39,7 +42,11 @@ def run(args: argparse.Namespace) -> int:
     from ..plots import loss_curve
     from ..progress import ProgressLine
 
-    cfg = load_yaml(TrainConfig, args.config)
+    translation = load_train_config(args.config)
+    if translation.dialect is not None:
+        sys.stderr.write(translation.report(args.config) + "\n")
+    cfg = translation.config
+    cfg.model.device = cfg.model.resolved_device(torch.cuda.is_available())  # config.yaml records the device used
     if not cfg.model.checkpoint:
         raise ConfigError(f"{args.config}: {CHECKPOINT_UNSET}")
     if not cfg.data:
@@ -48,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.config}: model.device = {cfg.model.device!r} but no CUDA GPU is available; use cpu")
     # Everything that can be checked without the model first: loading 22B weights takes minutes.
     check_free(Path(cfg.output_dir))  # another live run in this folder; training itself takes the lock
+    cfg.data = str(training_folder(cfg.data, cfg.output_dir))  # an ltx-trainer folder is imported first
     data = CachedData(cfg.data)
     resolve_modes(cfg.recipe, data, log_result=False)  # recipe.audio against the data, before the weights load
     resume = None
