@@ -20,6 +20,12 @@ text connectors inside ``extra_conds``): it takes ``[video, audio]`` latents in 
 timesteps (sigma per token, 0 for clean conditioning tokens: how ComfyUI's ``LTXAV.process_timestep`` turns a
 ``denoise_mask`` into first-frame conditioning) and returns the velocity.
 
+IC-LoRA reference latents go in as ComfyUI's LTXV Add Guide (frame 0, strength 1) puts a guide into a sampled
+latent: dilated into the full grid (holes marked by a negative ``denoise_mask``, which the model drops), appended as
+extra latent frames at timestep 0, with ``keyframe_idxs`` positions whose spatial ends reach ``(N-1)*32`` px further.
+The model sees exactly what it sees in ComfyUI's guide nodes, and positions equal to ltx-trainer's (its own grid
+times N); token order does not matter to attention under RoPE, so appending equals ltx-trainer's prepending.
+
 Cross-attention gates: ComfyUI derives the audio-to-video gate from ``max(audio timesteps)`` over the whole
 batch (and vice versa). Lightricks' reference uses each sample's own sigma of the other modality; both agree for
 batch 1, and for batches with per-sample sigmas we pass the reference gates (``blocks.OutOfPlaceBlock``).
@@ -132,8 +138,13 @@ class ComfyBackbone:
         """Predicted velocity for ``inp`` (ComfyUI layouts); inside ``training_session`` with our blocks."""
         dev, dtype = self.device, self.dtype
         video = _trainable_input(inp.video, dev, dtype)
-        latents = [video]
         v_t = _trainable_input(inp.video_timesteps, dev, torch.float32)
+        guide_args: dict[str, torch.Tensor] = {}
+        if inp.reference is not None:
+            guide, guide_args = self._reference_guide(inp, dev, dtype)
+            video = torch.cat([video, guide], dim=2)
+            v_t = torch.cat([v_t, v_t.new_zeros(v_t.shape[0], guide[0, 0].numel())], dim=1)
+        latents = [video]
         audio = inp.audio is not None and inp.audio.shape[2] > 0
         if audio:
             latents.append(_trainable_input(inp.audio, dev, dtype))
@@ -149,10 +160,33 @@ class ComfyBackbone:
 
         options = self._transformer_options(inp, audio)
         out = self._dm(latents, (v_t, a_t), context, attention_mask=None, frame_rate=float(inp.frame_rate),
-                       transformer_options=options)
+                       transformer_options=options, **guide_args)
+        frames = inp.video.shape[2]  # the guide frames' output is dropped, as LTXV Crop Guides does
         if audio:
-            return out[0].to(inp.video.dtype), out[1].to(inp.audio.dtype)
-        return out.to(inp.video.dtype), None
+            return out[0][:, :, :frames].to(inp.video.dtype), out[1].to(inp.audio.dtype)
+        return out[:, :, :frames].to(inp.video.dtype), None
+
+    def _reference_guide(self, inp: ModelInput, dev: torch.device, dtype: torch.dtype
+                         ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The reference as LTXV Add Guide (frame 0, strength 1, ``iclora_parameters``) appends it: the dilated
+        guide frames and the model's ``keyframe_idxs`` and ``denoise_mask`` arguments."""
+        from comfy.ldm.lightricks.symmetric_patchifier import latent_to_pixel_coords
+
+        n, ref = inp.reference_factor, _trainable_input(inp.reference, dev, dtype)
+        b, c, frames, h, w = ref.shape
+        height, width = inp.video.shape[3:]
+        if (h * n, w * n) != (height, width):
+            raise ValueError(f"reference latent {h}x{w} is not the video latent {height}x{width} divided by {n}")
+        guide = ref.new_zeros(b, c, frames, height, width)
+        guide[..., ::n, ::n] = ref
+        guide_mask = torch.full((b, 1, frames, height, width), -1.0, device=dev)
+        guide_mask[..., ::n, ::n] = 1.0
+        target_mask = torch.ones(b, 1, *inp.video.shape[2:], device=dev)
+        _, latent_coords = self._dm.patchifier.patchify(guide)
+        scale = self._dm.vae_scale_factors
+        coords = latent_to_pixel_coords(latent_coords, scale, causal_fix=True)
+        coords[:, 1:, :, 1:] += (n - 1) * torch.tensor(scale[1:], device=dev, dtype=coords.dtype).view(1, -1, 1, 1)
+        return guide, {"keyframe_idxs": coords, "denoise_mask": torch.cat([target_mask, guide_mask], dim=2)}
 
     def _transformer_options(self, inp: ModelInput, audio: bool) -> dict[str, Any]:
         if self._session_options is None:  # outside training: ComfyUI's stock blocks, as its samplers run them

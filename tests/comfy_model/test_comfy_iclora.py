@@ -1,0 +1,122 @@
+"""IC-LoRA on ComfyUI's LTXAVModel: the reference goes in as LTXV Add Guide puts a guide in (dilated, appended,
+``keyframe_idxs``), its positions equal ltx-core's scaled grid, both backbones agree on the velocity and on a
+training run's losses, and a LoRA trained here runs in the stock graph (Load LoRA -> Get IC-LoRA Parameters ->
+LTXV Add Guide -> sampler -> LTXV Crop Guides -> VAE Decode)."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import replace
+
+import pytest
+import torch
+
+from tests.comfy_models import load_comfy, model_input, text_embeds
+from tests.engine_support import config, synthetic_data
+from trainer_core.engine.trainer import Trainer
+from trainer_core.ltxcore.backbone import LtxCoreBackbone
+from trainer_core.ltxcore.tiny import write_tiny_checkpoint
+
+pytest.importorskip("ltx_core", reason="ltx-core (optional dependency) is the reference backbone of these tests")
+
+
+@pytest.fixture(scope="module")
+def tiny_path(tmp_path_factory):
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny_av.safetensors", audio=True, seed=3)
+
+
+@pytest.fixture(scope="module")
+def backbones(comfy, tiny_path):
+    from trainer_core.comfy import ComfyBackbone
+
+    return ComfyBackbone(load_comfy(tiny_path)), LtxCoreBackbone.from_checkpoint(tiny_path, dtype=torch.float32)
+
+
+def _guided_input(backbone, factor: int):
+    """A 3x4x4 noisy video latent (first frame clean) with a 3 x 4/N x 4/N clean reference."""
+    with torch.inference_mode():
+        text = backbone.prepare_text(text_embeds(backbone, seed=1))
+    base = model_input(text, seed=2, audio=False, first_frame=True)
+    g = torch.Generator().manual_seed(4)
+    video = torch.randn(1, 128, 3, 4, 4, generator=g)
+    timesteps = torch.full((1, 48), 0.6)
+    timesteps[:, :16] = 0.0
+    reference = torch.randn(1, 128, 3, 4 // factor, 4 // factor, generator=g)
+    return replace(base, video=video, video_timesteps=timesteps, reference=reference, reference_factor=factor)
+
+
+@pytest.mark.parametrize("factor", [1, 2])
+def test_reference_velocity_and_positions_match_ltx_core(backbones, factor, monkeypatch):
+    comfy_bb, core_bb = backbones
+    inp = _guided_input(comfy_bb, factor)
+    dm = comfy_bb.model_patcher.model.diffusion_model
+    seen: dict[str, torch.Tensor] = {}
+    stock_positions = dm._prepare_positional_embeddings
+
+    def positions(pixel_coords, frame_rate, x_dtype):
+        seen["comfy"] = pixel_coords[0].clone()  # [video, audio]
+        return stock_positions(pixel_coords, frame_rate, x_dtype)
+
+    monkeypatch.setattr(dm, "_prepare_positional_embeddings", positions)
+    hook = core_bb.transformer.register_forward_pre_hook(
+        lambda _m, _a, kwargs: seen.update(core=kwargs["video"].positions), with_kwargs=True
+    )
+    try:
+        with comfy_bb.training_session(), torch.no_grad():
+            ours, _ = comfy_bb.velocity(inp)
+        with torch.no_grad():
+            theirs, _ = core_bb.velocity(inp)
+    finally:
+        hook.remove()
+    assert ours.shape == theirs.shape == inp.video.shape
+    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
+    ref_tokens = 3 * (4 // factor) ** 2
+    # ComfyUI appends the guide tokens that survive the dilation; ltx-core prepends the reference grid.
+    comfy_ref = seen["comfy"][0, :, -ref_tokens:].float()
+    comfy_ref[0] /= inp.frame_rate
+    torch.testing.assert_close(comfy_ref, seen["core"][0, :, :ref_tokens].float())
+    assert comfy_ref[1].max() == 4 * 32 and seen["comfy"].shape[2] == 48 + ref_tokens
+
+
+def _train_node_settings(comfy, steps: int) -> dict:
+    mod = sys.modules[comfy.__name__ + ".trainer_core.config.training"]
+    return {
+        "lora": mod.LoraSettings(rank=4, alpha=4, targets="video_attention_ffn"),
+        "optimization": mod.OptimizationSettings(steps=steps, learning_rate=1e-3),
+        "memory": mod.MemorySettings(gradient_checkpointing=True, mixed_precision="no"),
+        "recipe": mod.RecipeSettings(reference_p=1.0, first_frame_p=0.5, audio="off"),
+    }
+
+
+def _widgets(**over) -> dict:
+    values = {"seed": 0, "name": "ic", "every": 100, "keep_last": 0, "config_yaml": "", "resume_from": ""}
+    return {**values, **over}
+
+
+@pytest.fixture()
+def loras(comfy, tmp_path, monkeypatch):
+    import folder_paths
+
+    folder = tmp_path / "loras"
+    folder.mkdir()
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "loras", ([str(folder)], {".safetensors"}))
+    return folder
+
+
+def test_train_node_ic_lora_losses_match_the_ltx_core_backbone(comfy, tiny_path, loras, tmp_path):
+    node = comfy.NODE_CLASS_MAPPINGS["LtxLoraTrain"]
+    data = synthetic_data(n=2, audio=False, size=4, reference_factor=2)
+    with torch.inference_mode():
+        out = node.execute(model=load_comfy(tiny_path), training_data=data, **_train_node_settings(comfy, 4),
+                           **_widgets())
+    cfg = config(
+        tmp_path / "ref",
+        lora={"rank": 4, "alpha": 4, "targets": "video_attention_ffn"},
+        optimization={"steps": 4, "learning_rate": 1e-3},
+        recipe={"reference_p": 1.0, "first_frame_p": 0.5, "audio": "off"},
+        memory={"gradient_checkpointing": True, "mixed_precision": "no"},
+        checkpoints={"every": 100},
+        name="ic",
+    )
+    reference = Trainer(LtxCoreBackbone.from_checkpoint(tiny_path, dtype=torch.float32), data, cfg).train().losses
+    assert out.result[2]["loss"] == pytest.approx(reference, rel=1e-4)
