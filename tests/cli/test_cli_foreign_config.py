@@ -87,10 +87,21 @@ def test_values_that_cannot_be_honoured_are_refused_by_name(capsys):
         load_train_config(FIXTURES / "ltx_trainer_v2v_ic_lora.yaml")
     msg = str(err.value)
     assert "model.training_mode = 'full': refused, full fine-tuning is not built" in msg
-    assert "condition 'reference' has no equivalent" in msg and "mixed_precision_mode = 'fp16': refused" in msg
+    assert "mixed_precision_mode = 'fp16': refused" in msg
     assert "model.model_path -> model.checkpoint" in msg  # the rest of the mapping is still shown
+    assert "training_strategy.video.conditions -> recipe.reference_p = 1.0, recipe.first_frame_p = 0.2" in msg
     assert main(["config", "check", str(FIXTURES / "ltx_trainer_v2v_ic_lora.yaml")]) == 2
     assert capsys.readouterr().err.startswith("error: ltx_trainer_v2v_ic_lora.yaml: read with the ltx-trainer")
+
+
+def test_conditions_other_than_first_frame_and_reference_are_refused():
+    data = {"training_strategy": {"name": "flexible", "video": {"conditions": [{"type": "prefix", "num_frames": 8}]}}}
+    with pytest.raises(ConfigError, match="condition 'prefix' has no equivalent"):
+        translate(data)
+    with pytest.raises(ConfigError, match="training_strategy.name = 'keyframe_to_video': refused"):
+        translate({"training_strategy": {"name": "keyframe_to_video"}})
+    legacy = translate({"training_strategy": {"name": "video_to_video", "reference_latents_dir": "ref"}}).config
+    assert legacy.recipe.reference_p == 1.0
 
 
 def test_unknown_and_conflicting_keys():

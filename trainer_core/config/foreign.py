@@ -112,8 +112,9 @@ def _video_dims(value: Any) -> dict[str, Any]:
 def _strategy_name(value: Any) -> dict[str, Any]:
     if value in ("text_to_video", "flexible"):
         return {}
-    raise Refused("only text-to-video (with optional first-frame conditioning, audio and "
-                  "audio-to-video / video-to-audio) is built; IC-LoRA and keyframe strategies are not")
+    if value == "video_to_video":  # the deprecated IC-LoRA strategy: a reference clip for every batch
+        return {"recipe.reference_p": 1.0}
+    raise Refused("keyframe strategies are not built; text_to_video, video_to_video and flexible are")
 
 
 def _is_generated(stream: str) -> Convert:
@@ -126,8 +127,10 @@ def _video_conditions(value: Any) -> dict[str, Any]:
         kind = cond.get("type", cond.get("name")) if isinstance(cond, dict) else cond
         if kind == "first_frame":
             out["recipe.first_frame_p"] = cond.get("probability", 1.0)
+        elif kind == "reference":  # ltx-trainer prepends the reference latents to every batch
+            out["recipe.reference_p"] = 1.0
         else:
-            raise Refused(f"condition {kind!r} has no equivalent (only first_frame is built: recipe.first_frame_p)")
+            raise Refused(f"condition {kind!r} has no equivalent (first_frame and reference are built)")
     return out
 
 
@@ -170,11 +173,14 @@ RULES: tuple[Rule, ...] = (
     Rule("lora.target_modules", LTX_TRAINER, "lora.targets, lora.custom_targets",
          "[to_k, to_q, to_v, to_out.0] = all_attention, else custom with the same patterns", _targets),
     # training strategy
-    Rule("training_strategy.name", LTX_TRAINER, "", "text_to_video and flexible only", _strategy_name),
+    Rule("training_strategy.name", LTX_TRAINER, "recipe.reference_p",
+         "video_to_video = reference_p 1.0 (IC-LoRA); no keyframe strategies", _strategy_name),
     Rule("training_strategy.first_frame_conditioning_p", LTX_TRAINER, "recipe.first_frame_p", "",
          _to("recipe.first_frame_p")),
     Rule("training_strategy.with_audio", LTX_TRAINER, "recipe.audio", "true = generate, false = off",
          _to("recipe.audio", lambda v: "generate" if v else "off")),
+    Rule("training_strategy.reference_latents_dir", LTX_TRAINER, "",
+         "the cache keeps reference latents in its own folder", _drop),
     Rule("training_strategy.audio_latents_dir", LTX_TRAINER, "", "the cache keeps audio latents in its own folder",
          _drop),
     Rule("training_strategy.video.is_generated", LTX_TRAINER, "recipe.video", "true = generate, false = condition",
@@ -183,8 +189,9 @@ RULES: tuple[Rule, ...] = (
          _is_generated("audio")),
     Rule("training_strategy.video.latents_dir", LTX_TRAINER, "", "the cache keeps latents in its own folders", _drop),
     Rule("training_strategy.audio.latents_dir", LTX_TRAINER, "", "the cache keeps latents in its own folders", _drop),
-    Rule("training_strategy.video.conditions", LTX_TRAINER, "recipe.first_frame_p",
-         "first_frame probability; other conditions are refused", _video_conditions),
+    Rule("training_strategy.video.conditions", LTX_TRAINER, "recipe.first_frame_p, recipe.reference_p",
+         "first_frame: its probability; reference: 1.0; prefix, suffix, mask, spatial_crop are refused",
+         _video_conditions),
     Rule("training_strategy.audio.conditions", LTX_TRAINER, "", "audio conditions are not built", _no_conditions),
     # optimization
     Rule("optimization.steps", LTX_TRAINER, "optimization.steps", "", _to("optimization.steps")),
