@@ -5,6 +5,7 @@ LTXV Add Guide -> sampler -> LTXV Crop Guides -> VAE Decode)."""
 
 from __future__ import annotations
 
+import logging
 import sys
 from dataclasses import replace
 
@@ -12,7 +13,7 @@ import pytest
 import torch
 
 from tests.comfy_models import load_comfy, model_input, text_embeds
-from tests.engine_support import config, synthetic_data
+from tests.engine_support import TEXT_DIM, config, synthetic_data
 from trainer_core.engine.trainer import Trainer
 from trainer_core.ltxcore.backbone import LtxCoreBackbone
 from trainer_core.ltxcore.tiny import write_tiny_checkpoint
@@ -120,3 +121,43 @@ def test_train_node_ic_lora_losses_match_the_ltx_core_backbone(comfy, tiny_path,
     )
     reference = Trainer(LtxCoreBackbone.from_checkpoint(tiny_path, dtype=torch.float32), data, cfg).train().losses
     assert out.result[2]["loss"] == pytest.approx(reference, rel=1e-4)
+
+
+def test_stock_ic_lora_graph_runs_a_lora_trained_here(comfy, tiny_path, loras, tmp_path, caplog):
+    """The graph users build (the bundled Canny-to-Video blueprint's), on our factor-2 IC-LoRA file."""
+    import comfy.sd
+    import nodes
+    from comfy_extras import nodes_lt
+
+    cfg = config(tmp_path, output_dir=str(loras / "ic"), name="ic", recipe={"reference_p": 1.0, "audio": "off"},
+                 lora={"targets": "video_attention_ffn"}, optimization={"steps": 2}, checkpoints={"every": 2})
+    data = synthetic_data(n=2, audio=False, size=4, reference_factor=2)
+    Trainer(LtxCoreBackbone.from_checkpoint(tiny_path, dtype=torch.float32), data, cfg).train()
+    caplog.set_level(logging.WARNING)
+    with torch.inference_mode():
+        model, _, vae, _ = comfy.sd.load_checkpoint_guess_config(str(tiny_path), output_vae=True, output_clip=False)
+        (lora_model,) = nodes.LoraLoaderModelOnly().load_lora_model_only(model, "ic/ic_step_00002.safetensors", 1.0)
+        assert not [r for r in caplog.records if "lora key not loaded" in r.getMessage()]
+        assert len(lora_model.patches) == 2 * 10  # video attention + FFN of both blocks
+        (parameters,) = nodes_lt.GetICLoRAParameters.execute(lora_model).result
+        assert parameters == {"reference_downscale_factor": 2}  # read from our file's metadata
+        (latent,) = nodes_lt.EmptyLTXVLatentVideo.execute(width=128, height=128, length=9, batch_size=1).result
+        embeds = torch.randn(1, 7, TEXT_DIM, generator=torch.Generator().manual_seed(5))
+        cond = [[embeds, {"unprocessed_ltxav_embeds": True, "frame_rate": 24.0}]]
+
+        def generate(guide_video: torch.Tensor) -> torch.Tensor:
+            positive, negative, guided = nodes_lt.LTXVAddGuide.execute(
+                cond, cond, vae, latent, guide_video, 0, 1.0, iclora_parameters=parameters
+            ).result
+            # The guide is encoded at 64x64 (1/2) and dilated into the 4x4 latent grid: 2 more latent frames.
+            assert guided["samples"].shape[2] == latent["samples"].shape[2] + 2
+            (sampled,) = nodes.common_ksampler(lora_model, 7, 2, 1.0, "euler", "simple", positive, negative, guided)
+            _, _, cropped = nodes_lt.LTXVCropGuides.execute(positive, negative, sampled).result
+            assert cropped["samples"].shape == latent["samples"].shape
+            return nodes.VAEDecode().decode(vae, cropped)[0]
+
+        g = torch.Generator().manual_seed(0)
+        first = generate(torch.rand(9, 128, 128, 3, generator=g))
+        second = generate(torch.rand(9, 128, 128, 3, generator=g))
+    assert first.shape == (9, 128, 128, 3) and torch.isfinite(first).all()
+    assert not torch.allclose(first, second)  # the generated clip follows the reference clip
