@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import torch
 from comfy_api.latest import io, ui
 
-from ..trainer_core.config import ConfigError, load_yaml, parse_section
+from ..trainer_core.config import ConfigError, parse_section
 from ..trainer_core.config.base import Section
+from ..trainer_core.config.foreign import load_train_config
 from ..trainer_core.config.training import (
     CheckpointSettings,
     LoraSettings,
@@ -22,6 +24,8 @@ from ..trainer_core.config.train_node import LossPlotSettings, TrainNodeFiles
 from ..trainer_core.plots import loss_curve, to_image_tensor
 from . import _sockets as sockets
 from ._widgets import category, section_from_inputs, section_inputs
+
+log = logging.getLogger(__name__)
 
 # (config field of TrainConfig, section class, socket type, node id, display name)
 _SETTINGS = (
@@ -69,8 +73,11 @@ SETTINGS_NODES = [_settings_node(s, sock, nid, name) for _, s, sock, nid, name i
 
 def _train_config(kwargs: dict, output_dir: Path) -> TrainConfig:
     yaml_path = kwargs.get("config_yaml", "").strip()
-    if yaml_path:  # a YAML file written by an earlier run (or by hand) reproduces that run
-        base = load_yaml(TrainConfig, yaml_path).model_dump()
+    if yaml_path:  # a YAML file written by an earlier run, the CLI, ltx-trainer or by hand reproduces that run
+        translation = load_train_config(yaml_path)
+        if translation.dialect is not None:
+            log.info("%s", translation.report(yaml_path))
+        base = translation.config.model_dump()
     else:
         base = {field: (kwargs.get(field) or section()).model_dump() for field, section, *_ in _SETTINGS}
         base["checkpoints"] = section_from_inputs(CheckpointSettings, kwargs).model_dump()
@@ -130,19 +137,24 @@ class TrainLtxLora(io.ComfyNode):
     def execute(cls, model, training_data=None, latent=None, conditioning=None, **kwargs) -> io.NodeOutput:
         import folder_paths
 
+        from ..trainer_core.cache.reader import CachedData
         from ..trainer_core.comfy.lora import apply_lora_file
         from ..trainer_core.comfy.training import direct_data, train_on_model
         from ..trainer_core.engine.checkpoints import resolve_resume
+        from ..trainer_core.engine.data_folder import training_folder
         from ..trainer_core.engine.trainer import NonFiniteLossError
 
+        out_dir = Path(folder_paths.get_folder_paths("loras")[0]) / kwargs["name"]
+        cfg = _train_config(kwargs, out_dir)
+        if training_data is None and latent is None and cfg.data:  # the config_yaml's cache (or ltx-trainer folder)
+            training_data = CachedData(training_folder(cfg.data, out_dir))
         if training_data is None:
             if latent is None or conditioning is None:
                 raise ConfigError(
-                    "Connect training_data (from Cache LTX Training Latents) or both latent and conditioning."
+                    "Connect training_data (from Cache LTX Training Latents) or both latent and conditioning, or "
+                    "give a config_yaml whose data: names a cache folder."
                 )
             training_data = direct_data(latent, conditioning)
-        out_dir = Path(folder_paths.get_folder_paths("loras")[0]) / kwargs["name"]
-        cfg = _train_config(kwargs, out_dir)
         resume_from = kwargs.get("resume_from", "").strip()
         resume = resolve_resume(resume_from, out_dir, cfg.name) if resume_from else None
         with torch.inference_mode(False):

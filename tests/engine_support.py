@@ -123,3 +123,19 @@ def write_cache(folder: Path, frame_rates: list[float], empty_text: bool = True)
         manifest.empty_text = {"file": "text/empty.safetensors", "shape": [1, 1, TEXT_DIM], **info}
     manifest.save(folder)
     return folder
+
+
+def write_precomputed(root: Path, names: list[str]) -> Path:
+    """An ltx-trainer ``.precomputed`` folder (latents + padded conditions) sized for the tiny model (text 64 + 32)."""
+    g = torch.Generator().manual_seed(0)
+    for name in names:
+        for sub in ("latents", "conditions"):
+            (root / ".precomputed" / sub).mkdir(parents=True, exist_ok=True)
+        torch.save({"latents": torch.randn(128, 2, 2, 2, generator=g), "num_frames": 2, "height": 2, "width": 2,
+                    "fps": 24.0}, root / ".precomputed" / "latents" / f"{name}.pt")
+        mask = torch.zeros(1024, dtype=torch.long)
+        mask[-5:] = 1
+        torch.save({"video_prompt_embeds": torch.randn(1024, 64, generator=g),
+                    "audio_prompt_embeds": torch.randn(1024, 32, generator=g), "prompt_attention_mask": mask},
+                   root / ".precomputed" / "conditions" / f"{name}.pt")
+    return root

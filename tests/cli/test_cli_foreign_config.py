@@ -10,6 +10,7 @@ import pytest
 import torch
 import yaml
 
+from tests.engine_support import write_precomputed
 from trainer_core.cli import main
 from trainer_core.config import ConfigError, parse_section
 from trainer_core.config.foreign import load_train_config, translate
@@ -137,22 +138,6 @@ def test_device_auto_is_the_default():
     assert cfg.model.device == "auto"
     assert cfg.model.resolved_device(True) == "cuda" and cfg.model.resolved_device(False) == "cpu"
     assert cfg.model.model_copy(update={"device": "cuda:1"}).resolved_device(False) == "cuda:1"
-
-
-def write_precomputed(root: Path, names: list[str]) -> Path:
-    """An ltx-trainer ``.precomputed`` folder (latents + padded conditions) sized for the tiny model (text 64 + 32)."""
-    g = torch.Generator().manual_seed(0)
-    for name in names:
-        for sub in ("latents", "conditions"):
-            (root / ".precomputed" / sub).mkdir(parents=True, exist_ok=True)
-        torch.save({"latents": torch.randn(128, 2, 2, 2, generator=g), "num_frames": 2, "height": 2, "width": 2,
-                    "fps": 24.0}, root / ".precomputed" / "latents" / f"{name}.pt")
-        mask = torch.zeros(1024, dtype=torch.long)
-        mask[-5:] = 1
-        torch.save({"video_prompt_embeds": torch.randn(1024, 64, generator=g),
-                    "audio_prompt_embeds": torch.randn(1024, 32, generator=g), "prompt_attention_mask": mask},
-                   root / ".precomputed" / "conditions" / f"{name}.pt")
-    return root
 
 
 def test_train_runs_an_ltx_trainer_config_on_its_precomputed_folder(tmp_path, capsys):
