@@ -14,7 +14,7 @@ from comfy_api.latest import io, ui
 
 from ..trainer_core.config.sweep import SweepGridSettings, SweepSettings
 from ..trainer_core.plots import to_image_tensor
-from ..trainer_core.sweep.grid import grid_image, grid_video
+from ..trainer_core.sweep.grid import as_audio, cell_videos, grid_image, grid_video
 from ..trainer_core.sweep.models import row_models
 from ..trainer_core.sweep.plan import (
     SweepPrompt,
@@ -142,13 +142,19 @@ class SweepGrid(io.ComfyNode):
             display_name="LTX Sweep Grid",
             category=category("Validation"),
             description="Lays the decoded sweep results out as a labelled grid (first, middle and last frame per "
-            "cell) with the effect/bleed numbers, and saves a grid video (mp4) to ComfyUI's output folder.",
+            "cell) with the effect/bleed numbers, and saves a grid video (mp4) to ComfyUI's output folder. With "
+            "audio, the grid video plays the cells in turn, each with its sound, and each cell is also saved as "
+            "its own mp4 with sound.",
             is_input_list=True,
             is_output_node=True,
             inputs=[
                 io.Image.Input("images", tooltip="Decoded results of the sampler chain fed by LTX LoRA Sweep."),
                 io.String.Input("labels", force_input=True, tooltip="The sweep's label output."),
                 SWEEP.Input("sweep", optional=True, tooltip="The sweep's plan: rows, columns, numbers."),
+                io.Audio.Input(
+                    "audio", optional=True, tooltip="Decoded sound of each cell (LTXV Audio VAE Decode of an audio "
+                    "LoRA's sweep): the grid video plays the cells in turn with it."
+                ),
                 *section_inputs(SweepGridSettings),
             ],
             outputs=[
@@ -159,13 +165,18 @@ class SweepGrid(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, images, labels, columns, fps, tile_height, filename_prefix, sweep=None) -> io.NodeOutput:
+    def execute(
+        cls, images, labels, columns, fps, tile_height, filename_prefix, sweep=None, audio=None
+    ) -> io.NodeOutput:
         report = sweep_report(images, labels, sweep[0] if sweep else None, columns[0])
         grid = to_image_tensor(grid_image(report.videos, report.layout, tile_height[0]))
         out_dir = folder_paths.get_output_directory()
         folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix[0], out_dir)
         file = f"{name}_{counter:05}_.mp4"
-        path = grid_video(report.videos, report.layout, Path(folder) / file, fps[0], tile_height[0])
+        sounds = [as_audio(a) for a in audio] if audio else None
+        path = grid_video(report.videos, report.layout, Path(folder) / file, fps[0], tile_height[0], sounds)
+        if sounds:
+            cell_videos(report.videos, labels, sounds, Path(folder), f"{name}_{counter:05}", fps[0], tile_height[0])
         shown = ui.PreviewVideo([ui.SavedResult(file, subfolder, io.FolderType.output)]).as_dict()
         return io.NodeOutput(grid, report.table, str(path), ui={**shown, "text": (report.table,)})
 

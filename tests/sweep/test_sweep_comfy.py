@@ -218,3 +218,69 @@ def test_too_many_cells_are_refused_before_anything_runs(sweep_run):
     # ComfyUI's validation (before any node runs) drops every output downstream of the sweep.
     assert not {"8", "9", "13"} & set(outputs) and outputs == ["12"]
     assert "this sweep has 10 cells, more than max_cells = 8" in str(node_errors["4"])
+
+
+def test_sweep_of_an_audio_lora_plays_each_cell_with_its_sound(comfy, tmp_path):
+    """The audio validation graph of stock nodes (Load LTXV Audio VAE, LTXV Empty Latent Audio, Concat / Separate
+    AV Latent, LTXV Audio VAE Decode) on a tiny LTX-2.3 with an audio VAE: the grid video has one audio track
+    playing the cells in turn, and every cell has its own mp4 with sound."""
+    import folder_paths
+
+    import nodes
+    from tests.lorafile.test_lorafile_models import ALL_BLOCK_LINEARS, fabricate
+    from trainer_core.lorafile.layouts import to_layout
+    from trainer_core.ltxcore.tiny import write_tiny_checkpoint
+
+    nodes.NODE_CLASS_MAPPINGS.setdefault("TestTensorConditioning", _TensorConditioning)
+    ckpt = write_tiny_checkpoint(tmp_path / "ckpts" / "tiny_av_sweep.safetensors", audio=True, audio_vae=True)
+    lora = tmp_path / "audio_lora.safetensors"
+    save_lora_file(lora, to_layout(fabricate(ckpt, ALL_BLOCK_LINEARS, seed=3), "comfy"), {})
+    trigger = tmp_path / "trigger.safetensors"
+    save_file({"embeds": torch.randn(1, 16, TEXT_DIM, generator=torch.Generator().manual_seed(0))}, str(trigger))
+    folder_paths.add_model_folder_path("checkpoints", str(ckpt.parent))
+    prompt = {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": ckpt.name}},
+        "2": {"class_type": "LTXVAudioVAELoader", "inputs": {"ckpt_name": ckpt.name}},
+        "3": {"class_type": "TestTensorConditioning", "inputs": {"path": str(trigger)}},
+        "4": {"class_type": "LtxLoraSweep", "inputs": {
+            "model": ["1", 0], "loras": str(lora), "strengths": "0, 1.0", "seeds": "7", "max_cells": 48,
+            "with_trigger": ["3", 0]}},
+        "5": {"class_type": "EmptyLTXVLatentVideo", "inputs": {"width": 64, "height": 64, "length": 9,
+                                                               "batch_size": 1}},
+        "6": {"class_type": "LTXVEmptyLatentAudio", "inputs": {"frames_number": 9, "frame_rate": 24.0,
+                                                               "batch_size": 1, "audio_vae": ["2", 0]}},
+        "7": {"class_type": "LTXVConcatAVLatent", "inputs": {"video_latent": ["5", 0], "audio_latent": ["6", 0]}},
+        "8": {"class_type": "KSampler", "inputs": {
+            "model": ["4", 0], "seed": ["4", 2], "steps": 3, "cfg": 1.0, "sampler_name": "euler",
+            "scheduler": "simple", "positive": ["4", 1], "negative": ["3", 0], "latent_image": ["7", 0],
+            "denoise": 1.0}},
+        "9": {"class_type": "LTXVSeparateAVLatent", "inputs": {"av_latent": ["8", 0]}},
+        "10": {"class_type": "VAEDecode", "inputs": {"samples": ["9", 0], "vae": ["1", 2]}},
+        "11": {"class_type": "LTXVAudioVAEDecode", "inputs": {"samples": ["9", 1], "audio_vae": ["2", 0]}},
+        "12": {"class_type": "LtxLoraSweepGrid", "inputs": {
+            "images": ["10", 0], "labels": ["4", 3], "sweep": ["4", 4], "audio": ["11", 0], "columns": 0,
+            "fps": 24.0, "tile_height": 64, "filename_prefix": "audio_sweep/grid"}},
+    }
+    previous_out = folder_paths.get_output_directory()
+    folder_paths.set_output_directory(str(tmp_path / "out"))
+    try:
+        ok, ui, messages = run_prompt(prompt)
+    finally:
+        folder_paths.set_output_directory(previous_out)
+    assert ok, [m for m in messages if m[0] == "execution_error"] or ui
+    out = tmp_path / "out" / "audio_sweep"
+    (grid,) = out.glob("grid_*_.mp4")
+    cells = sorted(out.glob("grid_*_cell_*.mp4"))
+    assert [p.name[-11:] for p in cells] == ["cell_00.mp4", "cell_01.mp4"]  # base + the LoRA at 1.0
+    waves = []
+    for path, frames in ((grid, 18), *((c, 9) for c in cells)):
+        with av.open(str(path)) as container:
+            (sound,) = container.streams.audio
+            assert sum(1 for _ in container.decode(video=0)) == frames
+        with av.open(str(path)) as container:
+            wave = torch.cat([torch.from_numpy(f.to_ndarray()) for f in container.decode(audio=0)], dim=1)
+        assert frames / 24 <= wave.shape[1] / sound.rate <= frames / 24 + 1024 / sound.rate + 0.01, path.name
+        assert wave.abs().max() > 1e-3, f"{path.name} is silent"
+        waves.append(wave)
+    n = round(9 / 24 * sound.rate)
+    assert not torch.allclose(waves[1][:, : n - 2048], waves[2][:, : n - 2048], atol=1e-3)  # the LoRA moved the sound
