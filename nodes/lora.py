@@ -14,7 +14,7 @@ from ..trainer_core.comfy.lora import apply_lora_file, model_weight_shapes
 from ..trainer_core.config.lorafile import ConvertLoraSettings, InspectLoraSettings, LoadLoraSettings
 from ..trainer_core.lorafile import LoraFileError
 from ..trainer_core.lorafile.inspect import inspect_file, report_text
-from ..trainer_core.lorafile.layouts import convert_file
+from ..trainer_core.lorafile.layouts import convert_file, converted_name
 from ._widgets import category, section_inputs
 
 
@@ -30,7 +30,7 @@ def _source_path(source: str) -> Path:
 
 
 def _output_path(source: Path, output_name: str, overwrite: bool) -> Path:
-    name = output_name.strip() or f"{source.stem}_comfy.safetensors"
+    name = output_name.strip() or converted_name(source, "comfy")
     if Path(name).name != name or name.startswith("."):
         raise LoraFileError(
             f"output_name {name!r} must be a plain file name (no folders); it is written to models/loras"

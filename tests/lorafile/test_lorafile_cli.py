@@ -71,6 +71,22 @@ def test_convert_to_peft_and_back(tmp_path, capsys):
     torch.testing.assert_close(delta, parsed.modules[name].delta(), rtol=2e-2, atol=2e-2)
 
 
+def test_convert_without_out_writes_name_comfy_next_to_it(tmp_path, capsys):
+    parsed = lora({"transformer_blocks.0.attn1.to_q": (32, 32)}, alpha=4.0)
+    src = save_lora_file(tmp_path / "style.safetensors", to_layout(parsed, "peft"), {})
+    assert main(["lora", "convert", str(src)]) == 0
+    out = tmp_path / "style_comfy.safetensors"
+    assert f"Wrote {out}" in capsys.readouterr().out
+    assert parse_lora(read_lora_file(out)[0]).layout == "comfy"
+    out.write_bytes(b"keep me")
+    assert main(["lora", "convert", str(src)]) == 2  # an existing file is not replaced without --force
+    assert "style_comfy.safetensors already exists; give another OUT or pass --force" in capsys.readouterr().err
+    assert out.read_bytes() == b"keep me"
+    assert main(["lora", "convert", str(src), "--force"]) == 0
+    assert parse_lora(read_lora_file(out)[0]).modules.keys() == parsed.modules.keys()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["style.safetensors", "style_comfy.safetensors"]  # no temps
+
+
 def test_cli_errors_are_clear(tmp_path, capsys):
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"\x00" * 3)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from ..config.cli_options import add_section_arguments, section_from_args
 from ..config.lorafile import ConvertLoraSettings
@@ -21,10 +22,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ins.add_argument("--model", help="single-file LTX checkpoint: also report which LoRA layers it would skip")
     conv = sub.add_parser("convert", help="write the LoRA in another key layout (the source is never modified)")
     conv.add_argument("src", metavar="IN", help="LoRA .safetensors file to read")
-    conv.add_argument("dst", metavar="OUT", help="file to write")
-    conv.add_argument("--to", required=True, choices=LAYOUTS, help="target layout (comfy = ComfyUI and this pack)")
-    # --fold-alpha and --dtype, as the Convert node's widgets (peft/diffusers always fold alpha)
-    add_section_arguments(conv, ConvertLoraSettings, exclude=("source", "output_name", "overwrite"))
+    conv.add_argument("dst", metavar="OUT", nargs="?",
+                      help="file to write (default: IN_<layout>.safetensors next to IN, e.g. NAME_comfy.safetensors)")
+    conv.add_argument("--to", default="comfy", choices=LAYOUTS,
+                      help="target layout (default: comfy = ComfyUI and this pack)")
+    # --fold-alpha, --dtype and --overwrite (alias --force), as the Convert node's widgets (peft/diffusers always
+    # fold alpha)
+    add_section_arguments(
+        conv, ConvertLoraSettings, exclude=("source", "output_name"), aliases={"overwrite": ["--force"]}
+    )
 
 
 def _out(text: str) -> None:
@@ -40,10 +46,14 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _convert(args: argparse.Namespace) -> int:
-    from ..lorafile.layouts import convert_file
+    from ..lorafile.layouts import convert_file, converted_name
+    from ..lorafile.read import LoraFileError
 
     opts = section_from_args(ConvertLoraSettings, args)
-    path, parsed = convert_file(args.src, args.dst, args.to, fold_alpha=opts.fold_alpha, dtype=opts.dtype)
+    dst = Path(args.dst) if args.dst else Path(args.src).with_name(converted_name(args.src, args.to))
+    if dst.exists() and not opts.overwrite:
+        raise LoraFileError(f"{dst} already exists; give another OUT or pass --force to replace it")
+    path, parsed = convert_file(args.src, dst, args.to, fold_alpha=opts.fold_alpha, dtype=opts.dtype)
     _out(f"Wrote {path}: {len(parsed.modules)} modules, {parsed.layout} -> {args.to}")
     return 0
 

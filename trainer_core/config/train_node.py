@@ -14,8 +14,9 @@ class TrainNodeFiles(Section):
 
     config_yaml: str = knob(
         "",
-        "Optional YAML file with all settings (e.g. config.yaml of an earlier run); overrides the settings sockets "
-        "and widgets.",
+        "Optional YAML file with all settings (config.yaml of an earlier run, a CLI config, or an ltx-trainer / "
+        "LTX-2 LoRA tutorial config, translated); overrides the settings sockets and widgets. With training_data "
+        "and latent unconnected, the run trains on the file's data: folder.",
         ui={"optional": True},
     )
     resume_from: str = knob(

@@ -245,6 +245,11 @@ DTYPES: dict[str, torch.dtype | None] = {
 }
 
 
+def converted_name(source: str | os.PathLike, to: str) -> str:
+    """The default file name of ``source`` converted to layout ``to``: ``NAME_<to>.safetensors``."""
+    return f"{Path(source).stem}_{to}.safetensors"
+
+
 def convert_file(
     src: str | os.PathLike,
     dst: str | os.PathLike,
