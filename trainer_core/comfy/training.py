@@ -16,6 +16,7 @@ from ..config.training import TrainConfig
 from ..engine.data import TrainingData
 from ..engine.memory import training_memory_bytes
 from ..engine.trainer import Callbacks, StepInfo, Trainer, TrainResult
+from .progress_history import prompt_server, server_history
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +43,12 @@ class NodeProgress:
 
         from ..gpu_memory import PeakGpuMemory
         from ..progress import StepClock
-        from .progress_history import server_history
 
         self.bar = comfy.utils.ProgressBar(self.total, node_id=self.node_id)
         self.clock = StepClock()
         self.memory = PeakGpuMemory(comfy.model_management.get_torch_device())
         self.run = uuid.uuid4().hex  # lets the chart tell a new run from the one it already shows
-        self.history = server_history(_server())
+        self.history = server_history()
         if self.history is not None:  # kept on the server so the chart survives a page reload
             self.history.start(self.run, self.node_id, self.total)
 
@@ -75,7 +75,7 @@ class NodeProgress:
         }
         if self.history is not None:
             self.history.add(payload)
-        server = _server()
+        server = prompt_server()
         if server is not None:
             server.send_sync(PROGRESS_EVENT, payload)
             per_step = info.seconds if wall is None else wall
@@ -89,7 +89,7 @@ class NodeProgress:
 
         if self.history is not None:
             self.history.finish(self.run, status)
-        server = _server()
+        server = prompt_server()
         if server is not None:
             server.send_sync(END_EVENT, {"run": self.run, "node": self.node_id, "status": status, "step": step})
             server.send_progress_text(ending_text(status, step, self.total), self.node_id)
@@ -99,14 +99,6 @@ class NodeProgress:
         import comfy.model_management
 
         return comfy.model_management.processing_interrupted()
-
-
-def _server():
-    try:
-        from server import PromptServer
-    except ImportError:  # ComfyUI used as a library (tests): no server, no UI events
-        return None
-    return getattr(PromptServer, "instance", None)
 
 
 def reserve_training_memory(backbone, trainer: Trainer) -> int:
