@@ -1,9 +1,11 @@
 """The built-in end-to-end example: data -> cache -> train -> save -> reload -> strength sweep, on a tiny model.
 
 Everything is made on the spot, nothing is downloaded: a tiny random-weight LTX-2.3 checkpoint with the real
-architecture, synthetic clips with a distinctive moving pattern and a trigger word, ltx-core's video VAE for the
-latents and the stand-in text encoder for the captions (Gemma 3 12B only runs inside ComfyUI). It exercises the
-same code paths as a real run, at a size that finishes in about a minute on two CPU cores.
+architecture, synthetic clips with a distinctive moving pattern, a short sound and a trigger word, ltx-core's video
+VAE for the latents and the stand-in text encoder for the captions (Gemma 3 12B only runs inside ComfyUI). It
+exercises the same code paths as a real run, at a size that finishes in about a minute on two CPU cores. The demo's
+checkpoint has no audio VAE, so it caches and trains video only; the clips' sound is there for the audio+video
+workflow (``workflows/6_train_audio_video_lora.json``), which trains on these clips.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ log = logging.getLogger(__name__)
 
 TRIGGER = "zxqstyle"
 SIZE, FRAMES = 64, 17
+AUDIO_RATE = 16000  # the clips' sound; the cache resamples to the audio VAE's rate anyway
 STRENGTHS = (0.0, 0.5, 1.0)
 
 
@@ -79,8 +82,23 @@ def _pattern_frame(t: int, phase: float, rng: np.random.Generator) -> np.ndarray
     return (np.clip(img, 0, 1) * 255).astype(np.uint8)
 
 
+def _hum(seconds: float, pitch: float) -> np.ndarray:
+    """A tone pulsing four times a second (the stripes' sound): mono float32 at ``AUDIO_RATE``."""
+    t = np.arange(round(seconds * AUDIO_RATE)) / AUDIO_RATE
+    return (0.4 * np.sin(2 * np.pi * pitch * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 4 * t))).astype(np.float32)
+
+
+def _write_sound(container: av.container.OutputContainer, stream: av.audio.AudioStream, wave: np.ndarray) -> None:
+    for start in range(0, len(wave), 1024):  # AAC's frame size
+        frame = av.AudioFrame.from_ndarray(wave[None, start : start + 1024], format="fltp", layout="mono")
+        frame.sample_rate, frame.pts = AUDIO_RATE, start
+        container.mux(stream.encode(frame))
+    container.mux(stream.encode())
+
+
 def write_clips(folder: Path, count: int = 6, seed: int = 0) -> None:
-    """``count`` mp4 clips (24 fps, 20 frames: trimmed to 17 = 8*2+1) with ``.txt`` captions using the trigger."""
+    """``count`` mp4 clips (24 fps, 20 frames: trimmed to 17 = 8*2+1) with a short audio track (a pulsing tone,
+    one pitch per clip) and ``.txt`` captions using the trigger."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     subjects = ["a corridor", "a street", "a wall", "a field", "a room", "the sky"]
@@ -90,10 +108,12 @@ def write_clips(folder: Path, count: int = 6, seed: int = 0) -> None:
             stream = container.add_stream("libx264", rate=24)
             stream.width = stream.height = SIZE
             stream.pix_fmt = "yuv420p"
+            sound = container.add_stream("aac", rate=AUDIO_RATE)
             for t in range(FRAMES + 3):
                 frame = av.VideoFrame.from_ndarray(_pattern_frame(t, i * 0.7, rng), format="rgb24")
                 container.mux(stream.encode(frame))
             container.mux(stream.encode())
+            _write_sound(container, sound, _hum((FRAMES + 3) / 24, 330.0 + 55.0 * i))
         (folder / f"clip_{i:02d}.txt").write_text(f"{subjects[i % len(subjects)]} in orange stripes", encoding="utf-8")
 
 

@@ -1,4 +1,5 @@
-"""The demo's clips have no audio: its LoRA is video only, with no all-zero layer, and its metadata says so."""
+"""The demo caches no audio (its checkpoint has no audio VAE, though its clips have sound): its LoRA is video only,
+with no all-zero layer, and its metadata says so."""
 
 from __future__ import annotations
 
