@@ -61,6 +61,8 @@ class SyntheticText:
 class FakeItem(SimpleNamespace):
     """A dataset item whose frames are free, so the write/read side is measured alone."""
 
+    reference_key = None  # no IC-LoRA reference
+
     def load_frames(self) -> torch.Tensor:
         return torch.zeros(49, 448, 768, 3)
 

@@ -81,6 +81,7 @@ class CacheLatents(io.ComfyNode):
             dataset.items, folder, ComfyVideoVae(vae, tiled=cfg.tiled_vae), ComfyLtxTextEncoder(clip),
             audio=None if audio_vae is None else ComfyAudioVae(audio_vae), skip_audio=dataset.config.skip_audio,
             trigger=dataset.config.trigger, dataset_info={"root": str(dataset.root)},
+            reference_downscale_factor=dataset.config.reference_downscale_factor,
             on_progress=_progress(cls.hidden.unique_id if cls.hidden else None),
         )
         data = CachedData(folder)

@@ -107,3 +107,17 @@ def write_image(path: Path, mode: str = "RGB", size: tuple[int, int] = (96, 64),
         kwargs["exif"] = exif
     img.save(path, **kwargs)
     return path
+
+
+def write_inverted_copy(source: Path, path: Path) -> Path:
+    """A colour-inverted re-encode of ``source`` at its size and rate: a stand-in IC-LoRA reference (control) video."""
+    with av.open(str(source)) as src, av.open(str(path), "w") as out:
+        in_stream = src.streams.video[0]
+        stream = out.add_stream(CODECS[path.suffix], rate=in_stream.average_rate)
+        stream.width, stream.height, stream.pix_fmt = in_stream.width, in_stream.height, "yuv420p"
+        stream.options = {"preset": "ultrafast", "crf": "12"}
+        for frame in src.decode(in_stream):
+            inverted = 255 - frame.to_ndarray(format="rgb24")
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(inverted, format="rgb24")))
+        out.mux(stream.encode())
+    return path

@@ -6,8 +6,10 @@ ltx-trainer (``process_dataset.py``) writes ``latents/<media path>.pt`` (``{"lat
 "prompt_attention_mask": [1024]}``: the Gemma feature projection's output, left-padded to 1,024 tokens) and,
 unless it ran with ``--skip-audio``, ``audio_latents/<media path>.pt`` (``{"latents": [8, T, 16] float32,
 "num_time_steps", "frequency_bins", "duration"}``; a clip without an audio track has no file there). Audio
-latents are kept beside the video latents; a clip without one is recorded with ``audio_shape`` null. Files are
-read with ``torch.load(weights_only=True)`` only, never full pickle.
+latents are kept beside the video latents; a clip without one is recorded with ``audio_shape`` null. IC-LoRA
+datasets also have ``reference_latents/<media path>.pt`` (the ``latents/`` dict at 1/N of the height and width);
+they are kept as the items' reference latents and N (``reference_downscale_factor``) is inferred from the shapes.
+Files are read with ``torch.load(weights_only=True)`` only, never full pickle.
 
 ComfyUI's LTX-2.3 text encoder returns the same projection output with the padding stripped and video and
 audio features concatenated: ``[1, T, 6144]`` where T is the number of real tokens. Both projections apply a
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -35,20 +38,40 @@ from .encoders import (
     CacheError,
     TextEncoder,
 )
-from .manifest import AUDIO_DIR, LATENT_DIR, TEXT_DIR, ItemRecord
+from .manifest import AUDIO_DIR, LATENT_DIR, REFERENCE_DIR, TEXT_DIR, ItemRecord
 from .store import file_sha256, file_stem, save_tensors, short_digest
-from .writer import NO_AUDIO, CacheReport, CacheRun, ProgressFn, UnreadableItem, write_cache
+from .writer import NO_AUDIO, NO_REFERENCE, CacheReport, CacheRun, ProgressFn, UnreadableItem, write_cache
 
 IMPORTED = "imported-from-ltx-trainer"
 AUDIO_LATENTS = "audio_latents"
+REFERENCE_LATENTS = "reference_latents"
 
 
 class _Files(NamedTuple):
-    """One ltx-trainer item: its latent and conditions files, and its audio latent file (None: no audio)."""
+    """One ltx-trainer item: its latent and conditions files, and its audio and reference latent files (or None)."""
 
     latent: Path
     conditions: Path
     audio: Path | None
+    reference: Path | None = None
+
+
+def reference_factor(latent_shape: Sequence[int], reference_shape: Sequence[int], where: str) -> int:
+    """The ``reference_downscale_factor`` N a target/reference latent pair was made with (``H' / h' = W' / w'``)."""
+    (_, f, h, w), (_, rf, rh, rw) = latent_shape, reference_shape
+    n = h // rh if rh else 0
+    if not n or (rh * n, rw * n) != (h, w):
+        raise CacheError(
+            f"{where}: reference latent {list(reference_shape)} is not the video latent {list(latent_shape)} divided "
+            "by one whole factor in height and width; re-run ltx-trainer's process_dataset.py with a single bucket "
+            "and --reference-downscale-factor"
+        )
+    if rf != f:
+        raise CacheError(
+            f"{where}: reference latent has {rf} latent frames, the video {f}; references made with "
+            "--reference-temporal-scale-factor are not supported, re-run process_dataset.py without it"
+        )
+    return n
 
 
 def find_precomputed(path: str | Path) -> Path:
@@ -129,7 +152,8 @@ def _source_key(files: _Files) -> dict[str, Any]:
     stats = [p.stat() for p in files if p is not None]
     key = {"from": IMPORTED, "conditions": str(files.conditions), "sizes": [s.st_size for s in stats],
            "mtimes_ns": [s.st_mtime_ns for s in stats]}
-    return key if files.audio is None else {**key, "audio": str(files.audio)}
+    key = key if files.audio is None else {**key, "audio": str(files.audio)}
+    return key if files.reference is None else {**key, "reference": str(files.reference)}
 
 
 def _pairs(root: Path) -> tuple[dict[str, _Files], dict[str, str]]:
@@ -137,9 +161,10 @@ def _pairs(root: Path) -> tuple[dict[str, _Files], dict[str, str]]:
     pairs, unmatched = {}, {}
     for latent_pt in sorted((root / "latents").rglob("*.pt")):
         rel = latent_pt.relative_to(root / "latents").as_posix()
-        cond_pt, audio_pt = root / "conditions" / rel, root / AUDIO_LATENTS / rel
+        cond_pt, audio_pt, ref_pt = (root / sub / rel for sub in ("conditions", AUDIO_LATENTS, REFERENCE_LATENTS))
         if cond_pt.is_file():
-            pairs[rel.removesuffix(".pt")] = _Files(latent_pt, cond_pt, audio_pt if audio_pt.is_file() else None)
+            pairs[rel.removesuffix(".pt")] = _Files(latent_pt, cond_pt, audio_pt if audio_pt.is_file() else None,
+                                                    ref_pt if ref_pt.is_file() else None)
         else:
             unmatched[rel.removesuffix(".pt")] = f"{latent_pt} has no matching conditions/{rel}"
     return pairs, unmatched
@@ -148,18 +173,26 @@ def _pairs(root: Path) -> tuple[dict[str, _Files], dict[str, str]]:
 class _Importer:
     """``import_ltx_trainer``'s ``RecordFn``: converts an item's ``.pt`` files unless they are unchanged."""
 
-    def __init__(self, trigger: str, audio: bool) -> None:
-        self.trigger, self.audio_vae = trigger, IMPORTED if audio else None
+    def __init__(self, trigger: str, audio: bool, factor: int) -> None:
+        self.trigger, self.audio_vae, self.factor = trigger, IMPORTED if audio else None, factor
 
     def __call__(self, run: CacheRun, item_id: str, files: _Files, old: ItemRecord | None) -> ItemRecord:
         if (old is not None and old.prep == _source_key(files) and old.audio_vae == self.audio_vae
                 and run.file_ok(old.latent, old.latent_bytes) and run.file_ok(old.text, old.text_bytes)
-                and (old.audio is None or run.file_ok(old.audio, old.audio_bytes))):
+                and (old.audio is None or run.file_ok(old.audio, old.audio_bytes))
+                and (old.reference is None or run.file_ok(old.reference, old.reference_bytes))):
             return old  # its trigger is the one its conditions were encoded with
         try:
             latent, fps = latent_from_ltx_trainer(load_pt(files.latent), str(files.latent))
             text, family = conditions_to_comfy(load_pt(files.conditions), str(files.conditions))
             audio = None if files.audio is None else audio_from_ltx_trainer(load_pt(files.audio), str(files.audio))
+            reference = None
+            if files.reference is not None:
+                reference = latent_from_ltx_trainer(load_pt(files.reference), str(files.reference))[0]
+                n = reference_factor(latent.shape, reference.shape, str(files.reference))
+                if n != self.factor:
+                    raise CacheError(f"{files.reference}: reference latent is 1/{n} of the video latent's size, the "
+                                     f"first item's 1/{self.factor}; one cache takes one reference_downscale_factor")
         except CacheError as err:
             raise UnreadableItem(str(err)) from err
         run.adopt_model({"video_family": VIDEO_FAMILY, "text_family": family, "text_width": text.shape[-1],
@@ -176,6 +209,14 @@ class _Importer:
             audio_record = {"audio": aud_rel, "audio_shape": list(audio.shape), "audio_bytes": aud["bytes"],
                             "audio_sha256": aud["sha256"]}
             run.report.encoded_audio.append(item_id)
+        reference_record = NO_REFERENCE
+        if reference is not None:
+            ref_rel = f"{REFERENCE_DIR}/{file_stem(item_id)}-{short_digest(item_id, sha)}.safetensors"
+            ref = save_tensors(run.folder / ref_rel, {"video": reference}, {"id": item_id})
+            reference_record = {"reference_source": str(files.reference), "reference": ref_rel,
+                                "reference_shape": list(reference.shape), "reference_bytes": ref["bytes"],
+                                "reference_sha256": ref["sha256"], "reference_key": sha}
+            run.report.encoded_references.append(item_id)
         run.report.encoded_latents.append(item_id)
         run.report.encoded_texts.append(item_id)
         st = files.latent.stat()
@@ -185,7 +226,18 @@ class _Importer:
             frame_rate=fps, vae=IMPORTED, text_encoder=IMPORTED, latent=lat_rel, latent_shape=list(latent.shape),
             latent_bytes=lat["bytes"], latent_sha256=lat["sha256"], text=txt_rel, text_shape=list(text.shape),
             text_bytes=txt["bytes"], text_sha256=txt["sha256"], audio_vae=self.audio_vae, **audio_record,
+            **reference_record,
         )
+
+
+def _first_reference_factor(pairs: dict[str, _Files]) -> int:
+    """N from the first item with a reference latent, as ltx-trainer infers it (1 when none has one)."""
+    files = next((f for f in pairs.values() if f.reference is not None), None)
+    if files is None:
+        return 1
+    latent = latent_from_ltx_trainer(load_pt(files.latent), str(files.latent))[0]
+    reference = latent_from_ltx_trainer(load_pt(files.reference), str(files.reference))[0]
+    return reference_factor(latent.shape, reference.shape, str(files.reference))
 
 
 def import_ltx_trainer(
@@ -201,6 +253,7 @@ def import_ltx_trainer(
     Goes through the cache writer's loop (``writer.write_cache``): the same folder checks, atomic files, manifest
     saves and cleanup as ``build_cache``. An item that cannot be read is recorded as failed and left out.
     ``audio_latents/`` is kept beside the video latents; a clip without a file there has no audio (no track).
+    ``reference_latents/`` (IC-LoRA) is kept too, and its factor, inferred from the first pair's shapes, is recorded.
     ``trigger``: the ``--lora-trigger`` ltx-trainer used (recorded, captions are not stored by ltx-trainer).
     ``text_encoder``: optional, to encode the empty caption for caption dropout (ltx-trainer has none).
     """
@@ -211,7 +264,9 @@ def import_ltx_trainer(
     audio = (root / AUDIO_LATENTS).is_dir()
     no_audio = None if audio else f"{root} has no {AUDIO_LATENTS}/ (ltx-trainer ran with --skip-audio?)"
     empty = None if text_encoder is None else (text_encoder, text_encoder.identity())
+    factor = _first_reference_factor(pairs)
     return write_cache(
-        folder, pairs, _Importer(trigger, audio), dataset={"trigger": trigger, "imported_from": str(root)},
+        folder, pairs, _Importer(trigger, audio, factor),
+        dataset={"trigger": trigger, "imported_from": str(root), "reference_downscale_factor": factor},
         empty_text=empty, failed=unmatched, no_audio_reason=no_audio, on_progress=on_progress,
     )

@@ -17,7 +17,8 @@ rewritten atomically; a file that exists but is not in the manifest (an interrup
 Records written before audio existed read as records without audio.
 
 IC-LoRA: ``reference`` is the clip's reference (control) video latent, encoded by the same VAE at
-1/``dataset.reference_downscale_factor`` of the target's size; ``reference_source`` names the reference file and
+1/``dataset.reference_downscale_factor`` of the target's size; ``reference_source`` names the reference file,
+``reference_key`` hashes its identity, cut and VAE (a change re-encodes only the reference), and
 ``reference_shape`` null means the clip has no reference.
 """
 
@@ -74,6 +75,7 @@ class ItemRecord:
     reference_shape: list[int] | None = None
     reference_bytes: int = 0
     reference_sha256: str = ""
+    reference_key: str = ""
 
     @property
     def has_audio(self) -> bool:

@@ -4,7 +4,8 @@
 the audio of exactly its kept frames' window (audio latent; when an audio encoder is given and audio is not
 skipped) and each caption (text features), plus the empty caption for caption dropout. Re-runs are incremental:
 a latent is re-encoded only if its source file, preparation, caption or the model that encoded it changed, or its
-file is missing; video and audio are decided separately, so turning audio on or off never re-encodes video. Only one
+file is missing; video and audio are decided separately, so turning audio on or off never re-encodes video. An
+IC-LoRA reference video is encoded by the same VAE into ``reference/`` and decided separately too. Only one
 item's frames are in memory at a time. Every file is written atomically and the manifest is updated as items
 complete, so a cancelled or crashed run leaves a valid cache of the items done so far and the next run
 resumes from there.
@@ -24,6 +25,7 @@ from typing import Any, Protocol, TypeVar
 
 import torch
 
+from ..atomic import sweep_stale_temps
 from ..dataset.media import AudioClip, MediaError
 from .encoders import (
     AUDIO_FAMILY,
@@ -34,7 +36,17 @@ from .encoders import (
     audio_latent_shape,
     check_latent,
 )
-from .manifest import AUDIO_DIR, LATENT_DIR, TENSOR_DIRS, TEXT_DIR, ItemRecord, Manifest, check_same_model
+from .manifest import (
+    AUDIO_DIR,
+    LATENT_DIR,
+    MANIFEST_NAME,
+    REFERENCE_DIR,
+    TENSOR_DIRS,
+    TEXT_DIR,
+    ItemRecord,
+    Manifest,
+    check_same_model,
+)
 from .store import file_sha256, file_stem, save_tensors, short_digest
 
 logger = logging.getLogger(__name__)
@@ -71,6 +83,16 @@ class CacheItem(Protocol):
         still or a file without an audio track."""
         ...
 
+    reference: Path | None  # IC-LoRA reference video, None for none
+    reference_rel: str | None
+
+    @property
+    def reference_key(self) -> str | None:
+        """Changes whenever the reference file or its cut does; None without a reference."""
+        ...
+
+    def load_reference_frames(self) -> torch.Tensor: ...
+
 
 @dataclass
 class CacheReport:
@@ -88,6 +110,8 @@ class CacheReport:
     without_audio: list[str] = field(default_factory=list)
     stills: int = 0  # of without_audio
     no_audio_reason: str | None = None  # why the cache holds no audio at all (None: audio was asked for)
+    encoded_references: list[str] = field(default_factory=list)
+    with_reference: int = 0  # every cached item, not only this run's
 
     def count_audio(self, manifest: Manifest, no_audio_reason: str | None) -> None:
         """Count the cached items with and without an audio latent (the summary's audio line)."""
@@ -110,6 +134,9 @@ class CacheReport:
             f"({self.seconds:.1f} s)",
             f"  {self.audio_summary()}",
         ]
+        if self.with_reference:
+            lines.append(f"  {self.with_reference} clips with a reference video (IC-LoRA); "
+                         f"{len(self.encoded_references)} references encoded")
         lines += [f"  failed {k}: {v}" for k, v in self.failed.items()]
         return "\n".join(lines)
 
@@ -230,6 +257,9 @@ RecordFn = Callable[[CacheRun, str, T, ItemRecord | None], ItemRecord]
 def _check_folder(folder: Path) -> Manifest | None:
     if folder.exists() and not folder.is_dir():
         raise CacheError(f"cache folder {folder} is a file; choose a folder")
+    # A run killed while saving the manifest leaves its temp file; the tensor folders' are collected at the end.
+    for stale in sweep_stale_temps(folder, MANIFEST_NAME):
+        logger.info("cache %s: removed %s, left by an interrupted run", folder, stale.name)
     manifest = Manifest.load(folder)
     if manifest is None and folder.is_dir() and any(p.name not in TENSOR_DIRS for p in folder.iterdir()):
         raise CacheError(
@@ -287,6 +317,7 @@ def write_cache(
         run.flush(force=True)
     run.collect_garbage()
     run.report.count_audio(run.manifest, no_audio_reason)
+    run.report.with_reference = sum(r.has_reference for r in run.manifest.items.values())
     run.report.seconds = time.monotonic() - start
     if run.report.failed and len(run.report.failed) == len(items) + len(failed):
         raise CacheError(f"no item could be written to the cache:\n{run.report.summary()}")
@@ -301,6 +332,17 @@ def audio_fields(record: ItemRecord) -> dict[str, Any]:
     """A record's audio latent entry, as ``ItemRecord`` keyword arguments."""
     return {"audio": record.audio, "audio_shape": record.audio_shape, "audio_bytes": record.audio_bytes,
             "audio_sha256": record.audio_sha256}
+
+
+REFERENCE_FIELDS = ("reference_source", "reference", "reference_shape", "reference_bytes", "reference_sha256",
+                    "reference_key")
+NO_REFERENCE: dict[str, Any] = {"reference_source": None, "reference": None, "reference_shape": None,
+                                "reference_bytes": 0, "reference_sha256": "", "reference_key": ""}
+
+
+def reference_fields(record: ItemRecord) -> dict[str, Any]:
+    """A record's reference latent entry, as ``ItemRecord`` keyword arguments."""
+    return {name: getattr(record, name) for name in REFERENCE_FIELDS}
 
 
 def check_audio_latent(latent: torch.Tensor, samples: int, where: str) -> None:
@@ -355,6 +397,7 @@ class _Encoder:
             audio = audio_fields(old)  # also "no audio track", decided from this very source
         else:
             audio = self._encode_audio(run, item, source_sha, prep)
+        reference = self._reference(run, item, old)
         text = self.text_for(run, item.caption, old)
         return ItemRecord(
             id=item_id, source=str(item.source), source_size=item.source_size,
@@ -363,8 +406,28 @@ class _Encoder:
             text_encoder=self.text_id, latent=latent["file"], latent_shape=latent["shape"],
             latent_bytes=latent["bytes"], latent_sha256=latent["sha256"], text=text["file"],
             text_shape=text["shape"], text_bytes=text["bytes"], text_sha256=text["sha256"],
-            audio_vae=self.audio_id, **audio,
+            audio_vae=self.audio_id, **audio, **reference,
         )
+
+    def _reference(self, run: CacheRun, item: CacheItem, old: ItemRecord | None) -> dict[str, Any]:
+        """The reference latent's record fields: kept when the reference, its cut and the VAE are unchanged."""
+        if item.reference_key is None:
+            return NO_REFERENCE
+        key = short_digest(item.reference_key, self.vae_id)
+        if old and old.reference and old.reference_key == key and run.file_ok(old.reference, old.reference_bytes):
+            return reference_fields(old)
+        try:
+            frames = item.load_reference_frames()
+        except MediaError as err:
+            raise UnreadableItem(f"{item.id}: reference video {item.reference_rel} cannot be decoded ({err}); "
+                                 "fix or replace it") from err
+        latent = self.video.encode(frames)
+        check_latent(latent, frames, f"{item.id} (reference video {item.reference_rel})")
+        rel = f"{REFERENCE_DIR}/{file_stem(item.id)}-{key}.safetensors"
+        info = save_tensors(run.folder / rel, {"video": latent}, {"id": item.id})
+        run.report.encoded_references.append(item.id)
+        return {"reference_source": str(item.reference), "reference": rel, "reference_shape": list(latent.shape),
+                "reference_bytes": info["bytes"], "reference_sha256": info["sha256"], "reference_key": key}
 
     def _encode_latent(self, run: CacheRun, item: CacheItem, source_sha: str, prep: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -411,15 +474,18 @@ def build_cache(
     audio: AudioEncoder | None = None,
     skip_audio: bool = False,
     trigger: str = "",
+    reference_downscale_factor: int = 1,
     dataset_info: dict[str, Any] | None = None,
     on_progress: ProgressFn | None = None,
 ) -> CacheReport:
     """Encode ``items`` into ``folder`` (created if needed); return what was done.
 
     ``audio``: the audio VAE encoding each clip's audio track (None, or ``skip_audio``: the cache holds no audio,
-    and audio latents of an earlier run are dropped; the video latents are kept either way). An item whose frames
-    or audio cannot be decoded is recorded under ``failed`` and left out (never half-written); model errors and
-    cancellation (any exception from ``on_progress``) stop the run after saving the manifest of the items done.
+    and audio latents of an earlier run are dropped; the video latents are kept either way).
+    ``reference_downscale_factor``: the dataset's (recorded in the manifest; the items' references are already cut
+    at that size). An item whose frames, reference or audio cannot be decoded is recorded under ``failed`` and left
+    out (never half-written); model errors and cancellation (any exception from ``on_progress``) stop the run after
+    saving the manifest of the items done.
     """
     if skip_audio:
         audio, reason = None, "skip_audio is set"
@@ -430,6 +496,8 @@ def build_cache(
     model = model_record(video, text, audio)
     return write_cache(
         folder, {item.id: item for item in items}, _Encoder(video, text, audio, model, trigger),
-        dataset={"trigger": trigger, **(dataset_info or {})}, model=model, empty_text=(text, model["text_encoder"]),
+        dataset={"trigger": trigger, "reference_downscale_factor": reference_downscale_factor,
+                 **(dataset_info or {})},
+        model=model, empty_text=(text, model["text_encoder"]),
         no_audio_reason=reason, on_progress=on_progress,
     )

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import field_validator
+from pydantic import field_validator, model_validator
 
 from .base import Section, knob
 
@@ -32,7 +32,8 @@ class DatasetConfig(Section):
         "",
         "Dataset folder (clips or images with same-named .txt captions) or an ltx-trainer manifest "
         "(dataset.json, .jsonl or .csv with a 'video' or 'media_path' column and a 'caption' column). "
-        "A folder holding a dataset.json/.jsonl/.csv uses that manifest.",
+        "A folder holding a dataset.json/.jsonl/.csv uses that manifest. IC-LoRA: a manifest's "
+        "'reference_video' (or legacy 'ref_media_path') column names each clip's reference (control) video.",
     )
     trigger: str = knob(
         "",
@@ -75,6 +76,36 @@ class DatasetConfig(Section):
         "Ignore the clips' audio tracks: cache and train video only. Off = each clip's audio (the first track, "
         "cut to the clip's frames, resampled to 16 kHz stereo) is encoded with the checkpoint's audio VAE.",
     )
+
+    references_dir: str = knob(
+        "",
+        "IC-LoRA: folder of reference (control) videos, e.g. depth, pose or edge maps, one per clip with the "
+        "clip's file name stem (clip_001.mp4 -> clip_001.mp4 or clip_001.mkv there); a relative path is taken from "
+        "the dataset folder. A clip without one is excluded. Empty = none (a manifest's 'reference_video' column "
+        "also gives references).",
+    )
+    reference_downscale_factor: int = knob(
+        1,
+        "IC-LoRA: each reference is cut with its clip's frames and sized to the clip's bucket divided by this "
+        "(2 = half width and height: a quarter of the reference tokens). Every bucket's width and height divided "
+        "by it must stay multiples of 32.",
+        ge=1,
+        le=8,
+    )
+
+    @model_validator(mode="after")
+    def _check_reference_factor(self) -> DatasetConfig:
+        from ..dataset.buckets import SPATIAL_MULTIPLE, parse_buckets
+
+        n = self.reference_downscale_factor
+        for b in parse_buckets(self.buckets):
+            if b.width % (n * SPATIAL_MULTIPLE) or b.height % (n * SPATIAL_MULTIPLE):
+                raise ValueError(
+                    f"reference_downscale_factor {n} does not fit bucket {b}: {b.width}/{n} x {b.height}/{n} must be "
+                    f"multiples of 32; pick a factor that divides both sides into multiples of 32, or change the "
+                    "bucket"
+                )
+        return self
 
     @field_validator("buckets")
     @classmethod

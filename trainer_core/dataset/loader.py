@@ -21,7 +21,7 @@ from ..config.dataset import DatasetConfig
 from .buckets import Bucket, parse_buckets
 from .captions import VocabularyFinding, apply_trigger, caption_findings, vocabulary_findings
 from .media import AudioClip, MediaError, MediaInfo, probe, read_audio_window
-from .prepare import ClipPlan, describe_changes, load_planned_frames, plan_item
+from .prepare import ClipPlan, describe_changes, load_planned_frames, plan_item, plan_reference
 from .sources import SourceEntry, list_sources
 
 logger = logging.getLogger(__name__)
@@ -33,7 +33,9 @@ class PreparedItem:
 
     The cache step needs: ``id``, ``source`` (absolute path), ``source_size`` / ``source_mtime_ns`` (to notice a
     changed file), ``caption`` (trigger included), ``bucket`` (W, H, F), ``fps`` (after resampling; None for
-    stills) and ``load_frames()``; ``fingerprint`` hashes all of that except the caption.
+    stills) and ``load_frames()``; ``fingerprint`` hashes all of that except the caption. IC-LoRA: ``reference``
+    is the reference video, ``reference_plan`` its cut (the clip's frames at bucket / reference_downscale_factor)
+    and ``load_reference_frames()`` decodes it; ``reference_key`` changes when its file or cut does.
     """
 
     id: str
@@ -46,6 +48,10 @@ class PreparedItem:
     plan: ClipPlan
     adjustments: tuple[str, ...] = ()
     caption_findings: tuple[str, ...] = ()
+    reference: Path | None = None
+    reference_rel: str | None = None
+    reference_info: MediaInfo | None = None
+    reference_plan: ClipPlan | None = None
 
     @property
     def bucket(self) -> Bucket:
@@ -68,6 +74,22 @@ class PreparedItem:
     def load_frames(self) -> torch.Tensor:
         """The prepared frames: float32 ``[F, H, W, 3]`` in 0..1 (F, H, W = the bucket). Raises ``MediaError``."""
         return load_planned_frames(self.source, self.info, self.plan)
+
+    @property
+    def reference_key(self) -> str | None:
+        """sha256 of the reference's identity (path, size, mtime) and cut; None without a reference."""
+        if self.reference is None or self.reference_plan is None:
+            return None
+        stat = self.reference.stat()
+        key = {"path": str(self.reference), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+               **self.reference_plan.as_dict()}
+        return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
+
+    def load_reference_frames(self) -> torch.Tensor:
+        """The reference's frames cut with the clip's plan: float32 ``[F, H/N, W/N, 3]``. Raises ``MediaError``."""
+        if self.reference is None or self.reference_info is None or self.reference_plan is None:
+            raise ValueError(f"{self.id} has no reference video")
+        return load_planned_frames(self.reference, self.reference_info, self.reference_plan)
 
     def first_frame(self) -> torch.Tensor:
         """Only the first prepared frame, ``[1, H, W, 3]`` (for previews)."""
@@ -136,6 +158,18 @@ def _prepare_entry(entry: SourceEntry, cfg: DatasetConfig, buckets: tuple[Bucket
     )
     if isinstance(plan, str):
         return ExcludedItem(entry.rel, entry.path, f"{entry.rel}: {plan}", entry.caption)
+    reference: dict = {}
+    if entry.reference is not None:
+        where = f"{entry.rel}: reference video {entry.reference_rel}"
+        try:
+            ref_info = probe(entry.reference)
+        except MediaError as err:
+            return ExcludedItem(entry.rel, entry.path, f"{where} is unusable ({err}); fix or replace it", entry.caption)
+        ref_plan = plan_reference(info, ref_info, plan, cfg.reference_downscale_factor)
+        if isinstance(ref_plan, str):
+            return ExcludedItem(entry.rel, entry.path, f"{where} {ref_plan}", entry.caption)
+        reference = {"reference": entry.reference, "reference_rel": entry.reference_rel, "reference_info": ref_info,
+                     "reference_plan": ref_plan}
     caption = apply_trigger(entry.caption, cfg.trigger)
     stat = entry.path.stat()
     changes = describe_changes(info, plan, target_fps=cfg.target_fps, crop=cfg.crop, trim=cfg.trim_start)
@@ -143,13 +177,13 @@ def _prepare_entry(entry: SourceEntry, cfg: DatasetConfig, buckets: tuple[Bucket
     return PreparedItem(
         id=entry.rel, source=entry.path, source_size=stat.st_size, source_mtime_ns=stat.st_mtime_ns,
         caption=caption, original_caption=entry.caption, info=info, plan=plan,
-        adjustments=tuple(changes), caption_findings=tuple(findings),
+        adjustments=tuple(changes), caption_findings=tuple(findings), **reference,
     )
 
 
 def load_dataset(cfg: DatasetConfig) -> PreparedDataset:
     """List, probe and plan every entry of ``cfg.path``; ``ConfigError`` only if the dataset itself is unreadable."""
-    listing = list_sources(cfg.path)
+    listing = list_sources(cfg.path, cfg.references_dir)
     buckets = parse_buckets(cfg.buckets)
     ds = PreparedDataset(cfg, listing.root, listing.kind, ignored_files=listing.ignored)
     for entry in listing.entries:

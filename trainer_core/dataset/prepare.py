@@ -96,6 +96,29 @@ def plan_item(
     return ClipPlan(bucket, resize, box, fps, start_time, start, available)
 
 
+def plan_reference(info: MediaInfo, ref: MediaInfo, plan: ClipPlan, factor: int) -> ClipPlan | str:
+    """The IC-LoRA reference's plan: the clip's frames (same start, fps and count) at its bucket / ``factor``.
+
+    The crop window is the clip's, scaled to the reference's resize, so a reference made from the clip (edge map,
+    depth, ...) stays aligned with it. Returns why the reference cannot be cut that way instead.
+    """
+    b = plan.bucket
+    bucket = Bucket(b.width // factor, b.height // factor, b.frames)
+    if (ref.kind == "image") != (info.kind == "image"):
+        return f"is {'an image' if ref.kind == 'image' else 'a video'} but the clip is not; use the same kind"
+    needed = plan.start_frame + b.frames
+    available = ref.frames_at(plan.fps) if ref.kind == "video" else 1
+    if available < needed:
+        at = f" at {plan.fps:g} fps" if plan.fps else ""
+        return f"has {available} frames{at}, the clip's kept frames need {needed}; make it as long as the clip"
+    resize = short_side_resize(ref.width, ref.height, bucket)
+    x = min(round(plan.crop[0] * resize[0] / plan.resize[0]), resize[0] - bucket.width)
+    y = min(round(plan.crop[1] * resize[1] / plan.resize[1]), resize[1] - bucket.height)
+    start_time = ref.start_time + (plan.start_frame / plan.fps if plan.fps else 0.0)
+    return ClipPlan(bucket, resize, (x, y, bucket.width, bucket.height), plan.fps, start_time, plan.start_frame,
+                    available)
+
+
 def describe_changes(info: MediaInfo, plan: ClipPlan, *, target_fps: float | None, crop: str, trim: str) -> list[str]:
     """Plain-English list of what preparation changes relative to the source (empty: used as is)."""
     changes = list(info.notes)

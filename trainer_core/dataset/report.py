@@ -28,6 +28,8 @@ def build_report(ds: PreparedDataset) -> dict[str, Any]:
             "bucket": str(it.bucket),
             "fps": it.fps,
             "audio": _audio_text(it.info, ds.config.skip_audio),
+            "reference": it.reference_rel,
+            "reference_bucket": None if it.reference_plan is None else str(it.reference_plan.bucket),
             "changes": list(it.adjustments),
             "caption": it.caption,
             "caption_findings": list(it.caption_findings),
@@ -49,6 +51,7 @@ def build_report(ds: PreparedDataset) -> dict[str, Any]:
             "caption_findings": sum(len(i.caption_findings) for i in ds.items),
             "with_audio": _with_audio(ds),
             "without_audio": len(ds.items) - _with_audio(ds),
+            "with_reference": sum(i.reference is not None for i in ds.items),
         },
         "items": items,
         "vocabulary": [v.as_dict() for v in ds.vocabulary],
@@ -74,6 +77,16 @@ def audio_line(ds: PreparedDataset) -> str:
     return f"{line} (audio skipped: skip_audio is on)" if ds.config.skip_audio else line
 
 
+def reference_line(ds: PreparedDataset) -> str | None:
+    """``"N clips with a reference video (...), M without"``; None when no clip has one."""
+    n = sum(i.reference is not None for i in ds.items)
+    if not n:
+        return None
+    factor = ds.config.reference_downscale_factor
+    return (f"{n} clips with a reference video (IC-LoRA, cut with the clip's frames at 1/{factor} of its width and "
+            f"height), {len(ds.items) - n} without")
+
+
 def summary_line(ds: PreparedDataset) -> str:
     """One line: counts per status and per bucket."""
     adjusted = sum(1 for i in ds.items if i.status == "adjusted")
@@ -87,10 +100,12 @@ def summary_line(ds: PreparedDataset) -> str:
 
 def report_text(ds: PreparedDataset) -> str:
     """The report as readable text."""
-    lines = [f"Dataset {ds.config.path} ({ds.kind}, root {ds.root})", summary_line(ds), audio_line(ds), ""]
+    lines = [f"Dataset {ds.config.path} ({ds.kind}, root {ds.root})", summary_line(ds), audio_line(ds)]
+    lines += [line for line in (reference_line(ds),) if line] + [""]
     for it in ds.items:
         fps = f" @ {it.fps:g} fps" if it.fps else ""
-        lines.append(f"[{it.status}] {it.id} -> {it.bucket}{fps}; {_audio_text(it.info, ds.config.skip_audio)}")
+        ref = "" if it.reference_plan is None else f"; reference {it.reference_rel} -> {it.reference_plan.bucket}"
+        lines.append(f"[{it.status}] {it.id} -> {it.bucket}{fps}; {_audio_text(it.info, ds.config.skip_audio)}{ref}")
         lines += [f"    - {c}" for c in it.adjustments]
         lines += [f"    ! caption: {f}" for f in it.caption_findings]
     for ex in ds.excluded:

@@ -6,6 +6,10 @@
   with a ``video`` (or legacy ``media_path``) column and a ``caption`` column, paths relative to the manifest;
 - a folder holding exactly one ``dataset.json`` / ``dataset.jsonl`` / ``dataset.csv``, which is then used.
 
+IC-LoRA references: a manifest's ``reference_video`` (legacy ``ref_media_path``) column, under the same
+containment rules as ``video`` (an empty cell: no reference), and/or a references folder whose files are matched
+to the clips by file name stem (a clip without a match there is excluded, naming both).
+
 Problems with one entry never stop the listing: the entry carries ``problem`` (why it is excluded), e.g. a
 missing file, a path that leaves the dataset folder (refused: an absolute path elsewhere or ``..``), a second
 entry for a file already listed (``duplicate``), an identical copy of another file, or a caption file that is
@@ -26,7 +30,16 @@ from .media import MEDIA_EXTENSIONS
 
 MANIFEST_SUFFIXES = (".json", ".jsonl", ".csv")
 MANIFEST_NAMES = tuple(f"dataset{s}" for s in MANIFEST_SUFFIXES)
-MEDIA_COLUMNS = ("video", "media_path")
+# ltx-trainer's column name first, then its legacy name and the LTX-2 LoRA tutorial's (which ltx-trainer refuses).
+MEDIA_COLUMNS = ("video", "media_path", "video_path")
+# ltx-trainer columns whose roles this trainer does not build: refused (naming the reason) rather than ignored.
+UNSUPPORTED_COLUMNS = {
+    "audio": "separate audio files are not read: the audio comes from each video's own track (mux it into the video)",
+    "reference_audio": "audio references (audio IC-LoRA) are not built",
+    "video_mask": "masked (inpainting) training is not built",
+    "audio_mask": "masked (inpainting) training is not built",
+}
+REFERENCE_COLUMNS = ("reference_video", "ref_media_path")
 _HEAD_BYTES = 1 << 16
 
 
@@ -39,6 +52,8 @@ class SourceEntry:
     caption: str | None
     caption_origin: str
     problem: str | None = None
+    reference: Path | None = None  # IC-LoRA reference (control) video
+    reference_rel: str | None = None  # how the report names it (relative to the dataset root where inside it)
 
 
 @dataclass(frozen=True)
@@ -128,9 +143,19 @@ def _manifest_entries(manifest: Path) -> list[SourceEntry]:
     rows = _manifest_rows(manifest)
     columns = {k for _, row, _ in rows if isinstance(row, dict) for k in row}
     media_col = next((c for c in MEDIA_COLUMNS if c in columns), None)
+    ref_col = next((c for c in REFERENCE_COLUMNS if c in columns), None)
     if rows and media_col is None:
         raise ConfigError(
-            f"manifest {manifest} has no 'video' or 'media_path' column (found: {', '.join(sorted(columns)) or 'none'})"
+            f"manifest {manifest} has no video column: name it 'video' ('media_path' and 'video_path' are read too) "
+            f"(found: {', '.join(sorted(columns)) or 'none'})"
+        )
+    filled = {k for _, row, _ in rows if isinstance(row, dict) for k, v in row.items() if str(v or "").strip()}
+    used = [c for c in UNSUPPORTED_COLUMNS if c in filled]
+    if used:
+        raise ConfigError(
+            f"manifest {manifest}: " + "; ".join(f"column '{c}': {UNSUPPORTED_COLUMNS[c]}" for c in used)
+            + f". Accepted columns: {', '.join(MEDIA_COLUMNS)} (the clip), caption, "
+            f"{', '.join(REFERENCE_COLUMNS)} (IC-LoRA reference); remove the others"
         )
     entries = []
     for where, row, problem in rows:
@@ -147,8 +172,44 @@ def _manifest_entries(manifest: Path) -> list[SourceEntry]:
         rel = path.relative_to(root).as_posix() if problem is None else value
         caption = row.get("caption")
         caption = None if caption is None else str(caption).strip()
-        entries.append(SourceEntry(rel, path, caption, origin, problem))
+        ref_value = str(row.get(ref_col) or "").strip() if ref_col else ""
+        ref_path, ref_rel = None, None
+        if ref_value:
+            ref_path, ref_problem = _resolve_inside(root, ref_value)
+            ref_rel = ref_path.relative_to(root).as_posix() if ref_problem is None else ref_value
+            if problem is None and ref_problem:
+                problem = f"{rel}: reference video ({ref_col}) {ref_problem}"
+        entries.append(SourceEntry(rel, path, caption, origin, problem, ref_path, ref_rel))
     return entries
+
+
+def _match_references(entries: list[SourceEntry], root: Path, folder: str) -> list[SourceEntry]:
+    """Give each entry without a reference the file of ``folder`` with its file name stem (see the docstring)."""
+    refs = Path(folder).expanduser()
+    refs = Path(os.path.normpath(refs if refs.is_absolute() else root / refs))
+    if not refs.is_dir():
+        raise ConfigError(f"references_dir {folder} is not a folder (looked at {refs}); set it to the folder of "
+                          "reference videos, or leave it empty")
+    by_stem: dict[str, list[Path]] = {}
+    for p in sorted(refs.iterdir()):
+        if p.is_file() and p.suffix.lower() in MEDIA_EXTENSIONS:
+            by_stem.setdefault(p.stem, []).append(p)
+
+    def shown(p: Path) -> str:
+        return p.relative_to(root).as_posix() if p.is_relative_to(root) else str(p)
+
+    out = []
+    for e in entries:
+        if e.problem is None and e.reference is None:
+            found = by_stem.get(e.path.stem, [])
+            if len(found) == 1:
+                e = replace(e, reference=found[0], reference_rel=shown(found[0]))
+            else:
+                names = ", ".join(p.name for p in found)
+                why = f"several match ({names}); keep one" if found else "add it, or remove the clip"
+                e = replace(e, problem=f"{e.rel}: no single reference video {e.path.stem}.* in {refs}: {why}")
+        out.append(e)
+    return out
 
 
 def _content_key(path: Path) -> tuple[int, str] | None:
@@ -170,6 +231,9 @@ def _mark_missing_and_duplicates(entries: list[SourceEntry]) -> list[SourceEntry
     for e in entries:
         if e.problem is None and not e.path.is_file():
             e = replace(e, problem=f"media file {e.rel} not found at {e.path} ({e.caption_origin})")
+        if e.problem is None and e.reference is not None and not e.reference.is_file():
+            e = replace(e, problem=f"{e.rel}: reference video {e.reference_rel} not found at {e.reference} "
+                                   f"({e.caption_origin})")
         if e.problem is None and e.path in seen_path:
             first = seen_path[e.path]
             e = replace(e, problem=f"duplicate entry: {e.rel} ({e.caption_origin}) is already listed ({first})")
@@ -202,8 +266,11 @@ def check_dataset_path(path: str | Path) -> None:
         raise ConfigError(f"dataset path {path} does not exist")
 
 
-def list_sources(path: str | Path) -> SourceListing:
-    """List every media entry of the dataset at ``path`` (folder or manifest); see the module docstring."""
+def list_sources(path: str | Path, references_dir: str = "") -> SourceListing:
+    """List every media entry of the dataset at ``path`` (folder or manifest); see the module docstring.
+
+    ``references_dir``: the IC-LoRA references folder (relative: to the dataset root), empty for none.
+    """
     check_dataset_path(path)
     p = Path(path).expanduser()
     if p.is_dir():
@@ -213,6 +280,8 @@ def list_sources(path: str | Path) -> SourceListing:
         if not manifests:
             root = Path(os.path.normpath(p.absolute()))
             entries, ignored = _folder_entries(root)
+            if references_dir.strip():
+                entries = _match_references(entries, root, references_dir.strip())
             return SourceListing(root, "folder", tuple(_unique_ids(_mark_missing_and_duplicates(entries))),
                                  tuple(ignored))
         p = manifests[0]
@@ -220,6 +289,8 @@ def list_sources(path: str | Path) -> SourceListing:
         raise ConfigError(f"{p} is neither a folder nor a manifest ({', '.join(MANIFEST_SUFFIXES)})")
     entries = _manifest_entries(p)
     root = Path(os.path.normpath(p.parent.absolute()))
+    if references_dir.strip():
+        entries = _match_references(entries, root, references_dir.strip())
     return SourceListing(root, p.name, tuple(_unique_ids(_mark_missing_and_duplicates(entries))))
 
 
