@@ -21,15 +21,6 @@ from .errors import UserError
 COMMANDS = ("dataset", "train", "demo", "lora", "cache", "config")
 
 
-def _load(name: str):
-    try:
-        return importlib.import_module(f"{__package__}.commands.{name}")
-    except ModuleNotFoundError as err:
-        if err.name == f"{__package__}.commands.{name}":
-            return None  # command not built in this version
-        raise
-
-
 def build_parser() -> argparse.ArgumentParser:
     # The `ltx-lora` console script names itself; `python -m trainer_core` runs as __main__.py, which would not.
     prog = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
@@ -38,9 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
-        module = _load(name)
-        if module is None:
-            continue
+        module = importlib.import_module(f"{__package__}.commands.{name}")
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
