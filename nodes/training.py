@@ -156,7 +156,7 @@ class TrainLtxLora(io.ComfyNode):
                 )
             training_data = direct_data(latent, conditioning)
         resume_from = kwargs.get("resume_from", "").strip()
-        resume = resolve_resume(resume_from, out_dir, cfg.name) if resume_from else None
+        resume = resolve_resume(resume_from, out_dir, cfg.name, within=out_dir.parent) if resume_from else None
         with torch.inference_mode(False):
             node_id = cls.hidden.unique_id if cls.hidden else None
             result = train_on_model(

@@ -12,7 +12,7 @@ import logging
 import textwrap
 from typing import Any, Literal
 
-from pydantic import model_validator
+from pydantic import field_validator, model_validator
 
 from .base import Section, dump_yaml, knob
 
@@ -194,6 +194,19 @@ class TrainConfig(Section):
     checkpoints: CheckpointSettings = CheckpointSettings()
     memory: MemorySettings = MemorySettings()
     preview: PreviewSettings = PreviewSettings()
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        # The name makes file names and, in the Train node, the run's folder inside ComfyUI's loras folder: a
+        # separator, '..' or a drive would put files somewhere else.
+        if value in ("", ".", "..") or value.strip() != value or any(c in value for c in "/\\:\0"):
+            raise ValueError(
+                "the run name must be a plain name without '/', '\\', ':', surrounding spaces, and not '.' or '..' "
+                "(it names the checkpoint files and, in the Train node, the run's folder inside ComfyUI's loras "
+                "folder): use e.g. 'my_style_lora'; set output_dir (CLI) to choose the folder"
+            )
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:

@@ -54,8 +54,18 @@ def newest_intact(found: list[tuple[int, Path]], label: str = "resume_from") -> 
     )
 
 
+def _inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` (symlinks and ``..`` resolved) lies in ``folder``."""
+    return path.resolve().is_relative_to(folder.resolve())
+
+
 def resolve_resume(
-    value: str, run_dir: Path, name: str, also_in: tuple[Path, ...] = (), label: str = "resume_from"
+    value: str,
+    run_dir: Path,
+    name: str,
+    also_in: tuple[Path, ...] = (),
+    label: str = "resume_from",
+    within: Path | None = None,
 ) -> Path:
     """The checkpoint that ``value`` names, for run ``name`` writing its checkpoints to ``run_dir``.
 
@@ -63,6 +73,11 @@ def resolve_resume(
     relative to ``run_dir`` (or to a folder of ``also_in``); a run folder, absolute or relative, or the name of
     another run beside ``run_dir`` (its newest checkpoint). ``ConfigError`` names the setting (``label``), the value and
     every place looked.
+
+    ``within``: the folder every candidate must stay inside, symlinks resolved (the Train node passes ComfyUI's loras
+    folder: its value comes from a browser). A value that only leads outside is refused whether or not something
+    exists there, so the message reveals nothing about other folders. None: anywhere (the CLI's user names files
+    on their own machine).
     """
     value = value.strip()
     if value == "latest":
@@ -72,6 +87,13 @@ def resolve_resume(
         return newest_intact(found, label)
     path = Path(value).expanduser()
     tried = [path] if path.is_absolute() else [base / path for base in (run_dir, *also_in, run_dir.parent)]
+    if within is not None:
+        tried = [p for p in tried if _inside(p, within)]
+        if not tried:
+            raise ConfigError(
+                f"{label} {value!r} leads outside {within}, where this run's checkpoints and the other runs are; "
+                "give 'latest', a checkpoint file or run folder inside it, or the name of a run"
+            )
     for candidate in tried:
         if candidate.is_file():
             return candidate
