@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
 from dataclasses import dataclass, replace
@@ -106,7 +107,10 @@ def _manifest_rows(manifest: Path) -> list[tuple[str, dict | None, str | None]]:
         raise ConfigError(f"manifest {manifest} is not UTF-8 text ({err.reason} at byte {err.start})") from None
     suffix = manifest.suffix.lower()
     if suffix == ".csv":
-        return [(f"row {i}", dict(row), None) for i, row in enumerate(csv.DictReader(text.splitlines()), start=2)]
+        # Read as one stream, not line by line: a quoted caption may span lines (pandas, which ltx-trainer uses,
+        # writes and reads them so).
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        return [(f"row {i}", dict(row), None) for i, row in enumerate(reader, start=2)]
     if suffix == ".jsonl":
         rows = []
         for i, line in enumerate(text.splitlines(), start=1):
