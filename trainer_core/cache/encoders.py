@@ -161,3 +161,20 @@ def vae_encoder_tensors(state: dict[str, torch.Tensor]) -> list[tuple[str, torch
     """The tensors a video latent depends on (encoder and latent statistics), named as in the checkpoint."""
     keep = ("per_channel_statistics.mean-of-means", "per_channel_statistics.std-of-means")
     return [(k, v) for k, v in state.items() if k.startswith("encoder.") or k in keep]
+
+
+class EncodedTexts:
+    """Captions encoded ahead of time, as a ``TextEncoder`` with the family, width and identity of the one that
+    encoded them: a large text encoder (Gemma 3 12B) runs over every caption and is freed before the VAE loads."""
+
+    def __init__(self, encoder: TextEncoder, captions: Iterable[str]) -> None:
+        self.family, self.width, self._identity = encoder.family, encoder.width, encoder.identity()
+        self.features = {caption: encoder.encode(caption) for caption in dict.fromkeys(captions)}
+
+    def identity(self) -> str:
+        return self._identity
+
+    def encode(self, caption: str) -> torch.Tensor:
+        if caption not in self.features:
+            raise CacheError(f"caption {caption[:60]!r} was not among the captions encoded ahead of the cache run")
+        return self.features[caption]

@@ -1,0 +1,179 @@
+"""The headless Gemma 3 text encoder (``trainer_core.ltxcore.gemma_text``) against ComfyUI's own LTX-2.3 text encoder.
+
+The tiny random Gemma of ``tiny_ltx_clip`` (ComfyUI's real ``LTXAVTEModel`` and Gemma 3 classes) is written as a
+single file in ComfyUI's layout (flat ``model.*`` keys, the SentencePiece model in ``spiece_model``) and as a Hugging
+Face folder; its text projection goes into a copy of the tiny LTX-2.3 checkpoint, where a real file keeps it. The
+headless encoder reads only those files and must give ComfyUI's features (1e-5), its cache ComfyUI's cache.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import types
+import weakref
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from tests.cache.test_cache_core import BUCKETS, load, make_dataset
+from trainer_core.cache import CachedData
+
+pytest.importorskip("ltx_core", reason="ltx-core (optional dependency) builds the tiny checkpoint")
+pytest.importorskip("transformers", reason="the headless text encoder runs transformers' Gemma 3")
+
+from trainer_core.ltxcore.gemma_text import PROJECTION, SPIECE, load_gemma  # noqa: E402
+from trainer_core.ltxcore.tiny import write_tiny_checkpoint  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+# tiny_ltx_clip's attention layout (sliding window 8, then a global layer); a single file carries no config.
+TINY_LAYOUT = {"sliding_window": 8, "layer_types": ["sliding_attention", "full_attention"]}
+CAPTIONS = ["a cat walks", "", "sks a grey clip number 2, with enough words to pass the eight-token sliding window"]
+
+
+def write_checkpoint_with_projection(ckpt: Path, projection: dict[str, torch.Tensor], out: Path) -> Path:
+    """The tiny checkpoint plus ``text_embedding_projection.*`` (where LTX-2.3's single file has it)."""
+    with safe_open(str(ckpt), framework="pt") as f:
+        metadata = f.metadata()
+    tensors = load_file(str(ckpt))
+    tensors.update({PROJECTION + k: v.contiguous() for k, v in projection.items()})
+    save_file(tensors, str(out), metadata=metadata)
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny(comfy, tmp_path_factory):
+    from tests.cache.test_cache_comfy import tiny_ltx_clip
+    from tests.comfy_boot import find_comfyui
+
+    root = tmp_path_factory.mktemp("gemma")
+    clip = tiny_ltx_clip(find_comfyui())
+    model = clip.cond_stage_model
+    ckpt = write_tiny_checkpoint(root / "tiny.safetensors", seed=0)
+    ckpt_proj = write_checkpoint_with_projection(ckpt, model.text_embedding_projection.state_dict(),
+                                                 root / "tiny_with_projection.safetensors")
+    prefix = "gemma3_12b.transformer."
+    gemma = {k.removeprefix(prefix): v.contiguous() for k, v in model.state_dict().items() if k.startswith(prefix)}
+    save_file({**gemma, SPIECE: clip.tokenizer.state_dict()[SPIECE]}, str(root / "gemma_tiny.safetensors"))
+    return types.SimpleNamespace(pack=comfy, clip=clip, ckpt=ckpt, ckpt_proj=ckpt_proj, gemma=root / "gemma_tiny.safetensors",
+                                 weights=gemma, root=root)
+
+
+def test_headless_gemma_gives_comfyuis_text_conditions(tiny):
+    from trainer_core.comfy.cache_encoders import ComfyLtxTextEncoder
+
+    headless = load_gemma(tiny.gemma, tiny.ckpt_proj, dtype=torch.float32, text_config=TINY_LAYOUT)
+    comfy = ComfyLtxTextEncoder(tiny.clip)
+    assert (headless.family, headless.width) == (comfy.family, comfy.width) == ("ltx-2.3-gemma", 96)
+    with torch.inference_mode():
+        for caption in CAPTIONS:
+            ours, theirs = headless.encode(caption), comfy.encode(caption)
+            assert ours.shape == theirs.shape == (1, len(headless.tokens(caption)), 96)
+            torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+    assert headless.identity() == comfy.identity()  # a headless cache and a ComfyUI cache name one encoder
+
+
+def test_hugging_face_folder_gives_the_same_features(tiny, tmp_path):
+    from transformers import Gemma3Config
+
+    single = load_gemma(tiny.gemma, tiny.ckpt_proj, dtype=torch.float32, text_config=TINY_LAYOUT)
+    folder = tmp_path / "gemma-3-tiny-it"
+    folder.mkdir()
+    text = single.model.config.to_dict()
+    Gemma3Config(text_config=text, vision_config={"hidden_size": 16, "intermediate_size": 32,
+                                                  "num_hidden_layers": 1, "num_attention_heads": 2}
+                 ).save_pretrained(folder)
+    # transformers 4.5x's Gemma3ForConditionalGeneration names: language_model.model.*, plus a vision tower.
+    save_file({**{"language_model." + k: v for k, v in tiny.weights.items()},
+               "vision_tower.vision_model.post_layernorm.weight": torch.ones(16)},
+              str(folder / "model-00001-of-00001.safetensors"))
+    (folder / "tokenizer.model").write_bytes(tiny.clip.tokenizer.state_dict()[SPIECE].numpy().tobytes())
+    from_folder = load_gemma(folder, tiny.ckpt_proj, dtype=torch.float32)
+    for caption in CAPTIONS:
+        torch.testing.assert_close(from_folder.encode(caption), single.encode(caption), rtol=1e-6, atol=1e-6)
+
+
+def test_cli_cache_with_text_encoder_equals_the_cache_node(tiny, tmp_path, monkeypatch):
+    from comfy import sd as comfy_sd  # not `import comfy.sd`: that would rebind the fixture's module
+
+    import trainer_core.ltxcore.encoders as encoders
+    import trainer_core.ltxcore.gemma_text as gemma_text
+    from trainer_core.cli import main
+
+    # The single file's config is Gemma 3 12B's layout; the tiny ComfyUI model has its own.
+    real_load = gemma_text.load_gemma
+    alive: list[weakref.ref] = []
+
+    def load_tiny(*args, **kwargs):
+        enc = real_load(*args, **{**kwargs, "text_config": TINY_LAYOUT})
+        alive.append(weakref.ref(enc.model))
+        return enc
+
+    vae_init = encoders.LtxCoreVae.__init__
+    freed_before_vae: list[bool] = []
+
+    def vae_after_gemma(self, *args, **kwargs):
+        freed_before_vae.append(bool(alive) and all(ref() is None for ref in alive))
+        vae_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(gemma_text, "load_gemma", load_tiny)
+    monkeypatch.setattr(encoders.LtxCoreVae, "__init__", vae_after_gemma)
+    ds_root = make_dataset(tmp_path / "ds")
+    headless = tmp_path / "headless"
+    assert main(["cache", str(ds_root), "--checkpoint", str(tiny.ckpt_proj), "--text-encoder", str(tiny.gemma),
+                 "--out", str(headless), "--buckets", BUCKETS, "--trigger", "sks", "--skip-audio"]) == 0
+    assert freed_before_vae == [True]  # every caption was encoded and Gemma freed before the VAE loaded
+
+    # The reference: the Cache node with ComfyUI's VAE and the tiny CLIP.
+    with torch.inference_mode():
+        vae = comfy_sd.load_checkpoint_guess_config(str(tiny.ckpt), output_vae=True, output_clip=False)[2]
+        tiny.pack.NODE_CLASS_MAPPINGS["LtxLoraCacheLatents"].execute(
+            dataset=load(ds_root), vae=vae, clip=tiny.clip, folder=str(tmp_path / "comfy"), tiled_vae=False)
+    ours, theirs = CachedData(headless), CachedData(tmp_path / "comfy")
+    assert ours.model["text_encoder"] == theirs.model["text_encoder"]
+    assert ours.model["text_family"] == theirs.model["text_family"] == "ltx-2.3-gemma"
+    torch.testing.assert_close(ours.empty_text, theirs.empty_text, rtol=1e-5, atol=1e-5)
+    assert len(ours) == len(theirs) == 4
+    for i in range(len(ours)):
+        a = ours[i]
+        b = theirs[theirs.index_of(a.key)]
+        assert a.caption == b.caption and a.caption.startswith("sks")
+        torch.testing.assert_close(a.text, b.text, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(a.video, b.video, rtol=1e-4, atol=1e-4)  # ComfyUI's VAE vs ltx-core's
+
+
+def test_quantized_gemma_without_comfyui_names_the_bf16_file(tmp_path):
+    """An fp8 ComfyUI Gemma file where ComfyUI cannot be imported: one error line naming the bf16 file."""
+    ckpt = write_tiny_checkpoint(tmp_path / "tiny.safetensors", seed=0)
+    fp8 = tmp_path / "gemma_3_12B_it_fp8_scaled.safetensors"
+    save_file({"model.embed_tokens.weight": torch.zeros(8, 4),
+               "model.layers.0.self_attn.q_proj.weight": torch.zeros(4, 4).to(torch.float8_e4m3fn),
+               "model.layers.0.self_attn.q_proj.weight_scale": torch.ones(()),
+               SPIECE: torch.zeros(4, dtype=torch.uint8)}, str(fp8))
+    ds_root = make_dataset(tmp_path / "ds")
+    # A fresh interpreter from the repo root: ComfyUI is not on its path (the comfy fixture added it to this one).
+    proc = subprocess.run(
+        [sys.executable, "-m", "trainer_core", "cache", str(ds_root), "--checkpoint", str(ckpt), "--text-encoder",
+         str(fp8), "--out", str(tmp_path / "out"), "--buckets", BUCKETS],
+        cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+    )
+    assert proc.returncode == 2, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "quantized (fp8 / NVFP4)" in errors[0] and "gemma_3_12B_it.safetensors" in errors[0]
+    assert not (tmp_path / "out").exists()  # refused before any VAE or cache work
+
+
+def test_transformers_4_is_refused_with_the_upgrade(tmp_path, monkeypatch):
+    import transformers
+
+    from trainer_core.cache import CacheError
+    from trainer_core.ltxcore.gemma_text import load_text_encoder
+
+    plain = tmp_path / "gemma.safetensors"
+    save_file({"model.embed_tokens.weight": torch.zeros(8, 4), SPIECE: torch.zeros(4, dtype=torch.uint8)}, str(plain))
+    monkeypatch.setattr(transformers, "__version__", "4.57.1")
+    with pytest.raises(CacheError, match=r"needs transformers 5 or newer; this environment has 4\.57\.1: pip install"):
+        load_text_encoder(plain, tmp_path / "unused.safetensors")
