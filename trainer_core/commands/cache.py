@@ -2,10 +2,12 @@
 
 ``cache DATASET_PATH --checkpoint CKPT --out DIR [dataset options] [--tiled-vae] [--device cuda]`` encodes the
 clips with ltx-core's video VAE read from the checkpoint and, when the checkpoint holds an audio VAE
-(``audio_vae.*``) and ``--skip-audio`` is not given, each clip's audio with it. Captions are encoded with the
-STAND-IN text encoder (``trainer_core.cache.standin_text``): Gemma 3 12B is only used inside ComfyUI, so a
-headless cache is for tests and the demo, not for real training. ``cache import-ltx-trainer PRECOMPUTED_DIR --out
-DIR`` converts an ltx-trainer ``.precomputed`` folder (no model needed). Exit status 0 on success, 1 when items failed.
+(``audio_vae.*``) and ``--skip-audio`` is not given, each clip's audio with it. ``--text-encoder PATH`` encodes
+the captions with Gemma 3 12B and the checkpoint's text projection (``trainer_core.ltxcore.gemma_text``: the same
+features as ComfyUI's LTX-2.3 text encoder), all of them before the VAE loads, freeing Gemma in between. Without
+it the captions get the STAND-IN text encoder (``trainer_core.cache.standin_text``): for tests and the demo only.
+``cache import-ltx-trainer PRECOMPUTED_DIR --out DIR`` converts an ltx-trainer ``.precomputed`` folder (no model
+needed). Exit status 0 on success, 1 when items failed.
 """
 
 from __future__ import annotations
@@ -13,10 +15,14 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from typing import TYPE_CHECKING, Any
 
 from ..config.cache import CacheConfig
 from ..config.cli_options import add_section_arguments, section_from_args
 from ..config.dataset import DatasetConfig
+
+if TYPE_CHECKING:
+    from ..cache.encoders import TextEncoder
 
 HELP = "Encode a dataset into a latent cache (ltx-core VAE), or import an ltx-trainer .precomputed folder."
 IMPORT = "import-ltx-trainer"
@@ -34,6 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", help="LTX-2.x single-file checkpoint whose video VAE encodes the clips (and "
                         "whose audio VAE encodes their audio, when it has one; --skip-audio: video only)")
     add_section_arguments(parser, CacheConfig, exclude=("folder",))  # --tiled-vae; the folder is --out
+    parser.add_argument("--text-encoder", metavar="PATH",
+                        help="Gemma 3 12B for the captions: ComfyUI's bf16 gemma_3_12B_it.safetensors or a Hugging "
+                        "Face gemma-3-12b-it folder (fp8/NVFP4 files need ComfyUI importable). Without it captions get "
+                        "the stand-in encoder, for tests and demos only")
     parser.add_argument("--device", default="cpu", help="torch device for the VAE (cpu, cuda, cuda:1)")
     parser.add_argument("--import-trigger", default="", help="import only: the --lora-trigger ltx-trainer used")
     add_section_arguments(parser, DatasetConfig, exclude=("path",), aliases={"target_fps": ["--fps"]})
@@ -50,6 +60,28 @@ def has_audio_vae(checkpoint: str) -> bool:
 
     with safe_open(str(checkpoint), framework="pt") as f:
         return any(key.startswith("audio_vae.") for key in f.keys())  # noqa: SIM118 - safe_open is not a dict
+
+
+def _text_encoder(args: argparse.Namespace, captions: list[str], dtype: Any) -> TextEncoder:
+    """Every caption (and the empty one, for caption dropout) through Gemma, which is then freed; or the stand-in."""
+    from ..cache.encoders import EncodedTexts
+    from ..cache.standin_text import StandinTextEncoder, text_width_for
+    from ..ltxcore.model import read_checkpoint_config
+
+    if not args.text_encoder:
+        logger.warning("captions are encoded with the stand-in text encoder (not Gemma): for tests and demos only; "
+                       "give --text-encoder for a cache to train real LoRAs on")
+        return StandinTextEncoder(text_width_for(read_checkpoint_config(args.checkpoint)))
+    from ..ltxcore.gemma_text import load_text_encoder
+
+    gemma = load_text_encoder(args.text_encoder, args.checkpoint, device=args.device, dtype=dtype)
+    logger.info("encoding %d distinct captions with %s", len(set(captions)) + 1, args.text_encoder)
+    try:
+        return EncodedTexts(gemma, [*captions, ""])
+    finally:
+        close = getattr(gemma, "close", None)  # ComfyUI's loader frees its CLIP through its own model management
+        if close is not None:
+            close()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -72,9 +104,7 @@ def _cache(args: argparse.Namespace):
 
     from ..cache import CacheError, build_cache
     from ..ltxcore.encoders import LtxCoreAudioVae, LtxCoreVae
-    from ..cache.standin_text import StandinTextEncoder, text_width_for
     from ..dataset import load_dataset
-    from ..ltxcore.model import read_checkpoint_config
 
     if len(args.target) != 1:
         raise SystemExit("usage: cache DATASET_PATH --checkpoint CKPT --out DIR")
@@ -83,16 +113,15 @@ def _cache(args: argparse.Namespace):
     cfg = section_from_args(DatasetConfig, args, path=args.target[0])
     cache_cfg = section_from_args(CacheConfig, args, folder=args.out)
     ds = load_dataset(cfg)
-    if not ds.items:
-        raise CacheError(f"dataset {cfg.path} has no usable item; see `python -m trainer_core dataset {cfg.path}`")
+    ds.require_items()
     dtype = torch.float32 if args.device == "cpu" else torch.bfloat16
+    text = _text_encoder(args, [item.caption for item in ds.items], dtype)  # before the VAE: Gemma is freed first
     vae = LtxCoreVae(args.checkpoint, device=args.device, dtype=dtype, tiled=cache_cfg.tiled_vae, decoder=False)
     audio = None
     if not cfg.skip_audio and has_audio_vae(args.checkpoint):
         audio = LtxCoreAudioVae(args.checkpoint, device=args.device)  # float32: small, and keeps the latents exact
     elif not cfg.skip_audio:
         logger.warning("%s has no audio VAE (audio_vae.*): the cache holds video only", args.checkpoint)
-    text = StandinTextEncoder(text_width_for(read_checkpoint_config(args.checkpoint)))
-    logger.warning("captions are encoded with the stand-in text encoder (not Gemma): for tests and demos only")
     return build_cache(ds.items, args.out, vae, text, trigger=cfg.trigger, dataset_info={"root": str(ds.root)},
-                       audio=audio, skip_audio=cfg.skip_audio, on_progress=_progress)
+                       audio=audio, skip_audio=cfg.skip_audio, on_progress=_progress,
+                       reference_downscale_factor=cfg.reference_downscale_factor)
