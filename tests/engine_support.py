@@ -101,13 +101,14 @@ def concept_config(tmp: Path) -> TrainConfig:
     )
 
 
-def write_cache(folder: Path, frame_rates: list[float], empty_text: bool = True) -> Path:
+def write_cache(folder: Path, frame_rates: list[float], empty_text: bool = True, text_dim: int = TEXT_DIM) -> Path:
     """A latent cache as the cache step writes it (manifest + safetensors files), one clip per frame rate, without
-    encoding media. ``empty_text=False``: no empty caption, as in an ltx-trainer import without a text encoder."""
+    encoding media. ``empty_text=False``: no empty caption, as in an ltx-trainer import without a text encoder.
+    ``text_dim``: the text encoder's width (the tiny LTX-2 checkpoint takes 64)."""
     g = torch.Generator().manual_seed(0)
-    manifest = Manifest(model={"text_width": TEXT_DIM}, dataset={"trigger": ""})
+    manifest = Manifest(model={"text_width": text_dim}, dataset={"trigger": ""})
     for i, fps in enumerate(frame_rates):
-        video, text = torch.randn(CONCEPT_SHAPE, generator=g), torch.randn(1, 5, TEXT_DIM, generator=g)
+        video, text = torch.randn(CONCEPT_SHAPE, generator=g), torch.randn(1, 5, text_dim, generator=g)
         latent_rel, text_rel = f"latents/clip_{i}.safetensors", f"text/clip_{i}.safetensors"
         latent = save_tensors(folder / latent_rel, {"video": video})
         caption = save_tensors(folder / text_rel, {"text": text})
@@ -119,8 +120,8 @@ def write_cache(folder: Path, frame_rates: list[float], empty_text: bool = True)
             text_sha256=caption["sha256"],
         )
     if empty_text:
-        info = save_tensors(folder / "text/empty.safetensors", {"text": torch.randn(1, 1, TEXT_DIM, generator=g)})
-        manifest.empty_text = {"file": "text/empty.safetensors", "shape": [1, 1, TEXT_DIM], **info}
+        info = save_tensors(folder / "text/empty.safetensors", {"text": torch.randn(1, 1, text_dim, generator=g)})
+        manifest.empty_text = {"file": "text/empty.safetensors", "shape": [1, 1, text_dim], **info}
     manifest.save(folder)
     return folder
 

@@ -6,12 +6,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from safetensors import safe_open
 
 from trainer_core.cli import main
 from trainer_core.demo import run_demo
+from tests.engine_support import write_cache
 from trainer_core.engine.checkpoints import list_checkpoints
+from trainer_core.ltxcore.tiny import write_tiny_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -61,6 +64,25 @@ def test_train_command_from_yaml_then_resume_latest(tmp_path, capsys):
     assert main(["train", str(path), "--resume", "latest"]) == 0
     assert [s for s, _ in list_checkpoints(tmp_path / "run", "cli")] == [2, 4, 6]
     assert "completed at step 6" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("family", "text_dim"), [("ltx-2", 64), ("ltx-2.3", 96)])
+def test_train_command_records_the_family_of_the_loaded_checkpoint(tmp_path, family, text_dim):
+    checkpoint = write_tiny_checkpoint(tmp_path / "tiny.safetensors", family=family)
+    cfg = {
+        "name": "fam",
+        "output_dir": str(tmp_path / "run"),
+        "data": str(write_cache(tmp_path / "cache", [24.0], text_dim=text_dim)),
+        "model": {"checkpoint": str(checkpoint), "device": "cpu", "dtype": "float32"},
+        "lora": {"rank": 4, "alpha": 4},
+        "optimization": {"steps": 1},
+        "memory": {"mixed_precision": "no"},
+    }
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    assert main(["train", str(path)]) == 0
+    with safe_open(str(tmp_path / "run" / "fam_step_00001.safetensors"), "pt") as f:
+        assert f.metadata()["ltxlora.base_model"] == family  # what the checked loader compares with its MODEL
 
 
 def test_train_command_reports_config_errors_by_field(tmp_path, capsys):

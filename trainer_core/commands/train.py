@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     backbone = LtxCoreBackbone.from_checkpoint(
         cfg.model.checkpoint, dtype=getattr(torch, cfg.model.dtype), device=cfg.model.device
     )
-    trainer = Trainer(backbone, data, cfg)
+    trainer = Trainer(backbone, data, cfg, base_model=backbone.model.family)  # LTX-2 or LTX-2.3, as loaded
     if resume is not None:
         trainer.resume(resume)
     result = trainer.train(Callbacks(on_step=ProgressLine()))
