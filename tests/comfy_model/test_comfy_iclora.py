@@ -161,3 +161,46 @@ def test_stock_ic_lora_graph_runs_a_lora_trained_here(comfy, tiny_path, loras, t
         second = generate(torch.rand(9, 128, 128, 3, generator=g))
     assert first.shape == (9, 128, 128, 3) and torch.isfinite(first).all()
     assert not torch.allclose(first, second)  # the generated clip follows the reference clip
+
+
+def test_ic_lora_previews_are_the_stock_guide_graph_on_the_checkpoint(comfy, tiny_path, loras):
+    """Train node previews of an IC-LoRA run: guided by the first training clip's reference clip, equal to what the
+    stock graph gives for that checkpoint (LoRA loader -> Get IC-LoRA Parameters -> LTXV Add Guide -> sampler ->
+    LTXV Crop Guides -> VAE Decode)."""
+    import nodes
+    import numpy as np
+    from comfy import sample as comfy_sample  # not `import comfy.sample`: that would rebind the fixture argument
+    from comfy import samplers as comfy_samplers
+    from comfy import sd as comfy_sd
+    from comfy_extras import nodes_lt
+    from PIL import Image
+
+    training = sys.modules[comfy.__name__ + ".trainer_core.config.training"]
+    grid = sys.modules[comfy.__name__ + ".trainer_core.sweep.grid"]
+    preview = training.PreviewSettings(every=2, width=128, height=128, frames=9, steps=3, seed=5)
+    data = synthetic_data(n=2, audio=False, size=4, reference_factor=2)
+    with torch.inference_mode():
+        model, _, vae, _ = comfy_sd.load_checkpoint_guess_config(str(tiny_path), output_vae=True, output_clip=False)
+        node = comfy.NODE_CLASS_MAPPINGS["LtxLoraTrain"]
+        node.execute(model=model, training_data=data, vae=vae, preview=preview, **_train_node_settings(comfy, 2),
+                     **_widgets(every=2))
+        (stock,) = nodes.LoraLoaderModelOnly().load_lora_model_only(model, "ic/ic_step_00002.safetensors", 1.0)
+        (parameters,) = nodes_lt.GetICLoRAParameters.execute(stock).result
+        (latent,) = nodes_lt.EmptyLTXVLatentVideo.execute(width=128, height=128, length=9, batch_size=1).result
+        cond = [[data[0].text.float(), {"unprocessed_ltxav_embeds": True, "frame_rate": 24.0}]]
+        reference_clip = vae.decode(data[0].reference[None].float())[0]
+        positive, negative, guided = nodes_lt.LTXVAddGuide.execute(
+            cond, cond, vae, latent, reference_clip, 0, 1.0, iclora_parameters=parameters
+        ).result
+        (sigmas,) = nodes_lt.LTXVScheduler.execute(
+            3, 2.05, 0.95, True, 0.1, latent=latent
+        ).result
+        sampled = comfy_sample.sample_custom(
+            stock, comfy_sample.prepare_noise(guided["samples"], 5), 1.0, comfy_samplers.sampler_object("euler"),
+            sigmas, positive, negative, guided["samples"], noise_mask=guided["noise_mask"], disable_pbar=True, seed=5,
+        )
+        _, _, cropped = nodes_lt.LTXVCropGuides.execute(positive, negative, {"samples": sampled}).result
+        video = grid.as_video(nodes.VAEDecode().decode(vae, cropped)[0])
+    expected = np.asarray(grid.grid_image([video], grid.GridLayout(1, ["caption 0"])), dtype=np.int16)
+    saved = np.asarray(Image.open(loras / "ic" / "previews" / "ic_step_00002.png"), dtype=np.int16)
+    assert saved.shape == expected.shape and np.abs(saved - expected).max() <= 1

@@ -22,6 +22,11 @@ With sound: when the run generates audio (``recipe.audio`` resolved to generate)
 ``audio_vae`` (stock *Load LTXV Audio VAE*), the preview samples audio and video together as the stock graph does
 (``LTXVEmptyLatentAudio`` + ``LTXVConcatAVLatent`` -> sampler -> ``LTXVSeparateAVLatent`` ->
 ``LTXVAudioVAEDecode``, those nodes' own code) and the mp4 gets the decoded audio track.
+
+IC-LoRA runs (``recipe.reference_p`` > 0): preview i is guided by the reference clip of the i-th training clip that
+has one, as the stock graph guides a generation: the reference latent decoded by the Train node's VAE ->
+``LTXVAddGuide`` (frame 0, strength 1, the run's reference_downscale_factor) on the video latent -> sampler ->
+``LTXVCropGuides``, those nodes' own code. Without a VAE to decode the reference, previews are unguided (logged).
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ DEFAULT_FRAME_RATE = 25.0  # what ComfyUI's LTX-AV model assumes when the condit
 class PreviewPrompt:
     label: str
     conditioning: list
+    reference: torch.Tensor | None = None  # IC-LoRA: a training clip's reference latent [1, 128, F', H'/N, W'/N]
 
 
 def preview_prompts(settings: PreviewSettings, data: TrainingData, clip: Any = None) -> list[PreviewPrompt]:
@@ -140,30 +146,53 @@ def ltx_sigmas(steps: int, latent: torch.Tensor) -> torch.Tensor:
 
 
 def sample_preview(
-    model: Any, prompt: PreviewPrompt, settings: PreviewSettings, audio_vae: Any = None
+    model: Any, prompt: PreviewPrompt, settings: PreviewSettings, audio_vae: Any = None, *, vae: Any = None,
+    reference_factor: int = 1,
 ) -> torch.Tensor:
     """One preview latent ``[1, 128, F', H', W']`` from ComfyUI's sampler on ``model`` (a MODEL); with ``audio_vae``
-    a joint audio+video latent (ComfyUI's NestedTensor), built by the stock LTXV audio latent nodes."""
+    a joint audio+video latent (ComfyUI's NestedTensor), built by the stock LTXV audio latent nodes. A prompt with a
+    ``reference`` is guided by it (decoded with ``vae``) as the stock IC-LoRA graph does, guide frames cropped."""
     import comfy.sample
     import comfy.samplers
+    from comfy_extras.nodes_lt import LTXVAddGuide, LTXVCropGuides
 
-    shape = [1, 128, (settings.frames - 1) // 8 + 1, settings.height // 32, settings.width // 32]
-    video = comfy.sample.fix_empty_latent_channels(model, torch.zeros(shape), 32)
+    frames = (settings.frames - 1) // 8 + 1
+    shape = [1, 128, frames, settings.height // 32, settings.width // 32]
+    video = empty = comfy.sample.fix_empty_latent_channels(model, torch.zeros(shape), 32)
+    positive = prompt.conditioning
+    negative = [[torch.zeros_like(c[0]), dict(c[1])] for c in positive] if settings.cfg > 1 else positive
+    noise_mask = None
+    if prompt.reference is not None:
+        # The reference clip as far as the preview lasts, in pixels, for the stock node to resize and encode.
+        image = vae.decode(prompt.reference[:, :, :frames])[0]
+        parameters = {"reference_downscale_factor": reference_factor}
+        positive, negative, guided = LTXVAddGuide.execute(
+            positive, negative, vae, {"samples": video}, image, 0, 1.0, iclora_parameters=parameters
+        ).result
+        video, noise_mask = guided["samples"], guided["noise_mask"]
     latent = video
     if audio_vae is not None:
         from comfy_extras.nodes_lt import LTXVConcatAVLatent
         from comfy_extras.nodes_lt_audio import LTXVEmptyLatentAudio
 
         audio = LTXVEmptyLatentAudio.execute(settings.frames, frame_rate(prompt), 1, audio_vae).result[0]
-        latent = LTXVConcatAVLatent.execute({"samples": video}, audio).result[0]["samples"]
+        joint = LTXVConcatAVLatent.execute({"samples": video, "noise_mask": noise_mask}, audio).result[0]
+        latent, noise_mask = joint["samples"], joint.get("noise_mask")
     noise = comfy.sample.prepare_noise(latent, settings.seed)
-    positive = prompt.conditioning
-    negative = [[torch.zeros_like(c[0]), dict(c[1])] for c in positive] if settings.cfg > 1 else positive
     sampler = comfy.samplers.sampler_object("euler")
-    return comfy.sample.sample_custom(
-        model, noise, settings.cfg, sampler, ltx_sigmas(settings.steps, video), positive, negative, latent,
-        disable_pbar=True, seed=settings.seed,
+    sampled = comfy.sample.sample_custom(
+        model, noise, settings.cfg, sampler, ltx_sigmas(settings.steps, empty), positive, negative, latent,
+        noise_mask=noise_mask, disable_pbar=True, seed=settings.seed,
     )
+    if prompt.reference is None:
+        return sampled
+    if audio_vae is not None:
+        from comfy_extras.nodes_lt import LTXVConcatAVLatent, LTXVSeparateAVLatent
+
+        guided_video, audio = LTXVSeparateAVLatent.execute({"samples": sampled}).result
+        cropped = LTXVCropGuides.execute(positive, negative, guided_video).result[2]
+        return LTXVConcatAVLatent.execute(cropped, audio).result[0]["samples"]
+    return LTXVCropGuides.execute(positive, negative, {"samples": sampled}).result[2]["samples"]
 
 
 def decode_audio(latent: torch.Tensor, audio_vae: Any) -> tuple[torch.Tensor, AudioTrack]:
@@ -208,7 +237,11 @@ class PreviewRunner:
         """Sample every preview prompt with the current adapters; save and show the result."""
 
         with sampling_mode(self.trainer):
-            latents = [sample_preview(self.model, p, self.settings, self.audio_vae) for p in self.prompts]
+            latents = [
+                sample_preview(self.model, p, self.settings, self.audio_vae, vae=self.vae,
+                               reference_factor=self.trainer.modes.reference_factor or 1)
+                for p in self.prompts
+            ]
             sounds: list[AudioTrack] | None = None
             if self.audio_vae is not None:
                 split = [decode_audio(x, self.audio_vae) for x in latents]
@@ -230,6 +263,19 @@ class PreviewRunner:
         return path
 
 
+def _attach_references(prompts: list[PreviewPrompt], data: TrainingData) -> None:
+    """Preview i gets the reference latent of the i-th training clip that has one (cycling over them)."""
+    references: list[torch.Tensor] = []
+    for i in range(len(data)):  # loads only as many clips as it takes
+        if len(references) == len(prompts):
+            break
+        reference = data[i].reference
+        if reference is not None:
+            references.append(reference[None].float())
+    for n, prompt in enumerate(prompts):
+        prompt.reference = references[n % len(references)]
+
+
 def attach_previews(
     callbacks: Callbacks,
     trainer: Trainer,
@@ -248,9 +294,16 @@ def attach_previews(
         log.info("previews are silent: connect Load LTXV Audio VAE to the Train node's audio_vae to hear them")
     elif audio_vae is not None and not generates_audio:
         log.info("previews are video only: this run does not generate audio (recipe.audio %s)", trainer.modes.audio)
+    prompts = preview_prompts(cfg.preview, data, clip)
+    if trainer.modes.reference_factor and cfg.preview.every > 0:
+        if vae is None:
+            log.info("IC-LoRA previews are unguided: connect the VAE to the Train node to guide them with the "
+                     "training clips' reference clips")
+        else:
+            _attach_references(prompts, data)
     runner = PreviewRunner(
-        trainer, model, cfg.preview, preview_prompts(cfg.preview, data, clip), Path(cfg.output_dir) / "previews",
-        cfg.name, vae, show, audio_vae if generates_audio else None,
+        trainer, model, cfg.preview, prompts, Path(cfg.output_dir) / "previews", cfg.name, vae, show,
+        audio_vae if generates_audio else None,
     )
     first = callbacks.on_step
 
