@@ -76,6 +76,7 @@ class CacheLatents(io.ComfyNode):
         from ..trainer_core.comfy.cache_encoders import ComfyAudioVae, ComfyLtxTextEncoder, ComfyVideoVae
 
         cfg = section_from_inputs(CacheConfig, kwargs)
+        dataset.require_items()
         folder = resolve_folder(cfg.folder, folder_paths.get_output_directory())
         report = build_cache(
             dataset.items, folder, ComfyVideoVae(vae, tiled=cfg.tiled_vae), ComfyLtxTextEncoder(clip),

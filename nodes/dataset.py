@@ -49,6 +49,7 @@ class LoadDataset(io.ComfyNode):
     @classmethod
     def execute(cls, **kwargs) -> io.NodeOutput:
         ds = load_dataset(section_from_inputs(DatasetConfig, kwargs))
+        ds.require_items()  # the error lists every excluded entry with its reason, as the report would
         return io.NodeOutput(ds, report_text(ds), ui=ui.PreviewText(summary_line(ds)))
 
 

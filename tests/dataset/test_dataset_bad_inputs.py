@@ -206,3 +206,131 @@ def test_unreadable_manifest_fails_with_the_file_name(tmp_path):
     (tmp_path / "dataset.json").write_text("{not json")
     with pytest.raises(ConfigError, match=r"dataset\.json is not valid JSON"):
         load_dataset(DatasetConfig(path=str(tmp_path)))
+
+
+# Issue 21: one bad file never stops the scan; containment of symbolic links; an empty result is a clear error.
+
+
+def _png_declaring(path: Path, width: int, height: int) -> Path:
+    """A few-hundred-byte PNG whose header declares ``width`` x ``height`` pixels (a decompression bomb's shape)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\0" * 64)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("side", [11_000, 40_000])  # above this pack's limit; the second also above Pillow's
+def test_decompression_bomb_is_skipped_naming_the_limit(tmp_path, side):
+    from trainer_core.dataset.media import MAX_IMAGE_PIXELS, MediaError, load_image
+
+    _good(tmp_path)
+    bomb = _png_declaring(tmp_path / "bomb.png", side, side)
+    reason = _excluded(_load(tmp_path), "bomb.png")
+    assert f"refuses images above {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels" in reason
+    assert "decompression bomb" in reason and "MAX_IMAGE_PIXELS" in reason
+    with pytest.raises(MediaError, match="decompression bomb"):  # decoding checks it too, not only the probe
+        load_image(bomb, size=(64, 64), crop=(0, 0, 64, 64))
+
+
+def test_text_file_named_like_a_video(tmp_path):
+    _good(tmp_path)
+    (tmp_path / "notes.mp4").write_text("shot list:\n1. the walk\n2. the turn\n", encoding="utf-8")
+    reason = _excluded(_load(tmp_path), "notes.mp4")
+    assert "is not a video: it holds plain text" in reason and "extension is wrong" in reason
+
+
+def test_folder_named_like_a_clip(tmp_path):
+    _good(tmp_path)
+    (tmp_path / "clip.mp4").mkdir()
+    assert "is a folder, not a media file" in _excluded(_load(tmp_path), "clip.mp4")
+
+
+def _zero_frame_video(path: Path, codec: str) -> Path:
+    import av
+
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream(codec, rate=24)
+        stream.width, stream.height, stream.pix_fmt = 64, 64, "yuv420p"
+        out.start_encoding()
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return path
+
+
+@pytest.mark.parametrize(("name", "codec", "expected"), [
+    ("zero.mp4", "libx264", "holds no streams at all: no video frames"),
+    ("zero.avi", "mpeg4", "the video stream holds no frames (a zero-frame video"),
+])
+def test_zero_frame_video(tmp_path, name, codec, expected):
+    _good(tmp_path)
+    _zero_frame_video(tmp_path / name, codec)
+    assert expected in _excluded(_load(tmp_path), name)
+
+
+def test_symlink_out_of_the_dataset_folder_is_refused_and_one_inside_is_used(tmp_path):
+    data = tmp_path / "data"
+    (data / "takes").mkdir(parents=True)
+    _good(data)
+    write_video(tmp_path / "private.mp4", frames=9)
+    write_video(data / "takes" / "take1.mp4", frames=10)
+    (data / "outside.mp4").symlink_to(tmp_path / "private.mp4")
+    (data / "inside.mp4").symlink_to(data / "takes" / "take1.mp4")
+    ds = _load(data)
+    assert "symbolic link out of the dataset folder" in _excluded(ds, "outside.mp4")
+    assert tuple(_item(ds, "inside.mp4").load_frames().shape) == (9, 64, 64, 3)
+
+
+def test_caption_symlinked_out_of_the_dataset_folder_is_never_read(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    _good(data)
+    write_video(data / "clip.mp4", frames=9)
+    (tmp_path / "secret.txt").write_text("do not show me", encoding="utf-8")
+    (data / "clip.txt").symlink_to(tmp_path / "secret.txt")
+    ds = _load(data)
+    assert "caption file clip.txt is a symbolic link out of the dataset folder" in _excluded(ds, "clip.mp4")
+    assert "do not show me" not in report_text(ds) and "do not show me" not in json.dumps(build_report(ds))
+
+
+def test_manifest_path_through_a_symlinked_folder_out_is_refused(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    _good(data)
+    (tmp_path / "elsewhere").mkdir()
+    write_video(tmp_path / "elsewhere" / "clip.mp4", frames=9)
+    (data / "more").symlink_to(tmp_path / "elsewhere")
+    (data / "dataset.json").write_text(json.dumps([
+        {"video": "good.mp4", "caption": "a woman walks"}, {"video": "more/clip.mp4", "caption": "linked"},
+    ]))
+    reason = _excluded(_load(data), "more/clip.mp4")
+    assert "outside the dataset folder" in reason and "symbolic link" in reason
+
+
+def test_a_dataset_left_empty_names_the_folder_and_every_exclusion(tmp_path):
+    from trainer_core.config import ConfigError
+
+    (tmp_path / "notes.mp4").write_text("not a video\n", encoding="utf-8")
+    _png_declaring(tmp_path / "bomb.png", 40_000, 40_000)
+    (tmp_path / "empty.mov").write_bytes(b"")
+    ds = load_dataset(DatasetConfig(path=str(tmp_path), buckets=BUCKETS))
+    assert [e.id for e in ds.excluded] == ["bomb.png", "empty.mov", "notes.mp4"]
+    with pytest.raises(ConfigError) as err:
+        ds.require_items()
+    message = str(err.value)
+    assert message.startswith(f"dataset {tmp_path} has no usable item: all 3 entries were excluded")
+    for e in ds.excluded:
+        assert f"{e.id}: {e.reason}" in message
+
+
+def test_a_folder_without_media_says_so(tmp_path):
+    from trainer_core.config import ConfigError
+
+    (tmp_path / "readme.md").write_text("clips go here")
+    with pytest.raises(ConfigError, match=r"holds no media files .*found only readme\.md"):
+        load_dataset(DatasetConfig(path=str(tmp_path))).require_items()

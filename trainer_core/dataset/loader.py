@@ -17,10 +17,11 @@ from pathlib import Path
 
 import torch
 
+from ..config import ConfigError
 from ..config.dataset import DatasetConfig
 from .buckets import Bucket, parse_buckets
 from .captions import VocabularyFinding, apply_trigger, caption_findings, vocabulary_findings
-from .media import AudioClip, MediaError, MediaInfo, probe, read_audio_window
+from .media import MEDIA_EXTENSIONS, AudioClip, MediaError, MediaInfo, probe, read_audio_window
 from .prepare import ClipPlan, describe_changes, load_planned_frames, plan_item, plan_reference
 from .sources import SourceEntry, list_sources
 
@@ -140,6 +141,27 @@ class PreparedDataset:
     def __iter__(self):
         return iter(self.items)
 
+    def require_items(self) -> None:
+        """Raise ``ConfigError`` naming the folder and every excluded entry with its reason when none is usable."""
+        if self.items:
+            return
+        if not self.excluded:
+            found = f"; found only {', '.join(self.ignored_files[:10])}" if self.ignored_files else ""
+            raise ConfigError(
+                f"dataset {self.root} holds no media files ({', '.join(MEDIA_EXTENSIONS)}){found}: point the dataset "
+                "path at the folder of clips, or at its dataset.json/.jsonl/.csv"
+            )
+        shown = self.excluded[:_LISTED]
+        more = f"\n  ... and {len(self.excluded) - len(shown)} more" if len(self.excluded) > len(shown) else ""
+        raise ConfigError(
+            f"dataset {self.root} has no usable item: all {len(self.excluded)} entries were excluded:\n  "
+            + "\n  ".join(f"{e.id}: {e.reason}" for e in shown) + more
+            + "\nFix or replace those files (the dataset report lists each reason), or use another dataset"
+        )
+
+
+_LISTED = 20  # excluded entries named in the empty-dataset error; the dataset report lists them all
+
 
 def _item_rng(seed: int, item_id: str) -> random.Random:
     return random.Random(f"{seed}:{item_id}")  # str seeds hash with sha512: stable across runs and orders
@@ -152,6 +174,8 @@ def _prepare_entry(entry: SourceEntry, cfg: DatasetConfig, buckets: tuple[Bucket
         info = probe(entry.path)
     except MediaError as err:
         return ExcludedItem(entry.rel, entry.path, str(err), entry.caption)
+    except OSError as err:  # unreadable (permissions, a vanished network share): this entry only
+        return ExcludedItem(entry.rel, entry.path, f"{entry.rel} cannot be read ({err.strerror or err})", entry.caption)
     plan = plan_item(
         info, buckets, target_fps=cfg.target_fps, crop=cfg.crop, trim_start=cfg.trim_start,
         rng=_item_rng(cfg.seed, entry.rel),

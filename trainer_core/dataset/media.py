@@ -39,6 +39,11 @@ VIDEO_EXTENSIONS = (".mp4", ".mov", ".mkv", ".webm", ".avi")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
 MEDIA_EXTENSIONS = VIDEO_EXTENSIONS + IMAGE_EXTENSIONS
 
+# Decompression-bomb guard, deliberately ours and in this one place: a still may declare at most this many pixels
+# (checked on its header before any pixel is decoded; 12000x10000, more than any camera's full frame). Pillow's own
+# process-wide Image.MAX_IMAGE_PIXELS is left alone: inside ComfyUI it is ComfyUI's setting too.
+MAX_IMAGE_PIXELS = 120_000_000
+
 _EXIF_ORIENTATION = 0x0112
 _SWAPPING_ORIENTATIONS = {5, 6, 7, 8}
 
@@ -110,11 +115,29 @@ def probe(path: Path) -> MediaInfo:
     return _probe_image(path) if ext in IMAGE_EXTENSIONS else _probe_video(path)
 
 
+def _open_image(path: Path) -> Image.Image:
+    """``Image.open`` with the size limit applied to the header; a bomb or unreadable file raises ``MediaError``."""
+    limit = (
+        f"this pack refuses images above {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels as possible decompression bombs "
+        "(trainer_core.dataset.media.MAX_IMAGE_PIXELS): downscale it, or remove it if it is not a real photo"
+    )
+    try:
+        img = Image.open(path)
+    except Image.DecompressionBombError as err:  # far above the limit: Pillow refuses it before we see the size
+        raise MediaError(f"{path.name} is too large ({err}); {limit}") from None
+    width, height = img.size
+    if width * height > MAX_IMAGE_PIXELS:
+        img.close()
+        megapixels = width * height / 1e6
+        raise MediaError(f"{path.name} declares {width}x{height} pixels ({megapixels:.0f} megapixels); {limit}")
+    return img
+
+
 def _probe_image(path: Path) -> MediaInfo:
     try:
-        with Image.open(path) as img:
+        with _open_image(path) as img:
             img.verify()  # checks structure and checksums without decoding the pixels
-        with Image.open(path) as img:
+        with _open_image(path) as img:
             width, height, mode = img.width, img.height, img.mode
             orientation = img.getexif().get(_EXIF_ORIENTATION, 1)
             transparent = "A" in mode or "transparency" in img.info
@@ -134,10 +157,35 @@ def _probe_image(path: Path) -> MediaInfo:
     return MediaInfo(kind="image", width=width, height=height, frames=1, pixel_format=mode, notes=tuple(notes))
 
 
+def _actual_type(path: Path) -> str | None:
+    """What a file that is no video holds, when that is recognisable: ``"plain text"`` or an image format."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return None
+    try:
+        with Image.open(path) as img:
+            return f"a {img.format} image"
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
+        pass
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    return "plain text" if text and all(c.isprintable() or c.isspace() for c in text) else None
+
+
 def _open(path: Path) -> av.container.InputContainer:
     try:
         return av.open(str(path))
     except av.FFmpegError as err:
+        actual = _actual_type(path)
+        if actual is not None:
+            raise MediaError(
+                f"{path.name} is not a video: it holds {actual} (the file name's extension is wrong); rename or "
+                "remove it"
+            ) from None
         raise MediaError(f"{path.name} cannot be opened as a video ({err}); the file is corrupt or truncated") from None
 
 
@@ -161,7 +209,10 @@ def _first_frame(path: Path, container, stream) -> tuple[av.VideoFrame, int]:
             return frame, decoded
     except av.FFmpegError as err:
         raise MediaError(f"{path.name}: the video stream does not decode ({err}); the file is corrupt") from None
-    raise MediaError(f"{path.name}: the video stream holds no decodable frame; the file is corrupt or truncated")
+    raise MediaError(
+        f"{path.name}: the video stream holds no frames (a zero-frame video, or one cut off before its first frame); "
+        "re-export it"
+    )
 
 
 def _count_by_decoding(path: Path, container, stream) -> tuple[int, float]:
@@ -192,8 +243,12 @@ def _data_end(container, stream, expected_end: float) -> float | None:
 
 def _probe_video(path: Path) -> MediaInfo:
     with _open(path) as container:
+        if not container.streams:
+            raise MediaError(
+                f"{path.name} holds no streams at all: no video frames (a zero-frame or unfinished file); re-export it"
+            )
         if not container.streams.video:
-            kinds = sorted({s.type for s in container.streams}) or ["nothing"]
+            kinds = sorted({s.type for s in container.streams})
             raise MediaError(
                 f"{path.name} has no video stream (it holds {', '.join(kinds)}); audio-only files cannot be "
                 "used for a video LoRA"
@@ -333,7 +388,7 @@ def _image_to_rgb(img: Image.Image) -> Image.Image:
 def load_image(path: Path, *, size: tuple[int, int], crop: tuple[int, int, int, int]) -> np.ndarray:
     """Load a still scaled to ``size`` (w, h, after EXIF orientation) and cropped: uint8 ``[1, h, w, 3]``."""
     try:
-        with Image.open(path) as img:
+        with _open_image(path) as img:
             if img.format == "JPEG":
                 img.draft("RGB", (max(size), max(size)))  # decode large JPEGs at a reduced scale
             upright = ImageOps.exif_transpose(img)

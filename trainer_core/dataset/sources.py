@@ -11,9 +11,10 @@ containment rules as ``video`` (an empty cell: no reference), and/or a reference
 to the clips by file name stem (a clip without a match there is excluded, naming both).
 
 Problems with one entry never stop the listing: the entry carries ``problem`` (why it is excluded), e.g. a
-missing file, a path that leaves the dataset folder (refused: an absolute path elsewhere or ``..``), a second
-entry for a file already listed (``duplicate``), an identical copy of another file, or a caption file that is
-not UTF-8. A manifest that cannot be read at all raises ``ConfigError``. Nothing here writes to the dataset.
+missing file, a path that leaves the dataset folder (refused: an absolute path elsewhere, ``..`` or a symbolic
+link out of it, media or caption file alike), a folder named like a clip, a second entry for a file already
+listed (``duplicate``), an identical copy of another file, or a caption file that is not UTF-8. A manifest that
+cannot be read at all raises ``ConfigError``. Nothing here writes to the dataset.
 """
 
 from __future__ import annotations
@@ -83,17 +84,29 @@ def read_caption_file(path: Path) -> tuple[str | None, str | None]:
         )
 
 
+def _leaves(path: Path, root: Path) -> bool:
+    """Whether ``path`` ends up outside ``root`` once symbolic links are followed."""
+    return not path.resolve().is_relative_to(root.resolve())
+
+
 def _folder_entries(root: Path) -> tuple[list[SourceEntry], list[str]]:
     entries, ignored = [], []
     for p in sorted(root.iterdir()):
-        if not p.is_file() or p.name.startswith("."):
+        if p.name.startswith("."):
             continue
         if p.suffix.lower() not in MEDIA_EXTENSIONS:
-            if p.suffix.lower() != ".txt":
+            if p.is_file() and p.suffix.lower() != ".txt":
                 ignored.append(p.name)
             continue
+        # A folder or link named like a clip is listed too: _mark_missing_and_duplicates says what is wrong with it.
         sidecar = p.with_suffix(".txt")
-        caption, problem = read_caption_file(sidecar)
+        if sidecar.exists() and _leaves(sidecar, root):
+            caption, problem = None, (
+                f"caption file {sidecar.name} is a symbolic link out of the dataset folder {root}; refused "
+                "(copy the caption file in)"
+            )
+        else:
+            caption, problem = read_caption_file(sidecar)
         problem = f"{p.name}: {problem}" if problem else None
         entries.append(SourceEntry(p.name, p, caption, f"sidecar {sidecar.name}", problem))
     return entries, ignored
@@ -139,7 +152,14 @@ def _resolve_inside(root: Path, value: str) -> tuple[Path, str | None]:
         rel = candidate.relative_to(root)
     except ValueError:
         return candidate, f"path {value!r} points outside the dataset folder {root}; refused (copy the file in)"
-    return candidate, None if rel.parts else f"path {value!r} names the dataset folder itself"
+    if not rel.parts:
+        return candidate, f"path {value!r} names the dataset folder itself"
+    if _leaves(candidate, root):
+        return candidate, (
+            f"path {value!r} points outside the dataset folder {root} through a symbolic link; refused (copy the "
+            "file in)"
+        )
+    return candidate, None
 
 
 def _manifest_entries(manifest: Path) -> list[SourceEntry]:
@@ -228,13 +248,29 @@ def _content_key(path: Path) -> tuple[int, str] | None:
     return size, hashlib.sha1(head + tail, usedforsecurity=False).hexdigest()
 
 
-def _mark_missing_and_duplicates(entries: list[SourceEntry]) -> list[SourceEntry]:
+def _file_problem(e: SourceEntry, root: Path) -> str | None:
+    """Why ``e.path`` is not a media file inside ``root`` that can be read, or None."""
+    if _leaves(e.path, root):
+        return f"{e.rel} is a symbolic link out of the dataset folder {root}; refused (copy the file in)"
+    if e.path.is_dir():
+        return f"{e.rel} is a folder, not a media file ({e.caption_origin}); rename or remove it"
+    if e.path.is_symlink() and not e.path.exists():
+        return f"{e.rel} is a symbolic link to a file that does not exist ({e.caption_origin})"
+    if not e.path.exists():
+        return f"media file {e.rel} not found at {e.path} ({e.caption_origin})"
+    if not e.path.is_file():
+        return f"{e.rel} is not a regular file (a device, pipe or socket); replace it with the media file"
+    return None
+
+
+def _mark_missing_and_duplicates(entries: list[SourceEntry], root: Path) -> list[SourceEntry]:
     seen_path: dict[Path, str] = {}
     seen_content: dict[tuple[int, str], str] = {}
     out = []
     for e in entries:
-        if e.problem is None and not e.path.is_file():
-            e = replace(e, problem=f"media file {e.rel} not found at {e.path} ({e.caption_origin})")
+        problem = _file_problem(e, root) if e.problem is None else None
+        if problem is not None:
+            e = replace(e, problem=problem)
         if e.problem is None and e.reference is not None and not e.reference.is_file():
             e = replace(e, problem=f"{e.rel}: reference video {e.reference_rel} not found at {e.reference} "
                                    f"({e.caption_origin})")
@@ -286,7 +322,7 @@ def list_sources(path: str | Path, references_dir: str = "") -> SourceListing:
             entries, ignored = _folder_entries(root)
             if references_dir.strip():
                 entries = _match_references(entries, root, references_dir.strip())
-            return SourceListing(root, "folder", tuple(_unique_ids(_mark_missing_and_duplicates(entries))),
+            return SourceListing(root, "folder", tuple(_unique_ids(_mark_missing_and_duplicates(entries, root))),
                                  tuple(ignored))
         p = manifests[0]
     if p.suffix.lower() not in MANIFEST_SUFFIXES:
@@ -295,7 +331,7 @@ def list_sources(path: str | Path, references_dir: str = "") -> SourceListing:
     root = Path(os.path.normpath(p.parent.absolute()))
     if references_dir.strip():
         entries = _match_references(entries, root, references_dir.strip())
-    return SourceListing(root, p.name, tuple(_unique_ids(_mark_missing_and_duplicates(entries))))
+    return SourceListing(root, p.name, tuple(_unique_ids(_mark_missing_and_duplicates(entries, root))))
 
 
 def dataset_fingerprint(path: str | Path) -> str:
