@@ -164,6 +164,8 @@ def test_a_factor_that_breaks_the_multiple_of_32_rule_is_a_clear_error(tmp_path,
     with pytest.raises(ConfigError, match=r"reference_downscale_factor 2 does not fit bucket 96x64x9: 96/2 x 64/2"):
         parse_section(DatasetConfig, {"buckets": "64x64x9;96x64x9", "reference_downscale_factor": 2})
     assert parse_section(DatasetConfig, {"reference_downscale_factor": 2}).reference_downscale_factor == 2  # defaults
+    with pytest.raises(ConfigError, match=r"factor 4 does not fit bucket 768x448x49: 768/4 x 448/4 must be multiples"):
+        parse_section(DatasetConfig, {"reference_downscale_factor": 4})
 
     from trainer_core.cli import main
 
@@ -210,3 +212,49 @@ def test_import_keeps_reference_latents_and_infers_the_factor(tmp_path):
     with pytest.raises(CacheError, match=r"reference_latents/a.pt: reference latent \[128, 2, 3, 4\] is not the "
                                          r"video latent \[128, 2, 4, 6\] divided by one whole factor"):
         import_ltx_trainer(root, tmp_path / "c2")
+
+
+def test_cli_cache_with_references(tmp_path, checkpoint):
+    from trainer_core.cli import main
+
+    root, out = control_dataset(tmp_path / "ds"), tmp_path / "cli"
+    args = ["cache", str(root), "--checkpoint", str(checkpoint), "--out", str(out), "--buckets", BUCKETS,
+            "--reference-downscale-factor", "2"]
+    assert main(args) == 0
+    data = CachedData(out)
+    assert data.reference_downscale_factor == 2 and data.reference_count() == 2
+    assert data[data.index_of("clip0.mp4")].reference.shape == (128, 3, 1, 1)
+
+
+def test_dataset_and_cache_nodes_take_a_references_folder(comfy, tmp_path):
+    """In ComfyUI: Load Dataset's references_dir and reference_downscale_factor widgets, then the Cache node with
+    ComfyUI's own VAE of the tiny checkpoint."""
+    from comfy import sd as comfy_sd
+
+    from tests.cache.test_cache_comfy import tiny_ltx_clip
+    from tests.comfy_boot import find_comfyui
+
+    root = control_dataset(tmp_path / "ds")
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    for i in range(2):
+        (root / f"clip{i}.mp4").rename(folder / f"clip{i}.mp4")
+        (folder / f"clip{i}.txt").write_text(f"clip {i}")
+    ckpt = write_tiny_checkpoint(tmp_path / "tiny.safetensors", seed=0)
+    load, cache = (comfy.NODE_CLASS_MAPPINGS[n] for n in ("LtxLoraLoadDataset", "LtxLoraCacheLatents"))
+    spec = load.INPUT_TYPES()["required"]
+    kwargs = {name: opts["default"] for name, (_, opts) in spec.items() if opts and "default" in opts}
+    kwargs |= {"path": str(folder), "buckets": BUCKETS, "references_dir": str(root / "refs"),
+               "reference_downscale_factor": 2}
+    assert "reference_downscale_factor 4 does not fit" in load.validate_inputs(
+        **(kwargs | {"reference_downscale_factor": 4}))
+    with torch.inference_mode():
+        _, _, vae = comfy_sd.load_checkpoint_guess_config(str(ckpt), output_vae=True, output_clip=False)[:3]
+        ds, report = load.execute(**kwargs).result
+        assert "2 clips with a reference video" in report
+        data = cache.execute(dataset=ds, vae=vae, clip=tiny_ltx_clip(find_comfyui()), folder=str(tmp_path / "c"),
+                             tiled_vae=False).result[0]
+        assert data.reference_downscale_factor == 2 and data.reference_count() == 2
+        for item in ds.items:
+            expected = vae.encode(item.load_reference_frames())[0].float()
+            torch.testing.assert_close(data[data.index_of(item.id)].reference, expected)
