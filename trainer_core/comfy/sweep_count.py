@@ -2,7 +2,9 @@
 
 The web extension (``web/ltxlora_sweep_count.js``) sends the node's widget values, the number of linked
 conditioning inputs and whether a CLIP is linked; the answer comes from ``count_cells``, the function the node's
-``validate_inputs`` calls, so the editor shows what queueing would accept or refuse. Registered like
+``validate_inputs`` calls, so the editor shows what queueing would accept or refuse. The route looks only inside
+ComfyUI's loras folders: a path outside them (absolute, ``..``, a symlink out) gets the answer of a missing file,
+whether or not it exists, so the route tells nobody which files exist elsewhere. Registered like
 ``progress_history``'s route, while ComfyUI imports the pack.
 """
 
@@ -48,6 +50,7 @@ def count_response(query: Mapping[str, str], lora_dirs: Sequence[Path]) -> tuple
             prompts=query.get("prompts", ""),
             trigger=query.get("trigger", ""),
             search_dirs=lora_dirs,
+            confined=True,  # a request from the network sees only ComfyUI's loras folders
         )
     except SweepError as err:
         return 200, {"cells": None, "max_cells": max_cells, "error": str(err)}
