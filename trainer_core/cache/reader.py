@@ -142,27 +142,20 @@ class CachedData:
         known = ", ".join(r.id for r in self.records[:8])
         raise CacheError(f"cache {self.folder} has no item {item_id!r} (items: {known}, ...)")
 
+    def _tensor(self, rel: str, key: str, shape: list[int], what: str) -> torch.Tensor:
+        """One cached tensor, refused unless it has the manifest's shape (the file changed after caching)."""
+        tensor = load_tensors(self.folder / rel, (key,))[key]
+        if list(tensor.shape) != shape:
+            raise CacheError(f"cache {self.folder}: {rel} has shape {list(tensor.shape)}, not the manifest's {what} "
+                             f"shape {shape}; run the cache step again")
+        return tensor
+
     def __getitem__(self, index: int) -> Sample:
         r = self.records[index]
-        video = load_tensors(self.folder / r.latent, ("video",))["video"]
-        text = load_tensors(self.folder / r.text, ("text",))["text"]
-        if list(video.shape) != r.latent_shape or list(text.shape) != r.text_shape:
-            raise CacheError(
-                f"cache {self.folder}: {r.latent} or {r.text} does not match the manifest's shapes; "
-                "run the cache step again"
-            )
-        audio = None
-        if r.audio:
-            audio = load_tensors(self.folder / r.audio, ("audio",))["audio"]
-            if list(audio.shape) != r.audio_shape:
-                raise CacheError(f"cache {self.folder}: {r.audio} does not match the manifest's audio shape "
-                                 f"{r.audio_shape}; run the cache step again")
-        reference = None
-        if r.reference:
-            reference = load_tensors(self.folder / r.reference, ("video",))["video"]
-            if list(reference.shape) != r.reference_shape:
-                raise CacheError(f"cache {self.folder}: {r.reference} does not match the manifest's reference shape "
-                                 f"{r.reference_shape}; run the cache step again")
+        video = self._tensor(r.latent, "video", r.latent_shape, "latent")
+        text = self._tensor(r.text, "text", r.text_shape, "text")
+        audio = self._tensor(r.audio, "audio", r.audio_shape, "audio") if r.audio else None
+        reference = self._tensor(r.reference, "video", r.reference_shape, "reference") if r.reference else None
         return Sample(key=r.id, video=video, text=text, frame_rate=r.frame_rate, audio=audio, caption=r.caption,
                       reference=reference)
 
