@@ -204,3 +204,24 @@ def test_ic_lora_previews_are_the_stock_guide_graph_on_the_checkpoint(comfy, tin
     expected = np.asarray(grid.grid_image([video], grid.GridLayout(1, ["caption 0"])), dtype=np.int16)
     saved = np.asarray(Image.open(loras / "ic" / "previews" / "ic_step_00002.png"), dtype=np.int16)
     assert saved.shape == expected.shape and np.abs(saved - expected).max() <= 1
+
+
+def test_training_positions_are_the_ones_ltxv_add_guide_gives_at_sampling(backbones, tiny_path):
+    """What stock LTXV Add Guide (frame 0, strength 1, factor 2) hands the model equals what training feeds."""
+    from comfy import sd as comfy_sd
+    from comfy_extras import nodes_lt
+
+    comfy_bb, _ = backbones
+    inp = _guided_input(comfy_bb, 2)
+    with torch.inference_mode():
+        vae = comfy_sd.load_checkpoint_guess_config(str(tiny_path), output_vae=True, output_clip=False)[2]
+        (latent,) = nodes_lt.EmptyLTXVLatentVideo.execute(width=128, height=128, length=17, batch_size=1).result
+        cond = [[torch.zeros(1, 1, TEXT_DIM), {}]]
+        positive, _, guided = nodes_lt.LTXVAddGuide.execute(
+            cond, cond, vae, latent, torch.rand(17, 128, 128, 3), 0, 1.0,
+            iclora_parameters={"reference_downscale_factor": 2},
+        ).result
+    _, ours = comfy_bb._reference_guide(inp, torch.device("cpu"), torch.float32)
+    torch.testing.assert_close(ours["keyframe_idxs"].float(), positive[0][1]["keyframe_idxs"].float())
+    # The same holes: the guide frames' negative noise mask entries are the ones the model drops.
+    torch.testing.assert_close(ours["denoise_mask"][:, :, 3:] < 0, guided["noise_mask"][:, :, 3:] < 0)
