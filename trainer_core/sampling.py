@@ -32,8 +32,15 @@ def sample_video(
     frame_rate: float,
     steps: int,
     generator: torch.Generator,
+    guidance: float = 1.0,
+    negative: TextContext | None = None,
 ) -> torch.Tensor:
-    """Denoise ``[1, C, F, H, W]`` from pure noise with Euler steps on the predicted velocity (video only)."""
+    """Denoise ``[1, C, F, H, W]`` from pure noise with Euler steps on the predicted velocity (video only).
+
+    With ``guidance`` > 1 and a ``negative`` context the velocity is ``neg + guidance * (pos - neg)`` (CFG).
+    """
+    if guidance > 1 and negative is None:
+        raise ValueError("guidance > 1 needs a negative text context")
     c, f, h, w = latent_shape
     x = torch.randn(1, c, f, h, w, generator=generator).to(backbone.device)
     sigmas = sigma_schedule(steps, f * h * w)
@@ -41,5 +48,8 @@ def sample_video(
         sigma = torch.full((1,), s, device=backbone.device)
         inp = ModelInput(x, sigma.view(1, 1).expand(1, f * h * w), sigma, text, frame_rate)
         velocity, _ = backbone.velocity(inp)
+        if guidance > 1:
+            uncond, _ = backbone.velocity(ModelInput(x, inp.video_timesteps, sigma, negative, frame_rate))
+            velocity = uncond + guidance * (velocity - uncond)
         x = x + (s_next - s) * velocity.float()
     return x

@@ -159,7 +159,8 @@ class MemorySettings(Section):
 
 
 class PreviewSettings(Section):
-    """In-training previews rendered with ComfyUI's own sampler (Train node only; ignored by the CLI)."""
+    """In-training previews: ComfyUI's own sampler in the Train node; headless ``train``: the pack's Euler sampler
+    and the checkpoint's VAE (``trainer_core.ltxcore.previews``)."""
 
     every: int = knob(0, "Render previews every N steps (0 = off). Each costs a short sampling run.", ge=0)
     width: int = knob(256, "Preview width in pixels (multiple of 32).", ge=32, le=2048, multiple_of=32)
@@ -169,7 +170,9 @@ class PreviewSettings(Section):
     cfg: float = knob(1.0, "Guidance scale; above 1 uses zeroed conditioning as the negative.", ge=1.0, le=30.0)
     seed: int = knob(42, "Noise seed of the previews: the same every time, so previews are comparable.", ge=0)
     prompts: str = knob(
-        "", "Preview prompts, one per line (needs the Train node's clip input); empty = the first training captions."
+        "",
+        "Preview prompts, one per line (Train node: needs its clip input; CLI: --text-encoder unless the cache "
+        "used the stand-in); empty = the first training captions.",
     )
     count: int = knob(1, "How many prompts (or training captions) to preview each time.", ge=1, le=8)
 

@@ -1,0 +1,199 @@
+"""Headless previews and sweeps: the pack's small Euler sampler (``trainer_core.sampling``) on the ltx-core backbone,
+decoded by the checkpoint's own video VAE, no ComfyUI.
+
+``train`` renders its preview prompts every ``preview.every`` steps (as ltx-trainer's validation does) into
+``<output_dir>/previews/<name>_step_NNNNN.mp4`` (one cell per prompt; a ``.png`` with the first, middle and last
+frame beside it); the ``sweep`` command renders LoRA files x strengths x prompts x seeds with the same sampler.
+Prompt text is encoded with the encoder the cache was made with: the stand-in when the cache used it, Gemma 3
+(``--text-encoder``, freed before the transformer loads) otherwise; without prompt lines the first training
+captions' cached features are used. The sampler's schedule is LTX's token-shifted one, not ComfyUI's
+LTXVScheduler, so a headless preview resembles but does not equal the Train node's.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..atomic import save_png
+from ..backbone import Backbone, TextContext
+from ..cache.encoders import CacheError, TextEncoder, VideoDecoder
+from ..cache.standin_text import STANDIN_FAMILY, StandinTextEncoder
+from ..config import ConfigError
+from ..config.training import PreviewSettings, TrainConfig
+from ..engine.trainer import Callbacks, StepInfo, Trainer
+from ..sampling import sample_video
+from ..sweep.grid import GridLayout, grid_image, grid_video
+from ..sweep.plan import short
+
+log = logging.getLogger(__name__)
+
+MIN_SIDE = 64  # the VAE decoder's reflect padding needs two latent rows and columns (32 px each)
+
+
+@dataclass
+class PromptFeatures:
+    """A prompt's label and its raw text-encoder features ``[1, T, D]`` (before the model's connectors)."""
+
+    label: str
+    features: torch.Tensor
+
+
+def encode_prompts(
+    lines: Sequence[str],
+    cache_model: dict[str, Any],
+    *,
+    text_encoder: str | None,
+    checkpoint: str,
+    device: str,
+    dtype: torch.dtype,
+    what: str,
+) -> list[PromptFeatures]:
+    """``lines`` encoded like the training captions of the cache whose ``model`` record is ``cache_model``.
+
+    A stand-in cache gets the stand-in (deterministic, no model); any other needs ``text_encoder`` (Gemma 3, freed
+    afterwards). ``what`` names the setting in errors (``preview.prompts``, ``--prompts``).
+    """
+    if not lines:
+        return []
+    family, width = cache_model.get("text_family", ""), int(cache_model.get("text_width", 0))
+    if text_encoder:
+        from .gemma_text import load_text_encoder
+
+        encoder: TextEncoder = load_text_encoder(text_encoder, checkpoint, device=device, dtype=dtype)
+    elif family == STANDIN_FAMILY:
+        encoder = StandinTextEncoder(width)
+    else:
+        raise ConfigError(
+            f"{what} has prompt text, but the cache's captions were encoded with {family or 'an unknown encoder'}: "
+            "give --text-encoder PATH (the Gemma 3 file or folder the cache was made with), or leave the prompts "
+            "empty to use the first training captions"
+        )
+    try:
+        out = [PromptFeatures(short(line), encoder.encode(line)) for line in lines]
+    finally:
+        close = getattr(encoder, "close", None)
+        if close is not None:
+            close()
+    if out[0].features.shape[-1] != width:
+        raise CacheError(f"{what}: the text encoder gives {out[0].features.shape[-1]} features, the cache {width}")
+    return out
+
+
+def training_captions(data: Any, count: int) -> list[PromptFeatures]:
+    """The first ``count`` training captions' cached features (what previews show without prompt lines)."""
+    out = []
+    for i in range(min(count, len(data))):
+        s = data[i]
+        out.append(PromptFeatures(short(s.caption or s.key), s.text.float()))
+    return out
+
+
+def latent_shape(width: int, height: int, frames: int) -> tuple[int, int, int, int]:
+    return (128, (frames - 1) // 8 + 1, height // 32, width // 32)
+
+
+@torch.no_grad()
+def render(
+    backbone: Backbone,
+    decoder: VideoDecoder,
+    prompt: PromptFeatures,
+    settings: PreviewSettings,
+    seed: int,
+    frame_rate: float,
+) -> torch.Tensor:
+    """One clip ``[F, H, W, 3]``: sampled with the adapters currently attached, decoded by the checkpoint's VAE."""
+    device = backbone.device
+    text = backbone.prepare_text(prompt.features.to(device))
+    negative = backbone.prepare_text(torch.zeros_like(prompt.features).to(device)) if settings.cfg > 1 else None
+    latent = sample_video(
+        backbone, text, latent_shape(settings.width, settings.height, settings.frames), frame_rate, settings.steps,
+        torch.Generator().manual_seed(seed), guidance=settings.cfg, negative=negative,
+    )
+    return decoder.decode(latent[0])
+
+
+def save_grid(videos: Sequence[torch.Tensor], layout: GridLayout, path: Path, fps: float) -> Path:
+    """``path`` (.mp4) and the still grid beside it (.png)."""
+    save_png(grid_image(videos, layout), path.with_suffix(".png"))
+    grid_video(videos, layout, path.with_suffix(".mp4"), fps=fps)
+    return path.with_suffix(".mp4")
+
+
+@dataclass
+class HeadlessPreviews:
+    """Renders ``prompts`` every ``settings.every`` steps of ``trainer`` (an ``on_step`` callback)."""
+
+    trainer: Trainer
+    decoder: VideoDecoder
+    settings: PreviewSettings
+    prompts: list[PromptFeatures]
+    folder: Path
+    name: str
+    frame_rate: float
+    saved: list[Path] = field(default_factory=list)
+
+    def on_step(self, info: StepInfo) -> None:
+        if self.settings.every > 0 and info.step % self.settings.every == 0:
+            self.render(info.step)
+
+    def render(self, step: int) -> Path:
+        adapters, transformer = self.trainer.adapters, self.trainer.backbone.transformer
+        previous = adapters.training, transformer.training
+        # No LoRA dropout, no checkpointing; the sampler draws from its own seeded generator, not training's RNGs.
+        adapters.eval()
+        transformer.eval()
+        try:
+            videos = [render(self.trainer.backbone, self.decoder, p, self.settings, self.settings.seed,
+                             self.frame_rate) for p in self.prompts]
+        finally:
+            adapters.train(previous[0])
+            transformer.train(previous[1])
+        layout = GridLayout(len(videos), [p.label for p in self.prompts])
+        path = save_grid(videos, layout, self.folder / f"{self.name}_step_{step:05d}.mp4", self.frame_rate)
+        self.saved.append(path)
+        log.info("preview saved: %s", path)
+        return path
+
+
+def preview_prompts(cfg: TrainConfig, data: Any, text_encoder: str | None) -> list[PromptFeatures]:
+    """What ``train`` previews: ``preview.prompts`` (up to ``preview.count``) encoded like the cache's captions,
+    else the first training captions; nothing when ``preview.every`` is 0. Run before the transformer loads."""
+    if cfg.preview.every == 0:
+        return []
+    if min(cfg.preview.width, cfg.preview.height) < MIN_SIDE:
+        raise ConfigError(
+            f"preview.width x preview.height is {cfg.preview.width} x {cfg.preview.height}; headless previews are "
+            f"decoded by the checkpoint's VAE, which needs at least {MIN_SIDE} pixels a side: raise them to {MIN_SIDE}"
+        )
+    lines = [line.strip() for line in cfg.preview.prompts.splitlines() if line.strip()][: cfg.preview.count]
+    if not lines:
+        return training_captions(data, cfg.preview.count)
+    dtype = torch.float32 if cfg.model.device == "cpu" else torch.bfloat16
+    return encode_prompts(lines, data.model, text_encoder=text_encoder, checkpoint=cfg.model.checkpoint,
+                          device=cfg.model.device, dtype=dtype, what="preview.prompts")
+
+
+def attach_previews(callbacks: Callbacks, trainer: Trainer, prompts: list[PromptFeatures]) -> HeadlessPreviews:
+    """Load the checkpoint's VAE decoder and chain a ``HeadlessPreviews`` after ``callbacks.on_step``."""
+    from .encoders import LtxCoreVae
+
+    cfg = trainer.cfg
+    dtype = torch.float32 if cfg.model.device == "cpu" else torch.bfloat16
+    decoder = LtxCoreVae(cfg.model.checkpoint, device=cfg.model.device, dtype=dtype)
+    runner = HeadlessPreviews(trainer, decoder, cfg.preview, prompts, Path(cfg.output_dir) / "previews", cfg.name,
+                              float(trainer.data.frame_rate_of(0)))
+    first = callbacks.on_step
+
+    def on_step(info: StepInfo) -> None:
+        if first is not None:
+            first(info)
+        runner.on_step(info)
+
+    callbacks.on_step = on_step
+    return runner
