@@ -111,9 +111,9 @@ def fit_audio_latent(latent: torch.Tensor, samples: int, where: str) -> torch.Te
             f"{where}: the audio VAE returned a latent of shape {tuple(latent.shape)} for {samples} samples at "
             f"16 kHz; LTX-2.x's audio VAE gives at least {want}. Is the audio VAE input LTX-2.x's?"
         )
-    if not torch.isfinite(latent).all():
-        raise CacheError(f"{where}: the audio VAE returned non-finite values (NaN/inf)")
-    return latent[:, : want[1]].contiguous()
+    latent = latent[:, : want[1]].contiguous()
+    check_audio_latent(latent, samples, where)  # finite values
+    return latent
 
 
 def latent_shape(frames: int, height: int, width: int) -> tuple[int, int, int, int]:
@@ -121,16 +121,33 @@ def latent_shape(frames: int, height: int, width: int) -> tuple[int, int, int, i
     return (LATENT_CHANNELS, (frames - 1) // TEMPORAL_FACTOR + 1, height // SPATIAL_FACTOR, width // SPATIAL_FACTOR)
 
 
-def check_latent(latent: torch.Tensor, frames: torch.Tensor, where: str) -> None:
-    """Raise ``CacheError`` unless ``latent`` has the shape the VAE must give for ``frames`` ``[F, H, W, 3]``."""
-    want = latent_shape(*frames.shape[:3])
+def _check_encoded(
+    latent: torch.Tensor, want: tuple[int, ...], where: str, encoder: str, given: str, hint: str, nan_hint: str = ""
+) -> None:
+    """Raise ``CacheError`` unless what ``encoder`` made of ``given`` has the shape ``want`` and finite values."""
     if tuple(latent.shape) != want:
         raise CacheError(
-            f"{where}: the VAE returned a latent of shape {tuple(latent.shape)} for frames {tuple(frames.shape)}; "
-            f"an LTX-2.x video VAE gives {want}. Is the VAE input LTX-2.3's video VAE?"
+            f"{where}: the {encoder} returned a latent of shape {tuple(latent.shape)} for {given}; LTX-2.x's "
+            f"{encoder} gives {want}. {hint}"
         )
     if not torch.isfinite(latent).all():
-        raise CacheError(f"{where}: the VAE returned non-finite values (NaN/inf); try the float32 VAE or tiling off")
+        raise CacheError(f"{where}: the {encoder} returned non-finite values (NaN/inf){nan_hint}")
+
+
+def check_latent(latent: torch.Tensor, frames: torch.Tensor, where: str) -> None:
+    """Raise ``CacheError`` unless ``latent`` has the shape the VAE must give for ``frames`` ``[F, H, W, 3]``."""
+    _check_encoded(
+        latent, latent_shape(*frames.shape[:3]), where, "video VAE", f"frames {tuple(frames.shape)}",
+        "Is the VAE input LTX-2.3's video VAE?", "; try the float32 VAE or tiling off",
+    )
+
+
+def check_audio_latent(latent: torch.Tensor, samples: int, where: str) -> None:
+    """Raise ``CacheError`` unless ``latent`` is the ``[8, T, 16]`` an LTX-2.x audio VAE gives ``samples``."""
+    _check_encoded(
+        latent, audio_latent_shape(samples), where, "audio VAE", f"{samples} samples at 16 kHz",
+        "Is the audio VAE input LTX-2.3's (Load LTXV Audio VAE)?",
+    )
 
 
 def weights_identity(tensors: Iterable[tuple[str, torch.Tensor]], samples: int = 4096) -> str:

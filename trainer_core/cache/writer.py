@@ -33,7 +33,7 @@ from .encoders import (
     CacheError,
     TextEncoder,
     VideoEncoder,
-    audio_latent_shape,
+    check_audio_latent,
     check_latent,
 )
 from .manifest import (
@@ -343,18 +343,6 @@ NO_REFERENCE: dict[str, Any] = {"reference_source": None, "reference": None, "re
 def reference_fields(record: ItemRecord) -> dict[str, Any]:
     """A record's reference latent entry, as ``ItemRecord`` keyword arguments."""
     return {name: getattr(record, name) for name in REFERENCE_FIELDS}
-
-
-def check_audio_latent(latent: torch.Tensor, samples: int, where: str) -> None:
-    """Raise ``CacheError`` unless ``latent`` is the ``[8, T, 16]`` an LTX-2.x audio VAE gives ``samples``."""
-    want = audio_latent_shape(samples)
-    if tuple(latent.shape) != want:
-        raise CacheError(
-            f"{where}: the audio VAE returned a latent of shape {tuple(latent.shape)} for {samples} samples at "
-            f"16 kHz; LTX-2.x's audio VAE gives {want}. Is the audio VAE input LTX-2.3's (Load LTXV Audio VAE)?"
-        )
-    if not torch.isfinite(latent).all():
-        raise CacheError(f"{where}: the audio VAE returned non-finite values (NaN/inf)")
 
 
 class _Encoder:
