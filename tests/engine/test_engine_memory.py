@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from tests.engine_support import synthetic_data
-from trainer_core.engine.data import InMemoryData, Sample
+from trainer_core.engine.data import InMemoryData, Sample, batch_shape
 from trainer_core.engine.memory import sample_tokens, training_memory_bytes
 
 GIB = 2**30
@@ -27,6 +27,12 @@ def _data(shapes: list[tuple[tuple[int, ...], int]]) -> InMemoryData:
 def test_tokens_count_video_and_audio():
     assert sample_tokens((128, 7, 17, 30, 8, 51, 16)) == 3570 + 51
     assert sample_tokens((128, 7, 17, 30)) == 3570
+
+
+def test_tokens_count_an_ic_lora_reference():
+    video, audio, reference = (128, 7, 16, 32), (8, 51, 16), (128, 7, 8, 16)
+    assert sample_tokens(batch_shape(video, None, reference)) == 7 * 16 * 32 + 7 * 8 * 16
+    assert sample_tokens(batch_shape(video, audio, reference)) == 7 * 16 * 32 + 51 + 7 * 8 * 16
 
 
 def test_estimate_brackets_the_measured_full_size_run():

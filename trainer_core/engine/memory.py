@@ -24,10 +24,14 @@ HEADROOM = 1 << 30  # allocator fragmentation, cuBLAS/attention workspaces
 
 
 def sample_tokens(shape: tuple[int, ...]) -> int:
-    """Transformer tokens of one sample from ``TrainingData.shape_of`` (video [C, F, H, W] then audio [C, T, M])."""
+    """Transformer tokens of one sample from ``TrainingData.shape_of``: video [C, F, H, W], then audio [C, T, M] and
+    an IC-LoRA reference [C, F, H/N, W/N] when present (``data.batch_shape``: 4, 7, 8 or 11 numbers).
+
+    A reference counts even in a run that does not use it (recipe.reference_p 0): a safe overestimate."""
     _, frames, height, width = shape[:4]
-    audio = shape[5] if len(shape) > 4 else 0
-    return frames * height * width + audio
+    audio = shape[5] if len(shape) in (7, 11) else 0
+    reference = shape[-3] * shape[-2] * shape[-1] if len(shape) in (8, 11) else 0
+    return frames * height * width + audio + reference
 
 
 def training_memory_bytes(
