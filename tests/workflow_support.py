@@ -48,7 +48,9 @@ def input_specs(cls: type) -> list[tuple[str, tuple, bool]]:
     for section in ("required", "optional"):
         for name, s in (spec.get(section) or {}).items():
             kind, opts = s[0], (s[1] if len(s) > 1 and isinstance(s[1], dict) else {})
-            widget = (isinstance(kind, list) or kind in WIDGET_TYPES) and not opts.get("forceInput")
+            # a multi-type input ("FLOAT,INT") is drawn as the widget its ``widgetType`` names
+            widget = (isinstance(kind, list) or kind in WIDGET_TYPES or opts.get("widgetType") in WIDGET_TYPES
+                      ) and not opts.get("forceInput")
             out.append((name, tuple(s), widget))
     return out
 
@@ -206,6 +208,11 @@ class GraphBuilder:
         self.groups.append(_Group(title, note, x))
         self._place({"type": "MarkdownNote", "widgets_values": [note], "inputs": [], "outputs": []}, height=150)
 
+    def extend_note(self, title: str, text: str) -> None:
+        """Append ``text`` (a new paragraph) to the note of the group titled ``title``."""
+        group = next(g for g in self.groups if g.title == title)
+        self.nodes[group.nodes[0] - 1]["widgets_values"][0] += "\n\n" + text
+
     def _place(self, node: dict, height: float) -> int:
         g = self.groups[-1]
         node_id = len(self.nodes) + 1
@@ -334,7 +341,14 @@ def _models(b: GraphBuilder) -> dict[str, Output]:
     return {"model": ckpt["MODEL"], "vae": ckpt["VAE"], "clip": te["CLIP"]}
 
 
-def _dataset_and_cache(b: GraphBuilder, m: dict[str, Output], preview: bool = True) -> Output:
+def _audio_vae(b: GraphBuilder) -> Output:
+    """The stock audio VAE loader (audio VAE + vocoder of the same LTX-2.3 file), in the current group."""
+    return b.add("LTXVAudioVAELoader", ckpt_name=CHECKPOINT)["Audio VAE"]
+
+
+def _dataset_and_cache(
+    b: GraphBuilder, m: dict[str, Output], preview: bool = True, audio_vae: Output | None = None
+) -> Output:
     b.group("2 · Dataset", (
         "## Dataset\nSet **path** to a folder of clips/images with same-named `.txt` captions (or an ltx-trainer "
         "`dataset.json`/`.csv`). Each clip is matched to a resolution bucket and trimmed to 8n+1 frames; the report "
@@ -347,7 +361,8 @@ def _dataset_and_cache(b: GraphBuilder, m: dict[str, Output], preview: bool = Tr
         "## Cache latents\nEncodes every clip with the VAE and every caption (plus the empty caption) with the "
         "text encoder into the cache folder under `output/`. Re-running only encodes what changed, so this group "
         "is cheap once done. Preview decodes cached items back to frames to check what the trainer sees."))
-    cache = b.add("LtxLoraCacheLatents", dataset=ds["dataset"], vae=m["vae"], clip=m["clip"], folder=CACHE_FOLDER)
+    cache = b.add("LtxLoraCacheLatents", dataset=ds["dataset"], vae=m["vae"], clip=m["clip"], folder=CACHE_FOLDER,
+                  audio_vae=audio_vae)
     b.add("PreviewAny", title="Cache report", source=cache["report"])
     if preview:
         shown = b.add("LtxLoraPreviewCachedLatents", training_data=cache["training_data"], vae=m["vae"], items="0")
@@ -355,7 +370,9 @@ def _dataset_and_cache(b: GraphBuilder, m: dict[str, Output], preview: bool = Tr
     return cache["training_data"]
 
 
-def _train(b: GraphBuilder, m: dict[str, Output], data: Output) -> Node:
+def _train(
+    b: GraphBuilder, m: dict[str, Output], data: Output, audio_vae: Output | None = None, recipe: dict | None = None
+) -> Node:
     b.group("4 · Training settings", (
         "## Training settings\nLoRA shape, optimizer, recipe, memory and previews. Unconnected sockets use the "
         "defaults (rank 32, lr 1e-4, 1500 steps, gradient checkpointing, bf16). Out of memory? Keep gradient "
@@ -364,7 +381,7 @@ def _train(b: GraphBuilder, m: dict[str, Output], data: Output) -> Node:
     settings = {
         "lora": b.add("LtxLoraLoraSettings")["settings"],
         "optimization": b.add("LtxLoraOptimizerSettings")["settings"],
-        "recipe": b.add("LtxLoraRecipeSettings")["settings"],
+        "recipe": b.add("LtxLoraRecipeSettings", **(recipe or {}))["settings"],
         "memory": b.add("LtxLoraMemorySettings")["settings"],
         "preview": b.add("LtxLoraPreviewSettings", every=250, prompts=PROMPT)["settings"],
     }
@@ -374,13 +391,15 @@ def _train(b: GraphBuilder, m: dict[str, Output], data: Output) -> Node:
         "step, s/step, ETA and GPU memory while it runs, and the latest preview. Cancel keeps a resumable "
         "checkpoint: set **resume_from** to continue."))
     train = b.add("LtxLoraTrain", model=m["model"], training_data=data, vae=m["vae"], clip=m["clip"], name=RUN_NAME,
-                  **settings)
+                  audio_vae=audio_vae, **settings)
     b.add("LtxLoraPlotLoss", loss=train["loss"])
     b.add("PreviewAny", title="LoRA file", source=train["lora_path"])
     return train
 
 
-def _sweep(b: GraphBuilder, m: dict[str, Output], loras: str | Output, strengths: str) -> None:
+def _sweep(
+    b: GraphBuilder, m: dict[str, Output], loras: str | Output, strengths: str, audio_vae: Output | None = None
+) -> None:
     b.group("6 · Sweep", (
         "## Sweep\n*LTX LoRA Sweep* lists one MODEL, prompt and seed per cell (LoRA/checkpoint × strength × "
         "prompt × seed); strength 0 is the base model, rendered once. The trigger prompt shows the effect, the "
@@ -395,16 +414,28 @@ def _sweep(b: GraphBuilder, m: dict[str, Output], loras: str | Output, strengths
                   with_trigger=conds[0]["positive"], without_trigger=conds[1]["positive"])
     b.group("7 · Render cells", (
         "## Render cells\nStock nodes, run once per cell because the sweep outputs lists: same noise and "
-        "settings everywhere, only the LoRA and strength change."))
+        "settings everywhere, only the LoRA and strength change." + ("" if audio_vae is None else (
+            " Audio and video are sampled together: an empty audio latent of the same length joins the video "
+            "latent (Concat AV Latent), and after sampling each stream is decoded by its own VAE."))))
     latent = b.add("EmptyLTXVLatentVideo", width=768, height=448, length=49, batch_size=1)["LATENT"]
+    if audio_vae is not None:
+        sound = b.add("LTXVEmptyLatentAudio", frames_number=49, frame_rate=25.0, batch_size=1, audio_vae=audio_vae)
+        latent = b.add("LTXVConcatAVLatent", video_latent=latent, audio_latent=sound["Latent"])["latent"]
     sampler = b.add("KSampler", model=sweep["model"], seed=sweep["seed"], steps=30, cfg=3.0, sampler_name="euler",
                     scheduler="simple", positive=sweep["positive"], negative=conds[0]["negative"],
                     latent_image=latent)
-    frames = b.add("VAEDecode", samples=sampler["LATENT"], vae=m["vae"])["IMAGE"]
+    samples, audio = sampler["LATENT"], None
+    if audio_vae is not None:
+        split = b.add("LTXVSeparateAVLatent", av_latent=samples)
+        samples = split["video_latent"]
+        audio = b.add("LTXVAudioVAEDecode", samples=split["audio_latent"], audio_vae=audio_vae)["Audio"]
+    frames = b.add("VAEDecode", samples=samples, vae=m["vae"])["IMAGE"]
     b.group("8 · Comparison grid", (
         "## Comparison grid\nFirst, middle and last frame of every cell, labelled, with effect/bleed numbers "
-        "per row and a ranking; a grid video goes to `output/ltx_sweep/`."))
-    grid = b.add("LtxLoraSweepGrid", images=frames, labels=sweep["label"], sweep=sweep["sweep"])
+        "per row and a ranking; a grid video goes to `output/ltx_sweep/`." + ("" if audio is None else (
+            " With audio connected the grid video plays the cells one after another, each with its sound, and "
+            "every cell is also saved as `grid_NNNNN_cell_NN.mp4` with sound."))))
+    grid = b.add("LtxLoraSweepGrid", images=frames, labels=sweep["label"], sweep=sweep["sweep"], audio=audio)
     b.add("PreviewImage", images=grid["grid"])
     b.add("PreviewAny", title="Effect / bleed table", source=grid["table"])
 
@@ -455,12 +486,35 @@ def build_end_to_end(b: GraphBuilder) -> None:
     _sweep(b, m, train["lora_path"], "0, 0.5, 1.0")  # linked: the sweep waits for the trained file
 
 
+def build_audio_video(b: GraphBuilder) -> None:
+    """(f) An audio+video LoRA: cache the clips' sound, train both streams, preview and sweep them with sound."""
+    m = _models(b)
+    audio_vae = _audio_vae(b)
+    b.extend_note(
+        "1 · Load LTX-2.3",
+        "**Load LTXV Audio VAE** reads the audio VAE and vocoder from the same checkpoint: it encodes the "
+        "clips' sound for the cache and decodes the sound of the previews and the sweep.")
+    data = _dataset_and_cache(b, m, preview=False, audio_vae=audio_vae)
+    b.extend_note(
+        "2 · Dataset",
+        "The clips' audio tracks are used (the report says per clip `audio: 2 ch 44.1 kHz` or `no audio "
+        "track`); every clip needs one to train audio. The demo clips (`python -m trainer_core demo --out "
+        "demo_out` writes them to `demo_out/dataset`) have sound.")
+    train = _train(b, m, data, audio_vae=audio_vae, recipe={"audio": "generate"})
+    b.extend_note(
+        "4 · Training settings",
+        "**recipe.audio: generate** trains the audio stream with the video (a clip without audio is a clear "
+        "error). With the audio VAE on the Train node the previews (`previews/*.mp4`) have sound.")
+    _sweep(b, m, train["lora_path"], "0, 0.5, 1.0", audio_vae=audio_vae)
+
+
 BUNDLED = {
     "1_prepare_and_cache_dataset.json": build_prepare_dataset,
     "2_train_lora_from_cache.json": build_train,
     "3_sweep_checkpoints_x_strengths.json": build_sweep,
     "4_inspect_and_convert_lora.json": build_inspect_convert,
     "5_end_to_end_dataset_to_sweep.json": build_end_to_end,
+    "6_train_audio_video_lora.json": build_audio_video,
 }
 
 

@@ -1,12 +1,13 @@
 """Every bundled workflow, converted to the API format and executed headless through ComfyUI v0.33 on a tiny LTX-2.3.
 
 What the test changes in each converted prompt, and only that:
-- model files: the checkpoint name becomes the tiny LTX-2.3 checkpoint (``trainer_core.ltxcore.tiny``); the LoRA names the
+- model files: the checkpoint name becomes the tiny LTX-2.3 checkpoint (``trainer_core.ltxcore.tiny``; for the
+  audio+video workflow the one with an audio VAE and vocoder, also for Load LTXV Audio VAE); the LoRA names the
   workflows expect are written as small random LoRAs for that checkpoint.
 - the Gemma text encoder cannot exist here (12B): ``LTXAVTextEncoderLoader`` is replaced by a test-only loader
   returning ComfyUI's real LTX-2.3 text-encoder classes around a tiny random Gemma (``tiny_ltx_clip``), so
   ``CLIPTextEncode`` and the cache node run their real code paths and give ``[1, T, 96]`` conditioning.
-- user data and scale: the dataset path, tiny buckets, the cache folder, 4 training steps with a checkpoint and a
+- user data and scale: the dataset path (the demo's clips with sound for the audio+video workflow), tiny buckets, the cache folder, 4 training steps with a checkpoint and a
   64x64 preview every 2, 2 sampler steps on a 64x64x9 latent, float32 training (CPU), rank 4, run names.
 A workflow with a node type ComfyUI does not know fails here (``MissingNodeError``); nothing is skipped.
 """
@@ -24,6 +25,7 @@ from tests import workflow_support as ws
 pytest.importorskip("ltx_core", reason="ltx-core (optional dependency) builds the tiny checkpoint's VAE checks")
 
 TINY = "tiny_ltx23.safetensors"
+TINY_AV = "tiny_ltx23_audio_vae.safetensors"  # with the audio VAE and vocoder
 BUCKETS = "64x64x9;64x64x1"
 STEPS, EVERY = 4, 2
 
@@ -45,6 +47,7 @@ def _overrides(env) -> dict[tuple[str, str], object]:
         ("EmptyLTXVLatentVideo", "width"): 64,
         ("EmptyLTXVLatentVideo", "height"): 64,
         ("EmptyLTXVLatentVideo", "length"): 9,
+        ("LTXVEmptyLatentAudio", "frames_number"): 9,
         ("KSampler", "steps"): 2,
         ("LtxLoraConvert", "source"): str(env.peft_lora),
     }
@@ -117,6 +120,7 @@ def env(comfy, tmp_path_factory):
     for d in dirs.values():
         d.mkdir()
     ckpt = write_tiny_checkpoint(dirs["checkpoints"] / TINY)
+    write_tiny_checkpoint(dirs["checkpoints"] / TINY_AV, audio_vae=True)
     saved = {k: folder_paths.folder_names_and_paths[k] for k in ("checkpoints", "loras")}
     for kind in saved:
         folder_paths.folder_names_and_paths[kind] = ([str(dirs[kind])], saved[kind][1])
@@ -239,3 +243,49 @@ def test_5_end_to_end(env):
     assert len([o for o in _outputs_of(result, wf, "PreviewImage") if o.get("images")]) == 2  # cache + grid
     table = _texts(result, wf)
     assert "run5" in table and "bleed" in table, table
+
+
+def _audio_stream_seconds(path: Path) -> tuple[float, float]:
+    """(duration in s, peak) of the mp4's decoded audio track; fails when it has none."""
+    import av
+    import numpy as np
+
+    with av.open(str(path)) as container:
+        (stream,) = container.streams.audio
+        wave = np.concatenate([f.to_ndarray() for f in container.decode(audio=0)], axis=1)
+    return wave.shape[1] / stream.rate, float(np.abs(wave).max())
+
+
+def test_6_audio_video_lora_has_sound(env):
+    from trainer_core.demo import write_clips
+    from trainer_core.lorafile import metadata as md
+    from trainer_core.lorafile.read import read_lora_file
+
+    write_clips(env.root / "demo_clips", count=3)
+    wf = ws.load_workflow("6_train_audio_video_lora.json")
+    result = run("6_train_audio_video_lora.json", env, {
+        ("CheckpointLoaderSimple", "ckpt_name"): TINY_AV,
+        ("LTXVAudioVAELoader", "ckpt_name"): TINY_AV,
+        ("LtxLoraLoadDataset", "path"): str(env.root / "demo_clips"),
+        ("LtxLoraCacheLatents", "folder"): str(env.root / "cache_av"),
+        ("LtxLoraTrain", "name"): "run6",
+    })
+    texts = _texts(result, wf)
+    assert "3 clips with audio, 0 without" in texts, texts
+    final = env.loras / "run6" / f"run6_step_{STEPS:05d}.safetensors"
+    tensors, meta = read_lora_file(final)
+    assert (meta[md.AUDIO], meta[md.VIDEO]) == ("generate", "generate")
+    audio_b = [v for k, v in tensors.items() if ".audio_attn1." in k and k.endswith(md.LORA_B)]
+    assert audio_b and all(v.any() for v in audio_b)  # the audio layers trained
+    # in-training previews with sound: 9 frames at the prompt's 25 fps (AAC pads up to one 1024-sample frame)
+    previews = sorted((env.loras / "run6" / "previews").glob("*.mp4"))
+    assert len(previews) == STEPS // EVERY
+    for path in previews:
+        seconds, peak = _audio_stream_seconds(path)
+        assert 9 / 25 <= seconds <= 9 / 25 + 0.1 and peak > 1e-3, (path.name, seconds, peak)
+    # the sweep: base row once + the LoRA at 0.5 and 1.0, x 2 prompts = 6 cells played in turn, and one mp4 per cell
+    sweep_dir = env.output / "ltx_sweep"
+    (grid,) = [p for p in sweep_dir.glob("grid_*.mp4") if "_cell_" not in p.name]
+    seconds, peak = _audio_stream_seconds(grid)
+    assert 6 * 9 / 24 <= seconds <= 6 * 9 / 24 + 0.1 and peak > 1e-3  # the grid video runs at its fps widget, 24
+    assert len(list(sweep_dir.glob("grid_*_cell_*.mp4"))) == 6
