@@ -305,12 +305,5 @@ def attach_previews(
         trainer, model, cfg.preview, prompts, Path(cfg.output_dir) / "previews", cfg.name, vae, show,
         audio_vae if generates_audio else None,
     )
-    first = callbacks.on_step
-
-    def on_step(info: StepInfo) -> None:
-        if first is not None:
-            first(info)
-        runner.on_step(info)
-
-    callbacks.on_step = on_step
+    callbacks.add_on_step(runner.on_step)
     return runner

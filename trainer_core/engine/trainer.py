@@ -54,6 +54,17 @@ class Callbacks:
     should_stop: Callable[[], bool] | None = None
     on_checkpoint: Callable[[Path, int], None] | None = None
 
+    def add_on_step(self, fn: Callable[[StepInfo], None]) -> None:
+        """Call ``fn`` at every step too, after the ``on_step`` already set (progress first, then previews)."""
+        first = self.on_step
+
+        def both(info: StepInfo) -> None:
+            if first is not None:
+                first(info)
+            fn(info)
+
+        self.on_step = both
+
 
 @dataclass
 class TrainResult:

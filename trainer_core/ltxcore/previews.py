@@ -188,12 +188,5 @@ def attach_previews(callbacks: Callbacks, trainer: Trainer, prompts: list[Prompt
     decoder = LtxCoreVae(cfg.model.checkpoint, device=cfg.model.device, dtype=dtype)
     runner = HeadlessPreviews(trainer, decoder, cfg.preview, prompts, Path(cfg.output_dir) / "previews", cfg.name,
                               float(trainer.data.frame_rate_of(0)))
-    first = callbacks.on_step
-
-    def on_step(info: StepInfo) -> None:
-        if first is not None:
-            first(info)
-        runner.on_step(info)
-
-    callbacks.on_step = on_step
+    callbacks.add_on_step(runner.on_step)
     return runner
