@@ -122,7 +122,7 @@ def test_a_media_error_reaching_main_is_one_line(tmp_path, capsys, monkeypatch):
     from trainer_core.dataset.media import probe
 
     clip = tmp_path / "clip.mp4"
-    clip.write_bytes(b"not a video at all")  # a corrupt clip: `dataset` lists it as excluded, so probe it directly
+    clip.write_bytes(bytes(range(256)) * 4)  # a corrupt clip (binary: plain text is named as such): `dataset` lists it as excluded, so probe it directly
     monkeypatch.setattr(dataset_command, "run", lambda args: probe(clip))
     assert main(["dataset", "anything"]) == 2
     assert "clip.mp4 cannot be opened as a video" in _no_traceback(capsys)
