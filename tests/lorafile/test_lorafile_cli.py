@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 
 from trainer_core.cli import main
 from trainer_core.lorafile import lora_metadata, read_lora_file, save_lora_file
-from trainer_core.lorafile.inspect import family_from_structure, model_family
+from trainer_core.lorafile.family import family_from_structure, model_family
 from trainer_core.lorafile.layouts import LoraModule, ParsedLora, parse_lora, to_layout
 
 

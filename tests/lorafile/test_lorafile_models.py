@@ -10,14 +10,10 @@ import pytest
 import torch
 
 from trainer_core.lorafile import lora_metadata, read_lora_file, save_lora_file
-from trainer_core.lorafile.inspect import (
-    FAMILY_NAMES,
-    checkpoint_weight_shapes,
-    detect_family,
-    inspect_file,
-    is_audio_stream,
-    match_model,
-)
+from trainer_core.lorafile.family import FAMILY_NAMES, detect_family
+from trainer_core.lorafile.inspect import inspect_file
+from trainer_core.lorafile.match import checkpoint_weight_shapes, match_model
+from trainer_core.lorafile.modules import is_audio_stream
 from trainer_core.lorafile.layouts import LAYOUTS, LoraModule, ParsedLora, convert_file, parse_lora, to_layout
 from trainer_core.ltxcore.tiny import write_tiny_checkpoint
 
@@ -127,7 +123,9 @@ def test_ltx2_lora_is_detected_and_refused_on_ltx23(ckpts, tmp_path):
     assert from_file.family_conflict == match.family_conflict
     # Same layer names and shapes as 2.3: only our metadata tells them apart, and then it is refused too.
     attn_only = fabricate(ckpts["ltx-2"], r"attn1\.to_[qkv]$")
-    assert not match_model(attn_only, detect_family(attn_only, {}), shapes23).problems()
+    unverified = match_model(attn_only, detect_family(attn_only, {}), shapes23)
+    assert not (unverified.missing or unverified.shape_mismatch or unverified.family_conflict)
+    assert [p.split(":")[0] for p in unverified.problems()] == ["unknown family"]  # the checked loader asks for force
     meta = lora_metadata(rank=4, alpha=2.0, targets=["to_q"], step=1, base_model="ltx-2")
     declared = detect_family(attn_only, meta)
     assert declared.family == "ltx-2" and declared.source == "metadata"

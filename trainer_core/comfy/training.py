@@ -115,12 +115,13 @@ def reserve_training_memory(backbone, trainer: Trainer) -> int:
 
 def model_family_of(model_patcher) -> str:
     """The LTX family of ComfyUI's MODEL, written into the LoRA's metadata (the checked loader compares the two)."""
-    from ..lorafile.inspect import model_family
+    from ..lorafile.family import model_family, refuse_unsupported
     from ..lorafile.metadata import FAMILIES, FAMILY_LTX23
     from .lora import model_weight_shapes
 
-    family = model_family(model_weight_shapes(model_patcher)).family
-    return family if family in FAMILIES else FAMILY_LTX23
+    guess = model_family(model_weight_shapes(model_patcher))
+    refuse_unsupported(guess, "ComfyUI's MODEL")
+    return guess.family if guess.family in FAMILIES else FAMILY_LTX23
 
 
 def train_on_model(

@@ -38,7 +38,8 @@ def _out(text: str) -> None:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from ..lorafile.inspect import checkpoint_weight_shapes, inspect_file, report_json, report_text
+    from ..lorafile.inspect import inspect_file, report_json, report_text
+    from ..lorafile.match import checkpoint_weight_shapes
 
     report, match = inspect_file(args.file, checkpoint_weight_shapes(args.model) if args.model else None)
     _out(report_json(report, match) if args.json else report_text(report, match))

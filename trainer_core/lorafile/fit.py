@@ -1,6 +1,6 @@
 """Whether a LoRA may be applied to a model, and what to apply at which strength (plain PyTorch, no ComfyUI).
 
-The LoRA is split by the stream each layer writes into (see ``inspect.is_audio_stream``: the audio self/text
+The LoRA is split by the stream each layer writes into (see ``modules.is_audio_stream``: the audio self/text
 attention, audio FFN, video-to-audio attention and audio AdaLN layers are "audio"; everything else "video"),
 each part with its own strength. A LoRA for another model family, with layers the model lacks or shapes it does
 not have, or with non-LoRA keys is refused unless forced. ``trainer_core.comfy.lora`` patches ComfyUI's MODEL
@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .inspect import FamilyGuess, MatchReport, is_audio_stream, match_lora
+from .family import FamilyGuess
+from .match import MatchReport, match_lora
+from .modules import is_audio_stream
 from .layouts import ParsedLora
 from .read import LoraFileError
 
