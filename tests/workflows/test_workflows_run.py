@@ -284,8 +284,49 @@ def test_6_audio_video_lora_has_sound(env):
         seconds, peak = _audio_stream_seconds(path)
         assert 9 / 25 <= seconds <= 9 / 25 + 0.1 and peak > 1e-3, (path.name, seconds, peak)
     # the sweep: base row once + the LoRA at 0.5 and 1.0, x 2 prompts = 6 cells played in turn, and one mp4 per cell
-    sweep_dir = env.output / "ltx_sweep"
-    (grid,) = [p for p in sweep_dir.glob("grid_*.mp4") if "_cell_" not in p.name]
+    cells = sorted((env.output / "ltx_sweep").glob("grid_*_cell_*.mp4"))  # workflow 5's silent grid has none
+    assert len(cells) == 6
+    grid = cells[0].with_name(cells[0].name.split("_cell_")[0] + "_.mp4")
     seconds, peak = _audio_stream_seconds(grid)
     assert 6 * 9 / 24 <= seconds <= 6 * 9 / 24 + 0.1 and peak > 1e-3  # the grid video runs at its fps widget, 24
-    assert len(list(sweep_dir.glob("grid_*_cell_*.mp4"))) == 6
+
+
+def test_7_ic_lora_trains_on_references_and_sweeps_guided(env, monkeypatch):
+    import folder_paths
+
+    from tests.dataset_media import write_inverted_copy
+    from trainer_core.demo import write_clips
+    from trainer_core.lorafile import metadata as md
+    from trainer_core.lorafile.read import read_lora_file
+
+    clips, references, inputs = env.root / "ic_clips", env.root / "ic_references", env.root / "input"
+    write_clips(clips, count=3)
+    for folder in (references, inputs):
+        folder.mkdir()
+    for clip in sorted(clips.glob("*.mp4")):  # stand-ins for edge maps: the clips' colour-inverted copies
+        write_inverted_copy(clip, references / clip.name)
+    write_inverted_copy(clips / "clip_00.mp4", inputs / "control.mp4")
+    monkeypatch.setattr(folder_paths, "input_directory", str(inputs))
+    wf = ws.load_workflow("7_train_ic_lora.json")
+    result = run("7_train_ic_lora.json", env, {
+        ("LtxLoraLoadDataset", "path"): str(clips),
+        ("LtxLoraLoadDataset", "references_dir"): str(references),
+        ("LtxLoraCacheLatents", "folder"): str(env.root / "cache_ic"),
+        ("LtxLoraTrain", "name"): "run7",
+        ("LoadVideo", "file"): "control.mp4",
+        ("ImageFromBatch", "length"): 9,
+        # References at half size need a latent grid of at least 2x2 for the tiny VAE to decode (previews)
+        ("LtxLoraLoadDataset", "buckets"): "128x128x9",
+        ("LtxLoraPreviewSettings", "width"): 128,
+        ("LtxLoraPreviewSettings", "height"): 128,
+        ("EmptyLTXVLatentVideo", "width"): 128,
+        ("EmptyLTXVLatentVideo", "height"): 128,
+    })
+    final = env.loras / "run7" / f"run7_step_{STEPS:05d}.safetensors"
+    tensors, meta = read_lora_file(final)
+    assert meta[md.REFERENCE_DOWNSCALE_FACTOR] == meta[md.REFERENCE_SPATIAL_SCALE_FACTOR] == "2"
+    assert tensors and not any("audio" in k for k in tensors)
+    assert len(list((env.loras / "run7" / "previews").glob("*.png"))) == STEPS // EVERY
+    # base row once + the LoRA at 0.5 and 1.0, x 2 prompts: 6 guided cells in the grid
+    assert "run7_step_00004 @ 1" in _texts(result, wf)
+    assert len(list((env.output / "ltx_sweep").glob("grid_*.mp4"))) >= 1
