@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ..atomic import write_atomic
-from .encoders import CacheError
+from .encoders import TEXT_FAMILY_LTX2, TEXT_FAMILY_LTX23, CacheError
 
 FORMAT = "ltx-lora-latent-cache"
 VERSION = 1
@@ -171,3 +171,34 @@ def check_same_model(manifest: Manifest, model: dict[str, Any], folder: Path) ->
                 f"cache folder {folder} holds a cache made for another model ({key} {old.get(key)!r}, now "
                 f"{model.get(key)!r}); choose another cache folder, or delete this one to re-cache it"
             )
+
+
+_FAMILY_OF_TEXT = {TEXT_FAMILY_LTX23: "ltx-2.3", TEXT_FAMILY_LTX2: "ltx-2"}
+_FAMILY_NAMES = {"ltx-2.3": "LTX-2.3", "ltx-2": "LTX-2"}
+
+
+def cache_family(model: dict[str, Any]) -> str | None:
+    """The model family a cache was made for: recorded by the headless cache, else implied by its Gemma encoder
+    (LTX-2.3's dual projection or LTX-2's single one); None when the manifest cannot tell (stand-in, import)."""
+    return model.get("model_family") or _FAMILY_OF_TEXT.get(model.get("text_family"))
+
+
+def check_cache_for_model(model: dict[str, Any], folder: Path, family: str, vae: str | None, name: str) -> None:
+    """Refuse to train ``name`` (of ``family``, video VAE identity ``vae`` when known) on a cache made for another.
+
+    Latents of another family's VAE or another VAE live in another latent space: training on them gives a LoRA that
+    produces garbage without any error, so a mismatch is a ``CacheError`` naming both.
+    """
+    made_for = cache_family(model)
+    if made_for is not None and made_for != family:
+        raise CacheError(
+            f"cache {folder} was made with an {_FAMILY_NAMES.get(made_for, made_for)} model, but {name} is "
+            f"{_FAMILY_NAMES.get(family, family)}: cache the dataset again with this model's VAE and text encoder "
+            "(into another folder), or train the model the cache was made for"
+        )
+    if vae and model.get("vae") and model["vae"] != vae:
+        raise CacheError(
+            f"cache {folder} was encoded by another video VAE (identity {model['vae']}) than the one in {name} "
+            f"(identity {vae}): its latents do not match this model; cache the dataset again with {name}, or train "
+            "the model the cache was made with"
+        )

@@ -141,8 +141,11 @@ class CacheReport:
         return "\n".join(lines)
 
 
-def model_record(video: VideoEncoder, text: TextEncoder, audio: AudioEncoder | None = None) -> dict[str, Any]:
-    """The manifest's ``model`` section for these encoders (``audio_vae`` None: no audio encoded)."""
+def model_record(
+    video: VideoEncoder, text: TextEncoder, audio: AudioEncoder | None = None, model_family: str | None = None
+) -> dict[str, Any]:
+    """The manifest's ``model`` section for these encoders (``audio_vae`` None: no audio encoded; ``model_family``
+    when the caller knows the model, e.g. the headless cache from its checkpoint; training checks it)."""
     if audio is not None and audio.family != AUDIO_FAMILY:
         raise CacheError(f"the audio encoder is a {audio.family!r}, expected LTX-2.x's audio VAE ({AUDIO_FAMILY})")
     return {
@@ -152,6 +155,7 @@ def model_record(video: VideoEncoder, text: TextEncoder, audio: AudioEncoder | N
         "vae": video.identity(),
         "text_encoder": text.identity(),
         "audio_vae": None if audio is None else audio.identity(),
+        **({"model_family": model_family} if model_family else {}),
     }
 
 
@@ -465,8 +469,11 @@ def build_cache(
     reference_downscale_factor: int = 1,
     dataset_info: dict[str, Any] | None = None,
     on_progress: ProgressFn | None = None,
+    model_family: str | None = None,
 ) -> CacheReport:
     """Encode ``items`` into ``folder`` (created if needed); return what was done.
+
+    ``model_family``: the family of the model whose VAE encodes (recorded; training on another family is refused).
 
     ``audio``: the audio VAE encoding each clip's audio track (None, or ``skip_audio``: the cache holds no audio,
     and audio latents of an earlier run are dropped; the video latents are kept either way).
@@ -481,7 +488,7 @@ def build_cache(
         reason = "no audio VAE given (connect Load LTXV Audio VAE, or use a checkpoint with an audio VAE)"
     else:
         reason = None
-    model = model_record(video, text, audio)
+    model = model_record(video, text, audio, model_family)
     return write_cache(
         folder, {item.id: item for item in items}, _Encoder(video, text, audio, model, trigger),
         dataset={"trigger": trigger, "reference_downscale_factor": reference_downscale_factor,

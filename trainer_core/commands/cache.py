@@ -103,13 +103,15 @@ def _cache(args: argparse.Namespace):
     import torch
 
     from ..cache import CacheError, build_cache
-    from ..ltxcore.encoders import LtxCoreAudioVae, LtxCoreVae
     from ..dataset import load_dataset
+    from ..ltxcore.checkpoint_file import check_base_checkpoint
+    from ..ltxcore.encoders import LtxCoreAudioVae, LtxCoreVae
 
     if len(args.target) != 1:
         raise SystemExit("usage: cache DATASET_PATH --checkpoint CKPT --out DIR")
     if not args.checkpoint:
         raise CacheError("--checkpoint is required: the LTX-2.x checkpoint whose video VAE encodes the clips")
+    family = check_base_checkpoint(args.checkpoint, "--checkpoint", needs_vae=True)
     cfg = section_from_args(DatasetConfig, args, path=args.target[0])
     cache_cfg = section_from_args(CacheConfig, args, folder=args.out)
     ds = load_dataset(cfg)
@@ -124,4 +126,4 @@ def _cache(args: argparse.Namespace):
         logger.warning("%s has no audio VAE (audio_vae.*): the cache holds video only", args.checkpoint)
     return build_cache(ds.items, args.out, vae, text, trigger=cfg.trigger, dataset_info={"root": str(ds.root)},
                        audio=audio, skip_audio=cfg.skip_audio, on_progress=_progress,
-                       reference_downscale_factor=cfg.reference_downscale_factor)
+                       reference_downscale_factor=cfg.reference_downscale_factor, model_family=family)

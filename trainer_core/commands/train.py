@@ -29,6 +29,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..atomic import save_png
+    from ..cache.manifest import check_cache_for_model
     from ..cache.reader import CachedData
     from ..config import ConfigError
     from ..config.foreign import load_train_config
@@ -39,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     from ..engine.run_lock import check_free
     from ..engine.trainer import Callbacks, Trainer
     from ..ltxcore.backbone import LtxCoreBackbone
+    from ..ltxcore.checkpoint_file import check_base_checkpoint, vae_identity
     from ..plots import loss_curve
     from ..progress import ProgressLine
 
@@ -61,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
     resume = None
     if args.resume:
         resume = resolve_resume(args.resume, Path(cfg.output_dir), cfg.name, (Path.cwd(),), "--resume")
+    family = check_base_checkpoint(cfg.model.checkpoint, "model.checkpoint")  # a LoRA, a pickle, a text file
+    check_cache_for_model(data.model, data.folder, family, vae_identity(cfg.model.checkpoint), cfg.model.checkpoint)
     backbone = LtxCoreBackbone.from_checkpoint(
         cfg.model.checkpoint, dtype=getattr(torch, cfg.model.dtype), device=cfg.model.device
     )

@@ -20,6 +20,7 @@ import torch
 from .. import __version__
 from ..atomic import DiskWriteError, sweep_stale_temps, write_atomic
 from ..backbone import Backbone, TextContext
+from ..cache.manifest import check_cache_for_model
 from ..config import ConfigError
 from ..config.training import TrainConfig, train_config_yaml
 from ..errors import UserError
@@ -92,6 +93,9 @@ class Trainer:
                 "encoder): set recipe.caption_dropout to 0, or train from a latent cache made by Cache LTX Training "
                 "Latents (it encodes the empty caption)"
             )
+        model = getattr(data, "model", None)  # the manifest's record of a cache (None: latents wired in)
+        if model:
+            check_cache_for_model(model, data.folder, base_model, None, f"the model being trained ({base_model})")
         self.backbone, self.data, self.cfg = backbone, data, cfg
         self.out = Path(cfg.output_dir)
         self.modes = resolve_modes(cfg.recipe, data, backbone.has_audio)
