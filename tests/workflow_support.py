@@ -347,13 +347,14 @@ def _audio_vae(b: GraphBuilder) -> Output:
 
 
 def _dataset_and_cache(
-    b: GraphBuilder, m: dict[str, Output], preview: bool = True, audio_vae: Output | None = None
+    b: GraphBuilder, m: dict[str, Output], preview: bool = True, audio_vae: Output | None = None,
+    dataset: dict | None = None,
 ) -> Output:
     b.group("2 · Dataset", (
         "## Dataset\nSet **path** to a folder of clips/images with same-named `.txt` captions (or an ltx-trainer "
         "`dataset.json`/`.csv`). Each clip is matched to a resolution bucket and trimmed to 8n+1 frames; the report "
         "lists what changes and what is excluded. Nothing is decoded in full here."))
-    ds = b.add("LtxLoraLoadDataset", path="/path/to/my_dataset", trigger="sks")
+    ds = b.add("LtxLoraLoadDataset", path="/path/to/my_dataset", trigger="sks", **(dataset or {}))
     b.add("PreviewAny", title="Dataset report", source=ds["report"])
     if preview:
         b.add("LtxLoraDatasetPreview", dataset=ds["dataset"])
@@ -371,7 +372,8 @@ def _dataset_and_cache(
 
 
 def _train(
-    b: GraphBuilder, m: dict[str, Output], data: Output, audio_vae: Output | None = None, recipe: dict | None = None
+    b: GraphBuilder, m: dict[str, Output], data: Output, audio_vae: Output | None = None, recipe: dict | None = None,
+    lora: dict | None = None,
 ) -> Node:
     b.group("4 · Training settings", (
         "## Training settings\nLoRA shape, optimizer, recipe, memory and previews. Unconnected sockets use the "
@@ -379,7 +381,7 @@ def _train(
         "checkpointing on, use smaller buckets, then rank 16. Previews: a short clip every *every* steps with "
         "ComfyUI's sampler (0 = off)."))
     settings = {
-        "lora": b.add("LtxLoraLoraSettings")["settings"],
+        "lora": b.add("LtxLoraLoraSettings", **(lora or {}))["settings"],
         "optimization": b.add("LtxLoraOptimizerSettings")["settings"],
         "recipe": b.add("LtxLoraRecipeSettings", **(recipe or {}))["settings"],
         "memory": b.add("LtxLoraMemorySettings")["settings"],
@@ -398,7 +400,8 @@ def _train(
 
 
 def _sweep(
-    b: GraphBuilder, m: dict[str, Output], loras: str | Output, strengths: str, audio_vae: Output | None = None
+    b: GraphBuilder, m: dict[str, Output], loras: str | Output, strengths: str, audio_vae: Output | None = None,
+    reference_clip: str | None = None,
 ) -> None:
     b.group("6 · Sweep", (
         "## Sweep\n*LTX LoRA Sweep* lists one MODEL, prompt and seed per cell (LoRA/checkpoint × strength × "
@@ -421,10 +424,19 @@ def _sweep(
     if audio_vae is not None:
         sound = b.add("LTXVEmptyLatentAudio", frames_number=49, frame_rate=25.0, batch_size=1, audio_vae=audio_vae)
         latent = b.add("LTXVConcatAVLatent", video_latent=latent, audio_latent=sound["Latent"])["latent"]
+    positive, negative = sweep["positive"], conds[0]["negative"]
+    if reference_clip is not None:  # IC-LoRA: the reference clip guides every cell, at each row's LoRA's factor
+        frames = b.add("GetVideoComponents", video=b.add("LoadVideo", file=reference_clip)["VIDEO"])["images"]
+        guide = b.add("ImageFromBatch", image=frames, batch_index=0, length=49)["IMAGE"]
+        parameters = b.add("GetICLoRAParameters", iclora_model=sweep["model"])["iclora_parameters"]
+        guided = b.add("LTXVAddGuide", positive=positive, negative=negative, vae=m["vae"], latent=latent, image=guide,
+                       frame_idx=0, strength=1.0, iclora_parameters=parameters)
+        positive, negative, latent = guided["positive"], guided["negative"], guided["latent"]
     sampler = b.add("KSampler", model=sweep["model"], seed=sweep["seed"], steps=30, cfg=3.0, sampler_name="euler",
-                    scheduler="simple", positive=sweep["positive"], negative=conds[0]["negative"],
-                    latent_image=latent)
+                    scheduler="simple", positive=positive, negative=negative, latent_image=latent)
     samples, audio = sampler["LATENT"], None
+    if reference_clip is not None:
+        samples = b.add("LTXVCropGuides", positive=positive, negative=negative, latent=samples)["latent"]
     if audio_vae is not None:
         split = b.add("LTXVSeparateAVLatent", av_latent=samples)
         samples = split["video_latent"]
@@ -508,6 +520,34 @@ def build_audio_video(b: GraphBuilder) -> None:
     _sweep(b, m, train["lora_path"], "0, 0.5, 1.0", audio_vae=audio_vae)
 
 
+def build_ic_lora(b: GraphBuilder) -> None:
+    """(g) An IC-LoRA: cache clips with their reference (control) clips, train, sweep it guided by a reference."""
+    m = _models(b)
+    data = _dataset_and_cache(b, m, preview=False, dataset={
+        "references_dir": "/path/to/my_dataset/references", "reference_downscale_factor": 2})
+    b.extend_note(
+        "2 · Dataset",
+        "**IC-LoRA**: every clip needs its reference (control) clip, e.g. its depth, pose or edge-map video. "
+        "**references_dir** holds one per clip with the clip's file name (`clip_00.mp4` -> "
+        "`references/clip_00.mp4`); an ltx-trainer manifest's `reference_video` column works too. "
+        "**reference_downscale_factor** 2 caches the references at half width and height.")
+    train = _train(b, m, data, recipe={"reference_p": 1.0, "first_frame_p": 0.2, "audio": "off"},
+                   lora={"targets": "video_attention_ffn"})
+    b.extend_note(
+        "4 · Training settings",
+        "ltx-trainer's IC-LoRA template: **reference_p 1.0** (every step sees the references, clean and not in "
+        "the loss), **first_frame_p 0.2**, **targets video_attention_ffn**, audio off. The previews are guided "
+        "by the training clips' references.")
+    _sweep(b, m, train["lora_path"], "0, 0.5, 1.0", reference_clip="my_reference_clip.mp4")
+    b.extend_note(
+        "7 · Render cells",
+        "**IC-LoRA**: a reference (control) clip from ComfyUI's `input` folder guides every cell; *Get Image "
+        "from Batch* keeps as many frames as the cells have (**length**, 8n+1). Each cell runs the stock "
+        "IC-LoRA graph: *Get IC-LoRA Parameters* reads the LoRA file's reference_downscale_factor, *LTXV Add "
+        "Guide* (frame 0, strength 1) adds the reference at that size, *LTXV Crop Guides* removes it after "
+        "sampling. The base row (strength 0) has no LoRA, so its guide is added at full size.")
+
+
 BUNDLED = {
     "1_prepare_and_cache_dataset.json": build_prepare_dataset,
     "2_train_lora_from_cache.json": build_train,
@@ -515,6 +555,7 @@ BUNDLED = {
     "4_inspect_and_convert_lora.json": build_inspect_convert,
     "5_end_to_end_dataset_to_sweep.json": build_end_to_end,
     "6_train_audio_video_lora.json": build_audio_video,
+    "7_train_ic_lora.json": build_ic_lora,
 }
 
 
