@@ -11,6 +11,7 @@ import contextlib
 import importlib
 import sys
 
+import av
 import numpy as np
 import pytest
 import torch
@@ -73,6 +74,8 @@ def test_previews_leave_the_loss_sequence_unchanged_and_match_comfyui_sampling(c
 
     previews = sorted(p.name for p in (run_dir / "previews").iterdir())
     assert previews == ["prev_step_00002.mp4", "prev_step_00002.png", "prev_step_00004.mp4", "prev_step_00004.png"]
+    with av.open(str(run_dir / "previews" / "prev_step_00002.mp4")) as container:
+        assert not container.streams.audio  # the clips have audio (a generate run) but no audio_vae: silent
     assert not mm.in_training
 
     # The step-2 preview is what a user gets from that checkpoint with ComfyUI's stock LoRA loader and sampler.
@@ -110,7 +113,6 @@ def test_preview_prompts_without_clip_are_refused_clearly(comfy):
 def test_previews_of_an_audio_run_have_sound(comfy, tmp_path, monkeypatch):
     """recipe.audio generate + the stock Load LTXV Audio VAE on the Train node: the preview mp4 has an audio track
     as long as the video, decoded by the audio VAE and not silent."""
-    import av
     import folder_paths
     from comfy import sd as comfy_sd  # not `import comfy.sd`: that would rebind the fixture argument
     from comfy_extras.nodes_lt_audio import LTXVAudioVAELoader
@@ -151,7 +153,6 @@ def test_previews_of_an_audio_run_have_sound(comfy, tmp_path, monkeypatch):
 
 def test_previews_stay_silent_without_an_audio_run(comfy, tmp_path, monkeypatch, tiny):
     """An audio VAE on a video-only run (recipe.audio off) changes nothing: the preview has no audio stream."""
-    import av
     import folder_paths
 
     ckpt, vae = tiny
