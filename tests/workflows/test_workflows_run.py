@@ -7,8 +7,9 @@ What the test changes in each converted prompt, and only that:
 - the Gemma text encoder cannot exist here (12B): ``LTXAVTextEncoderLoader`` is replaced by a test-only loader
   returning ComfyUI's real LTX-2.3 text-encoder classes around a tiny random Gemma (``tiny_ltx_clip``), so
   ``CLIPTextEncode`` and the cache node run their real code paths and give ``[1, T, 96]`` conditioning.
-- user data and scale: the dataset path (the demo's clips with sound for the audio+video workflow), tiny buckets, the cache folder, 4 training steps with a checkpoint and a
-  64x64 preview every 2, 2 sampler steps on a 64x64x9 latent, float32 training (CPU), rank 4, run names.
+- user data and scale: the dataset path (the demo's clips with sound for the audio+video workflow), tiny buckets,
+  the cache folder, 4 training steps with a checkpoint and a 64x64 preview every 2, 2 sampler steps on a 64x64x9
+  latent, float32 training (CPU), rank 4, run names.
 A workflow with a node type ComfyUI does not know fails here (``MissingNodeError``); nothing is skipped.
 """
 
