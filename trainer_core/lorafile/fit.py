@@ -17,7 +17,7 @@ import torch
 from .family import FamilyGuess
 from .match import MatchReport, match_lora
 from .modules import is_audio_stream
-from .layouts import ParsedLora
+from .layouts import ParsedLora, nonfinite_modules
 from .read import LoraFileError
 
 
@@ -93,6 +93,13 @@ def fit_lora(
     layers are kept and the report lists what was left out.
     """
     parsed, family, match = match_lora(tensors, metadata, model_shapes)
+    damaged = nonfinite_modules(parsed)
+    if damaged:  # not even with force: every output would be NaN
+        raise LoraFileError(
+            f"Refusing to apply {name}: {len(damaged)} of its layers hold NaN or Inf values "
+            f"({', '.join(damaged[:5])}{', ...' if len(damaged) > 5 else ''}); the file is damaged or was saved from "
+            "a diverged training run. Use an earlier checkpoint of that run."
+        )
     if not (match.ok and not parsed.unsupported) and not force:
         raise LoraMismatchError(_refusal(name, match, parsed.unsupported))
     report = ApplyReport(name, family, match, strength_video, strength_audio, forced=force)

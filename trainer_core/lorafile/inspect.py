@@ -17,7 +17,7 @@ import torch
 
 from . import metadata as md
 from .family import FamilyGuess, detect_family
-from .layouts import ParsedLora, parse_lora
+from .layouts import ParsedLora, nonfinite_modules, parse_lora
 from .match import MatchReport, match_lora
 from .modules import GROUPS, block_index, module_group
 from .read import LoraFileError, read_lora_file
@@ -47,6 +47,7 @@ class LoraReport:
     ranks: dict[int, int] = field(default_factory=dict)
     alphas: dict[str, int] = field(default_factory=dict)
     blocks: list[int] = field(default_factory=list)
+    nonfinite: list[str] = field(default_factory=list)  # modules holding NaN/Inf
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -64,6 +65,10 @@ class LoraReport:
         ]
         if self.unsupported:
             lines.append(f"Not plain LoRA (ignored by conversion): {len(self.unsupported)} keys")
+        if self.nonfinite:
+            lines.append(f"DAMAGED: NaN/Inf values in {len(self.nonfinite)} modules (the checked loader refuses this "
+                         f"LoRA; use an earlier checkpoint): {', '.join(self.nonfinite[:8])}"
+                         + (f" and {len(self.nonfinite) - 8} more" if len(self.nonfinite) > 8 else ""))
         if md.AUDIO in self.metadata or md.VIDEO in self.metadata:
             video, audio = self.metadata.get(md.VIDEO, "not recorded"), self.metadata.get(md.AUDIO, "not recorded")
             lines.append(f"Trained streams: video {video}, audio {audio}")
@@ -112,6 +117,7 @@ def inspect_lora(parsed: ParsedLora, metadata: Mapping[str, str]) -> LoraReport:
         ranks=dict(Counter(i.rank for i in infos)),
         alphas=dict(Counter("none (scale 1)" if i.alpha is None else f"{i.alpha:g}" for i in infos)),
         blocks=blocks,
+        nonfinite=nonfinite_modules(parsed),
     )
 
 

@@ -19,6 +19,7 @@ semantics follow ComfyUI: ``delta W = (alpha / rank) * up @ down``, and a missin
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -115,6 +116,15 @@ class ParsedLora:
     layout: str
     modules: dict[str, LoraModule]
     unsupported: list[str]  # keys that are not plain LoRA (LoHa, LoKr, DoRA, diff, ...)
+
+
+def nonfinite_modules(parsed: ParsedLora) -> list[str]:
+    """The modules whose weights or alpha hold NaN or Inf: applied, such a layer turns the model's output into NaN."""
+    return sorted(
+        name for name, m in parsed.modules.items()
+        if not (bool(torch.isfinite(m.down).all()) and bool(torch.isfinite(m.up).all()))
+        or (m.alpha is not None and not math.isfinite(m.alpha))
+    )
 
 
 def kohya_name(module: str) -> str:
