@@ -80,6 +80,7 @@ def test_tutorial_keys_translate():
     assert cfg.memory.mixed_precision == "bf16" and cfg.output_dir == "outputs/tutorial_lora"
     assert cfg.preview.prompts == "sks dog running on the beach" and cfg.preview.every == 250
     assert cfg.data is None  # raw clips: cache them first, as the dataset.* lines say
+    assert (cfg.recipe.first_frame_p, cfg.recipe.audio) == (0.1, "off")  # ltx-trainer's text_to_video defaults
     assert "dataset.data_root: no equivalent (raw clips are cached first" in t.report("x")
 
 
