@@ -3,6 +3,7 @@ lock is gone after a finished, a cancelled and a failed run."""
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 import socket
@@ -11,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from tests.engine_support import config, synthetic_data, tiny_backbone
@@ -116,3 +118,35 @@ def test_the_lock_is_released_however_the_run_ends(ckpt, tmp_path, ending):
     else:
         assert trainer.train(callbacks).status == ending
     assert held and all(held) and not lock.exists()
+
+
+def test_train_node_is_refused_while_another_run_holds_its_folder(comfy, tmp_path, monkeypatch):
+    """The Train node's run folder is <loras>/<name>: a live run there refuses the node before its first step."""
+    import folder_paths
+
+    from tests.comfy_models import load_comfy
+    from tests.engine_support import write_cache
+    from trainer_core.ltxcore.tiny import write_tiny_checkpoint
+
+    loras = tmp_path / "loras"
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "loras", ([str(loras)], {".safetensors"}))
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HOLD, str(loras / "itest")], cwd=REPO, stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        model = load_comfy(write_tiny_checkpoint(tmp_path / "tiny.safetensors", seed=0))
+        data = importlib.import_module(f"{comfy.__name__}.trainer_core.cache.reader").CachedData(
+            write_cache(tmp_path / "c", [24])
+        )
+        locked = importlib.import_module(f"{comfy.__name__}.trainer_core.engine.run_lock").RunLockedError
+        node = comfy.NODE_CLASS_MAPPINGS["LtxLoraTrain"]
+        widgets = {"seed": 0, "name": "itest", "every": 2, "keep_last": 0, "config_yaml": "", "resume_from": ""}
+        with pytest.raises(locked) as err, torch.inference_mode():
+            node.execute(model=model, training_data=data, **widgets)
+        _assert_names_the_holder(str(err.value), proc)
+        assert sorted(p.name for p in (loras / "itest").iterdir()) == [LOCK_NAME]  # nothing of the live run touched
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=30)
