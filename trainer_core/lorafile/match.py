@@ -118,3 +118,14 @@ def checkpoint_weight_shapes(path: str | os.PathLike, prefix: str = "model.diffu
     if not shapes:
         raise LoraFileError(f"{path} has no '{prefix}*' weights; give a single-file LTX checkpoint")
     return shapes
+
+
+def refuse_unsupported_checkpoint(path: str | os.PathLike) -> None:
+    """``UnsupportedModelError`` for a checkpoint of an unsupported family (LTX-2.5), read from its header only."""
+    from .family import refuse_unsupported
+
+    try:
+        shapes = checkpoint_weight_shapes(path)
+    except LoraFileError:  # not a single file with model.diffusion_model.*: the model loader names that problem
+        return
+    refuse_unsupported(model_family(shapes), str(path))
