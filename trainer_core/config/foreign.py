@@ -221,7 +221,7 @@ RULES: tuple[Rule, ...] = (
     Rule("acceleration.offload_optimizer_during_validation", LTX_TRAINER, "", _PREVIEWS, _drop),
     # data
     Rule("data.preprocessed_data_root", LTX_TRAINER, "data",
-         "an ltx-trainer .precomputed folder is imported into a cache beside the run", _to("data", str)),
+         "an ltx-trainer .precomputed folder is imported into a cache in the run's folder", _to("data", str)),
     Rule("data.num_dataloader_workers", LTX_TRAINER, "", "the cache is read in the training process", _drop),
     Rule("dataset.resolution_buckets", TUTORIAL, "", "the cache step's `--buckets \"WxHxF;...\"`", _drop),
     Rule("dataset.*", TUTORIAL, "",

@@ -3,7 +3,8 @@
 ``list_sources(path) -> SourceListing`` accepts
 - a folder of clips and images, each with a same-named ``.txt`` caption (``clip_001.mp4`` + ``clip_001.txt``);
 - an ltx-trainer manifest file: ``.json`` (a list of objects), ``.jsonl`` (one object per line) or ``.csv``,
-  with a ``video`` (or legacy ``media_path``) column and a ``caption`` column, paths relative to the manifest;
+  with a ``video`` (or legacy ``media_path``, or the LTX-2 LoRA tutorial's ``video_path``) column and a ``caption``
+  column, paths relative to the manifest (ltx-trainer's ``audio``, ``reference_audio`` and mask columns are refused);
 - a folder holding exactly one ``dataset.json`` / ``dataset.jsonl`` / ``dataset.csv``, which is then used.
 
 IC-LoRA references: a manifest's ``reference_video`` (legacy ``ref_media_path``) column, under the same
