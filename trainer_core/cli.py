@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .errors import UserError
 
-COMMANDS = ("dataset", "train", "demo", "lora", "cache", "config")
+COMMANDS = ("dataset", "train", "demo", "lora", "cache", "config", "sweep")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -59,6 +59,13 @@ CASES = [
     ("config-check-bad-value", ["config", "check", "{tmp}/bad_rank.yaml"]),
     ("config-check-not-yaml", ["config", "check", "{tmp}/broken.yaml"]),
     ("config-translate-text-file", ["config", "translate", "{tmp}/notes.txt"]),
+    ("sweep-no-checkpoint", ["sweep", "{tmp}/lora.safetensors"]),
+    ("sweep-missing-lora", ["sweep", "{tmp}/nope.safetensors", "--checkpoint", "{tmp}/fake.safetensors", "--out",
+                            "{tmp}/g.mp4"]),
+    ("sweep-folder-is-no-cache", ["sweep", "{tmp}/lora.safetensors", "--checkpoint", "{tmp}/fake.safetensors",
+                                  "--out", "{tmp}/g.mp4", "--data", "{tmp}/good_media"]),
+    ("sweep-bad-strengths", ["sweep", "{tmp}/lora.safetensors", "--checkpoint", "{tmp}/fake.safetensors", "--out",
+                             "{tmp}/g.mp4", "--strengths", "lots"]),
 ]
 
 

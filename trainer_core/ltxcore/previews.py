@@ -13,7 +13,8 @@ LTXVScheduler, so a headless preview resembles but does not equal the Train node
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from ..config.training import PreviewSettings, TrainConfig
 from ..engine.trainer import Callbacks, StepInfo, Trainer
 from ..sampling import sample_video
 from ..sweep.grid import GridLayout, grid_image, grid_video
-from ..sweep.plan import short
+from ..sweep.plan import SweepError, short
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ def encode_prompts(
         close = getattr(encoder, "close", None)
         if close is not None:
             close()
-    if out[0].features.shape[-1] != width:
+    if width and out[0].features.shape[-1] != width:  # a sweep of LoRA files may have no cache to compare
         raise CacheError(f"{what}: the text encoder gives {out[0].features.shape[-1]} features, the cache {width}")
     return out
 
@@ -190,3 +191,43 @@ def attach_previews(callbacks: Callbacks, trainer: Trainer, prompts: list[Prompt
                               float(trainer.data.frame_rate_of(0)))
     callbacks.add_on_step(runner.on_step)
     return runner
+
+
+@contextmanager
+def lora_applied(backbone: Backbone, lora: Path, strength: float) -> Iterator[None]:
+    """``lora`` (any layout ``lorafile`` reads) hooked into ``backbone``'s layers at ``strength`` for the block:
+    ``y = W x + strength * scale * up(down(x))`` per module with the file's own rank and alpha; the model's weights
+    are never changed. ``SweepError`` names layers the backbone lacks or whose shapes differ."""
+    from ..lorafile.layouts import parse_lora
+    from ..lorafile.read import read_lora_file
+
+    tensors, _ = read_lora_file(lora)
+    targets = backbone.lora_targets()
+    parsed = parse_lora(tensors, targets)
+    missing = sorted(set(parsed.modules) - set(targets))
+    shapes = {n: (m.up.shape[0], m.down.shape[1]) for n, m in parsed.modules.items()}
+    wrong = sorted(n for n, shape in shapes.items() if n in targets and shape != tuple(targets[n].weight.shape))
+    if missing or wrong:
+        raise SweepError(
+            f"{lora.name} does not fit {len(missing) + len(wrong)} layers of this checkpoint (missing: "
+            f"{missing[:3]}, other shapes: {wrong[:3]}); sweep it with the checkpoint it was trained on"
+        )
+
+    def hook(down: torch.Tensor, up: torch.Tensor, scale: float):
+        def add(_module: torch.nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+            x = args[0]
+            return output + (strength * scale) * torch.nn.functional.linear(
+                torch.nn.functional.linear(x, down.to(x.dtype)), up.to(x.dtype))
+        return add
+
+    device = backbone.device
+    handles = [
+        targets[name].register_forward_hook(hook(m.down.float().flatten(1).to(device),
+                                                 m.up.float().flatten(1).to(device), m.scale))
+        for name, m in parsed.modules.items()
+    ]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()

@@ -1,0 +1,124 @@
+"""``python -m trainer_core sweep RUN_FOLDER | LORA...``: the strength grid headless, decoded by the checkpoint's VAE.
+
+Rows are the base model (strength 0) and every LoRA at every other strength, columns every prompt and seed, as
+the Sweep node plans them (``trainer_core.sweep``). A run folder (``train``'s ``output_dir``, with its
+``config.yaml``) gives its checkpoints, model, cache and preview size; LoRA files or checkpoint folders need
+``--checkpoint`` (and ``--data`` or ``--text-encoder`` for prompt text). Cells are sampled with the pack's Euler
+sampler (``trainer_core.ltxcore.previews``) and written as one grid video (``.mp4``) with a still grid (``.png``)
+beside it; the effect/bleed numbers are printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+from ..config.cli_options import add_section_arguments, section_from_args
+from ..config.sweep import SweepSettings
+from ..config.training import PreviewSettings
+
+HELP = "Render a LoRA strength sweep grid (mp4 + png) headless, with the checkpoint's VAE."
+SIZE_FIELDS = ("width", "height", "frames", "steps", "cfg")  # PreviewSettings fields a sweep takes as flags
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("targets", nargs="+", metavar="RUN_FOLDER | LORA",
+                        help="a run folder (train's output_dir), or LoRA files and/or checkpoint folders")
+    parser.add_argument("--checkpoint", help="LTX-2.3 single-file checkpoint (default: the run's model.checkpoint)")
+    parser.add_argument("--data", help="the training cache, whose text encoder the prompts follow and whose first "
+                        "captions are the prompts without --prompts (default: the run's data)")
+    parser.add_argument("--text-encoder", metavar="PATH", help="Gemma 3 file or folder for --prompts (as for "
+                        "`cache --text-encoder`); not needed when the cache used the stand-in")
+    parser.add_argument("--out", help="grid video path (.mp4; the .png goes beside it); default <run>/sweep.mp4")
+    parser.add_argument("--device", help="torch device (default: the run's model.device, else cpu)")
+    add_section_arguments(parser, SweepSettings, exclude=("loras",))
+    exclude = tuple(name for name in PreviewSettings.model_fields if name not in SIZE_FIELDS)
+    add_section_arguments(parser, PreviewSettings, exclude=exclude)
+
+
+def _run_config(targets: list[str]) -> tuple[Any, Path | None]:
+    """The run's ``TrainConfig`` when the one target is a run folder, else None."""
+    from ..config import load_yaml
+    from ..config.training import TrainConfig
+
+    if len(targets) == 1 and (Path(targets[0]) / "config.yaml").is_file():
+        run = Path(targets[0])
+        return load_yaml(TrainConfig, run / "config.yaml"), run
+    return None, None
+
+
+def _prompts(args: argparse.Namespace, settings: SweepSettings, data: Any, checkpoint: str, device: str,
+             count: int) -> list[Any]:
+    import torch
+
+    from ..ltxcore.previews import encode_prompts, training_captions
+    from ..sweep.plan import SweepError, SweepPrompt, prompt_lines
+
+    lines = prompt_lines(settings.prompts, settings.trigger)
+    if lines:
+        dtype = torch.float32 if device == "cpu" else torch.bfloat16
+        encoded = encode_prompts([t for t, _ in lines], data.model if data is not None else {},
+                                 text_encoder=args.text_encoder, checkpoint=checkpoint, device=device, dtype=dtype,
+                                 what="--prompts")
+        return [SweepPrompt(e.label, kind, e) for e, (_, kind) in zip(encoded, lines, strict=True)]
+    if data is None:
+        raise SweepError("no prompts: give --prompts (with --data or --text-encoder), or --data / a run folder to "
+                         "sweep the first training captions")
+    return [SweepPrompt(c.label, "trigger", c) for c in training_captions(data, count)]
+
+
+def _size(args: argparse.Namespace, cfg: Any) -> PreviewSettings:
+    """Width, height, frames, steps and cfg: the flags given, else the run's preview settings, else the defaults."""
+    from ..config import parse_section
+
+    given = {k: getattr(args, k) for k in SIZE_FIELDS if getattr(args, k) is not None}
+    run = {k: getattr(cfg.preview, k) for k in SIZE_FIELDS} if cfg is not None else {}
+    return parse_section(PreviewSettings, {**run, **given}, where="option ")
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from ..cache.reader import CachedData
+    from ..ltxcore.backbone import LtxCoreBackbone
+    from ..ltxcore.encoders import LtxCoreVae
+    from ..ltxcore.previews import MIN_SIDE, lora_applied, render, save_grid
+    from ..sweep.plan import SweepError, parse_numbers, parse_seeds, plan_sweep, resolve_lora_files
+    from ..sweep.report import sweep_report
+
+    cfg, run_folder = _run_config(args.targets)
+    checkpoint = args.checkpoint or (cfg.model.checkpoint if cfg else None)
+    if not checkpoint:
+        raise SweepError("--checkpoint is required with LoRA files: the LTX-2.3 checkpoint they were trained on")
+    settings = section_from_args(SweepSettings, args, loras=",".join(args.targets))
+    size = _size(args, cfg)
+    if min(size.width, size.height) < MIN_SIDE:
+        raise SweepError(f"--width/--height must be at least {MIN_SIDE} (the VAE decoder's smallest input)")
+    out = Path(args.out) if args.out else (run_folder / "sweep.mp4" if run_folder else None)
+    if out is None:
+        raise SweepError("--out is required with LoRA files: where to write the grid video (.mp4)")
+    device = args.device or (cfg.model.device if cfg else "cpu")
+    data_folder = args.data or (cfg.data if cfg else None)
+    data = CachedData(data_folder) if data_folder else None
+    files = resolve_lora_files(settings.loras, (Path.cwd(),))
+    prompts = _prompts(args, settings, data, checkpoint, device, cfg.preview.count if cfg else 1)
+    plan = plan_sweep(files, parse_numbers(settings.strengths, "strengths"), prompts, parse_seeds(settings.seeds),
+                      settings.max_cells)
+    sys.stdout.write(plan.describe() + "\n")
+    dtype = torch.float32 if device == "cpu" else torch.bfloat16
+    backbone = LtxCoreBackbone.from_checkpoint(checkpoint, dtype=dtype, device=device)
+    decoder = LtxCoreVae(checkpoint, device=device, dtype=dtype)
+    fps = float(data.frame_rate_of(0)) if data is not None and len(data) else 24.0
+    videos = []
+    for row, variant in enumerate(plan.variants):
+        applied = nullcontext() if variant.lora is None else lora_applied(backbone, variant.lora, variant.strength)
+        with applied:
+            videos += [render(backbone, decoder, plan.prompts[c.prompt].conditioning, size, c.seed, fps)
+                       for c in plan.cells if c.row == row]
+    report = sweep_report(videos, [c.label for c in plan.cells], plan)
+    path = save_grid(report.videos, report.layout, out, fps)
+    sys.stdout.write(f"{report.table}\ngrid: {path} (and {path.with_suffix('.png').name})\n")
+    return 0
