@@ -192,7 +192,7 @@ def load_gemma(
     """Gemma 3 from ComfyUI's bf16 single file or a Hugging Face folder, with ``checkpoint``'s projection.
 
     ``text_config`` overrides fields of the config a single file implies (sizes from the weights, attention
-    layout and RoPE of Gemma 3 12B); a folder brings its own ``config.json``.
+    layout and RoPE of Gemma 3 12B); a folder brings its own ``config.json`` and ignores it.
     """
     require_transformers_5()
     import sentencepiece
@@ -213,8 +213,6 @@ def load_gemma(
                 )
             spm = f.get_tensor(SPIECE).numpy().tobytes()
             config = config_from_shapes({k: tuple(f.get_slice(k).get_shape()) for k in names}, text_config)
-    if text_config and path.is_dir():
-        config = type(config)(**{**config.to_dict(), **text_config})
     with torch.device("meta"):
         model = Gemma3TextModel(config)
     state: dict[str, torch.Tensor] = {}
