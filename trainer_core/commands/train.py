@@ -23,6 +23,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(absolute, relative to output_dir or to the current folder), or a run folder / the name of a run beside "
         "output_dir (its newest checkpoint)",
     )
+    parser.add_argument(
+        "--text-encoder", metavar="PATH",
+        help="Gemma 3 file or folder that encodes preview.prompts (as for `cache --text-encoder`); not needed when "
+        "the cache used the stand-in encoder or preview.prompts is empty (the first training captions are shown)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,8 +44,10 @@ def run(args: argparse.Namespace) -> int:
     from ..engine.modes import resolve_modes
     from ..engine.run_lock import check_free
     from ..engine.trainer import Callbacks, Trainer
+    from ..lorafile.match import refuse_unsupported_checkpoint
     from ..ltxcore.backbone import LtxCoreBackbone
     from ..ltxcore.checkpoint_file import check_base_checkpoint, vae_identity
+    from ..ltxcore.previews import attach_previews, preview_prompts
     from ..plots import loss_curve
     from ..progress import ProgressLine
 
@@ -56,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
     if cfg.model.device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"{args.config}: model.device = {cfg.model.device!r} but no CUDA GPU is available; use cpu")
     # Everything that can be checked without the model first: loading 22B weights takes minutes.
+    refuse_unsupported_checkpoint(cfg.model.checkpoint)  # LTX-2.5, from its structure
     check_free(Path(cfg.output_dir))  # another live run in this folder; training itself takes the lock
     cfg.data = str(training_folder(cfg.data, cfg.output_dir))  # an ltx-trainer folder is imported first
     data = CachedData(cfg.data)
@@ -65,13 +73,17 @@ def run(args: argparse.Namespace) -> int:
         resume = resolve_resume(args.resume, Path(cfg.output_dir), cfg.name, (Path.cwd(),), "--resume")
     family = check_base_checkpoint(cfg.model.checkpoint, "model.checkpoint")  # a LoRA, a pickle, a text file
     check_cache_for_model(data.model, data.folder, family, vae_identity(cfg.model.checkpoint), cfg.model.checkpoint)
+    prompts = preview_prompts(cfg, data, args.text_encoder)  # Gemma (if any) is freed before the transformer loads
     backbone = LtxCoreBackbone.from_checkpoint(
         cfg.model.checkpoint, dtype=getattr(torch, cfg.model.dtype), device=cfg.model.device
     )
     trainer = Trainer(backbone, data, cfg, base_model=backbone.model.family)  # LTX-2 or LTX-2.3, as loaded
     if resume is not None:
         trainer.resume(resume)
-    result = trainer.train(Callbacks(on_step=ProgressLine()))
+    callbacks = Callbacks(on_step=ProgressLine())
+    if prompts:
+        attach_previews(callbacks, trainer, prompts)
+    result = trainer.train(callbacks)
     save_png(loss_curve(result.losses), Path(cfg.output_dir) / "loss.png")
     sys.stdout.write(f"{result.status} at step {result.step}: {result.lora_path}\n")
     if result.message:
