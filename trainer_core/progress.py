@@ -59,8 +59,9 @@ class ProgressLine:
     s/step and ETA are wall-clock (``StepClock``); until a second step is done, the step's compute time.
     """
 
-    def __init__(self, stream: TextIO = sys.stderr, width: int = 24, clock: StepClock | None = None) -> None:
-        self.stream, self.width = stream, width
+    def __init__(self, stream: TextIO | None = None, width: int = 24, clock: StepClock | None = None) -> None:
+        # sys.stderr when called, not when this module was imported: it may have been replaced since (tests, tools)
+        self.stream, self.width = stream or sys.stderr, width
         self.clock = clock or StepClock()
 
     def __call__(self, info: StepInfo) -> None:

@@ -20,7 +20,8 @@ from trainer_core.cache.store import save_tensors
 from trainer_core.cli import main
 from trainer_core.config import ConfigError, load_yaml
 from trainer_core.config.training import RecipeSettings, TrainConfig
-from trainer_core.engine.modes import StreamModes
+from trainer_core.engine.data import InMemoryData
+from trainer_core.engine.modes import StreamModes, resolve_modes
 from trainer_core.engine.recipe import FlowMatchingRecipe
 from trainer_core.engine.trainer import Trainer
 from trainer_core.lorafile import metadata as md
@@ -208,3 +209,19 @@ def test_the_ic_lora_preset_yaml_is_ltx_trainers_template_and_trains_through_the
     assert {k.split(".", 3)[3].rsplit(".", 2)[0] for k in tensors if k.endswith(md.LORA_B)} == {
         *(f"attn{i}.{p}" for i in (1, 2) for p in ("to_q", "to_k", "to_v", "to_out.0")), "ff.net.0.proj", "ff.net.2"
     }
+
+
+def test_reference_p_with_video_conditioning_is_refused():
+    data = synthetic_data(n=2, size=4, reference_factor=2)
+    with pytest.raises(ConfigError, match="recipe.video: generate"):
+        resolve_modes(RecipeSettings(reference_p=1.0, video="condition", audio="generate"), data)
+
+
+def test_clips_without_a_reference_train_without_one_and_the_run_says_how_many(caplog):
+    data = synthetic_data(n=3, audio=False, size=4, reference_factor=2)
+    data = InMemoryData([replace(data.samples[0], reference=None), *data.samples[1:]], data.empty_text,
+                        reference_downscale_factor=2)
+    with caplog.at_level(logging.INFO):
+        modes = resolve_modes(RecipeSettings(reference_p=1.0, audio="off"), data)
+    assert modes.reference_factor == 2
+    assert "recipe.reference_p: 1 of 3 clips have no reference latent" in caplog.text
