@@ -195,11 +195,12 @@ def test_a_diverging_run_raises_the_packs_user_error(comfy, setup):
     node, model, _, loras = setup
     data = synthetic_data(n=2)
     for sample in data.samples:
-        sample.video.fill_(float("nan"))  # the loss is NaN from the first step on
+        sample.video.fill_(float("nan"))  # the data check stops the first step, naming the clip
     non_finite = sys.modules[comfy.__name__ + ".trainer_core.engine.trainer"].NonFiniteLossError
     user_error = sys.modules[comfy.__name__ + ".trainer_core.errors"].UserError
     with torch.inference_mode(), pytest.raises(non_finite) as caught:
         node.execute(model=model, training_data=data, **_settings(comfy, 3), **_widgets(every=100))
     assert isinstance(caught.value, user_error)  # ComfyUI shows the message; the CLI prints one error: line
     message = str(caught.value)
-    assert "loss became nan at step 1" in message and "optimization.learning_rate" in message
+    assert "its cached video latent holds NaN or Inf values; training stopped at step 1" in message
+    assert message.startswith("clip clip_")

@@ -96,6 +96,11 @@ def read_mapping(path: str | Path) -> dict[str, Any] | None:
         raise ConfigError(f"Config file not found: {path}") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path} is not valid YAML: {err}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"{path} is not UTF-8 text (byte {err.start}: {err.reason}); save it with the UTF-8 encoding "
+            "(in most editors: Save As, encoding UTF-8)"
+        ) from None
     if data is not None and not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping of settings at the top level, not {type(data).__name__}")
     return data

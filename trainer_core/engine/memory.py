@@ -12,6 +12,11 @@ copy is on the device, which the headroom covers.
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
+from ..config.training import TrainConfig
+from ..errors import UserError
 from .data import TrainingData
 
 # fp32 master + fp32 grad + AdamW's two fp32 moments; bf16 working copies and their grads add 2 + 2.
@@ -42,3 +47,30 @@ def training_memory_bytes(
     tokens = max(sample_tokens(data.shape_of(i)) for i in range(len(data))) * batch_size
     activations = tokens * blocks * width * 2 * ACTIVATION_VECTORS[checkpointing]
     return int(lora_parameters * LORA_BYTES_PER_PARAM[mixed_precision] + activations + HEADROOM)
+
+
+class TrainingOutOfMemory(UserError, RuntimeError):
+    """The device ran out of memory during a training step; the message says what to lower."""
+
+
+_ASKED = re.compile(r"Tried to allocate ([\d.]+ [KMGT]i?B)")
+
+
+def out_of_memory_message(err: BaseException, step: int, last: Path | None, cfg: TrainConfig) -> str:
+    """What ran out, which settings to lower (the README's out-of-memory ladder, cheapest first) and what is saved."""
+    asked = _ASKED.search(str(err))
+    ladder = [
+        "memory.gradient_checkpointing: on" if not cfg.memory.gradient_checkpointing else None,
+        f"optimization.batch_size: 1 with gradient_accumulation {cfg.optimization.batch_size}"
+        if cfg.optimization.batch_size > 1 else None,
+        "fewer frames or a smaller bucket (cache again)",
+        "lora.rank: 16" if cfg.lora.rank > 16 else None,
+        "optimization.optimizer: adamw8bit" if cfg.optimization.optimizer != "adamw8bit" else None,
+        "an fp8 checkpoint",
+    ]
+    saved = f"the last checkpoint, {last}, is intact: resume from it" if last else "no checkpoint was written yet"
+    return (
+        f"the GPU ran out of memory in training step {step + 1} (it asked for "
+        f"{asked.group(1) if asked else 'more than was free'}); training stopped and {saved}. Lower, cheapest first: "
+        + "; ".join(s for s in ladder if s) + " (README: Speed and VRAM guide)"
+    )

@@ -29,7 +29,8 @@ from ..lora.targets import select_targets
 from ..lorafile import metadata as lora_meta
 from .checkpoints import CheckpointWriter
 from .compiling import compile_wanted
-from .data import TrainingData, collate, epoch_batches
+from .data import Sample, TrainingData, collate, epoch_batches
+from .memory import TrainingOutOfMemory, out_of_memory_message
 from .modes import resolve_modes, stream_targets
 from .optim import build_optimizer, build_scheduler
 from .recipe import FlowMatchingRecipe
@@ -216,6 +217,8 @@ class Trainer:
 
     def _batch_loss(self, indices: list[int]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         samples = [self.data[i] for i in indices]
+        for s in samples:
+            self._check_finite(s)
         texts = []
         for s in samples:
             dropped = torch.rand(1, generator=self.generator).item() < self.cfg.recipe.caption_dropout
@@ -240,6 +243,23 @@ class Trainer:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=mixed):
             pred_v, pred_a = self.backbone.velocity(inp)
         return self.recipe.loss(pred_v, pred_a, targets)
+
+    def _check_finite(self, sample: Sample) -> None:
+        """Stop with ``NonFiniteLossError`` naming the clip when its cached tensors hold NaN or Inf (host tensors:
+        cheap beside a step), before they reach the weights; the checkpoints written so far stay as they are."""
+        parts = {"video latent": sample.video, "audio latent": sample.audio, "caption features": sample.text,
+                 "reference latent": sample.reference}
+        bad = [name for name, t in parts.items() if t is not None and not bool(torch.isfinite(t).all())]
+        if bad:
+            raise NonFiniteLossError(
+                f"clip {sample.key}: its cached {' and '.join(bad)} {'hold' if len(bad) > 1 else 'holds'} NaN or Inf "
+                f"values; training stopped at step "
+                f"{self.run.step + 1}. The last good checkpoint is {self._last_checkpoint()}. Cache that clip again "
+                "(delete its files or change its caption, then run the cache step) or remove it from the dataset"
+            )
+
+    def _last_checkpoint(self) -> Path | str:
+        return self.writer.written[-1] if self.writer.written else "none yet"
 
     def _batches(self) -> Iterator[tuple[int, list[int]]]:
         """Endless (epoch, batch) stream from the run's data position.
@@ -322,6 +342,15 @@ class Trainer:
                 status, message = "diverged", str(err)
             except DiskWriteError:
                 raise  # a checkpoint could not be written: saving another one would fail the same way
+            except torch.cuda.OutOfMemoryError as err:
+                # The steps completed so far are saved as on a cancel, then the error says what to lower.
+                if self.run.step > saved_step:
+                    self._set_rng_state(rng)
+                    self._save(cb)
+                raise TrainingOutOfMemory(
+                    out_of_memory_message(err, self.run.step, self.writer.written[-1] if self.writer.written else None,
+                                          self.cfg)
+                ) from err
             except BaseException:
                 # Cancelled from inside the model (ComfyUI's interrupt, Ctrl-C): keep what was learned so far,
                 # with the RNGs as they were at the end of the last completed step, so a resume continues exactly.
@@ -367,10 +396,11 @@ class Trainer:
         total, parts_mean = means[0], dict(zip(names, means[1:], strict=True))
         if not math.isfinite(total):
             self.optimizer.zero_grad(set_to_none=True)
-            last = self.writer.written[-1] if self.writer.written else "none yet"
+            clips = ", ".join(self.data[i].key for _, batch in drawn for i in batch)
             raise NonFiniteLossError(
-                f"loss became {total} at step {self.run.step + 1}; training stopped. The last good "
-                f"checkpoint is {last}. Lower optimization.learning_rate (e.g. 5x) or check the data."
+                f"loss became {total} at step {self.run.step + 1} (clips of that step: {clips}); training stopped. "
+                f"The last good checkpoint is {self._last_checkpoint()}. Lower optimization.learning_rate (e.g. 5x) "
+                "or check those clips."
             )
         self.adapters.grads_to_masters()
         if opt.max_grad_norm > 0:
