@@ -14,6 +14,8 @@ from trainer_core.errors import UserError
 INTERNAL = {
     "trainer_core.cache.writer.UnreadableItem": "a signal inside the cache writer: caught there, the item is "
     "recorded as failed and listed in the cache report, the run goes on",
+    "trainer_core.config.foreign.Refused": "raised by one mapping rule; translate() gathers every refusal into one "
+    "ConfigError naming each key",
 }
 
 
