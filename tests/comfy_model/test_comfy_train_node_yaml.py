@@ -38,6 +38,8 @@ def test_the_clis_config_yaml_trains_in_the_node(setup, tmp_path):
            "optimization": {"steps": 3, "learning_rate": 1e-3}, "memory": {"mixed_precision": "no"}}
     (tmp_path / "cli.yaml").write_text(yaml.safe_dump(cli))
     assert main(["train", str(tmp_path / "cli.yaml")]) == 0
+    cli_run = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert cli_run["model"]["device"] == ("cuda" if torch.cuda.is_available() else "cpu")  # model.device auto, resolved
     out = _run(node, model, "from_cli", str(tmp_path / "run" / "config.yaml"))
     assert len(out.result[2]["loss"]) == 3 and out.result[1].endswith("from_cli/from_cli_step_00003.safetensors")
     recorded = yaml.safe_load((loras / "from_cli" / "config.yaml").read_text())
