@@ -6,8 +6,11 @@ import json
 import logging
 
 import pytest
+import safetensors.torch
+from safetensors import SafetensorError
 
 from tests.engine_support import config, synthetic_data, tiny_backbone
+from trainer_core.atomic import DiskWriteError
 from trainer_core.engine.checkpoints import list_checkpoints, resolve_resume
 from trainer_core.engine.state import CheckpointDamaged, state_paths
 from trainer_core.engine.trainer import Trainer
@@ -117,3 +120,21 @@ def test_stale_temp_files_of_this_run_are_swept_at_the_start_with_a_log_line(ckp
     assert not ours.exists() and other_run.exists() and not_ours.exists()
     assert f"removed {ours}, left by a checkpoint save that was interrupted" in caplog.text
     assert [s for s, _ in list_checkpoints(run_dir, "t")] == [1]
+
+
+def test_a_full_disk_during_a_save_leaves_the_previous_checkpoint_intact_and_resumable(ckpt, tmp_path, monkeypatch):
+    real = safetensors.torch.save_file
+
+    def save_file(tensors, filename, metadata=None):
+        if "t_step_00004" in str(filename):
+            raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+        return real(tensors, filename, metadata=metadata)
+
+    monkeypatch.setattr(safetensors.torch, "save_file", save_file)
+    cfg = config(tmp_path, checkpoints={"every": 2})
+    with pytest.raises(DiskWriteError, match="No space left on the disk while writing"):
+        Trainer(tiny_backbone(ckpt), synthetic_data(), cfg).train()
+    run_dir = tmp_path / "run"
+    assert sorted(p.name for p in run_dir.iterdir() if "step" in p.name) == sorted(
+        p.name for p in _files(run_dir, 2).values())
+    assert resolve_resume("latest", run_dir, "t") == _files(run_dir, 2)["lora"]  # all its checksums match
