@@ -124,16 +124,20 @@ def test_training_killed_during_a_save_resumes_equal_to_an_uninterrupted_run(set
     _assert_equals_uninterrupted(setup, run)
 
 
-@pytest.mark.parametrize("seed", [0])
+@pytest.mark.parametrize("seed", [0, 1])
 def test_training_killed_at_a_random_moment_resumes_equal_to_an_uninterrupted_run(setup, seed):
     run = setup["root"] / f"killed_random_{seed}"
     proc = _cli("train", str(setup["config"](run)))
-    # Seeded moments from the first step (the log's progress) to after the last checkpoint would be written.
-    while not (run / "config.yaml").exists() and proc.poll() is None:
-        time.sleep(0.05)
-    time.sleep(random.Random(seed).uniform(0.0, 2.0))
+    # A seeded moment after the first checkpoint is complete: once `files` checkpoint files exist (3 per
+    # checkpoint), plus a seeded few milliseconds; the run must still be going then.
+    rng = random.Random(seed)
+    files, delay = rng.randint(3, 6), rng.uniform(0.0, 0.05)
+    while len([p for p in run.glob("f_step_*") if p.suffix != ".tmp"]) < files and proc.poll() is None:
+        time.sleep(0.002)
+    time.sleep(delay)
     proc.kill()
     _finish(proc)
+    assert proc.returncode == -9, "the run ended before the kill"
     _resume_to_the_end(run, setup["config"](run))
     _assert_equals_uninterrupted(setup, run)
 
