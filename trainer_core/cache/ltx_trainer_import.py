@@ -38,11 +38,10 @@ from .encoders import (
     CacheError,
     TextEncoder,
 )
-from .manifest import AUDIO_DIR, LATENT_DIR, REFERENCE_DIR, TEXT_DIR, ItemRecord
+from .manifest import AUDIO_DIR, IMPORTED, LATENT_DIR, REFERENCE_DIR, TEXT_DIR, ItemRecord
 from .store import file_sha256, file_stem, save_tensors, short_digest
 from .writer import NO_AUDIO, NO_REFERENCE, CacheReport, CacheRun, ProgressFn, UnreadableItem, write_cache
 
-IMPORTED = "imported-from-ltx-trainer"
 AUDIO_LATENTS = "audio_latents"
 REFERENCE_LATENTS = "reference_latents"
 

@@ -183,6 +183,10 @@ def cache_family(model: dict[str, Any]) -> str | None:
     return model.get("model_family") or _FAMILY_OF_TEXT.get(model.get("text_family"))
 
 
+# What an ltx-trainer import records for the encoders it never saw: no identity to compare against.
+IMPORTED = "imported-from-ltx-trainer"
+
+
 def check_cache_for_model(model: dict[str, Any], folder: Path, family: str, vae: str | None, name: str) -> None:
     """Refuse to train ``name`` (of ``family``, video VAE identity ``vae`` when known) on a cache made for another.
 
@@ -196,7 +200,7 @@ def check_cache_for_model(model: dict[str, Any], folder: Path, family: str, vae:
             f"{_FAMILY_NAMES.get(family, family)}: cache the dataset again with this model's VAE and text encoder "
             "(into another folder), or train the model the cache was made for"
         )
-    if vae and model.get("vae") and model["vae"] != vae:
+    if vae and model.get("vae") not in (None, IMPORTED, vae):
         raise CacheError(
             f"cache {folder} was encoded by another video VAE (identity {model['vae']}) than the one in {name} "
             f"(identity {vae}): its latents do not match this model; cache the dataset again with {name}, or train "
