@@ -13,6 +13,8 @@ train through it, all of it undone when ``training_session()`` exits (normally, 
   optional per-block checkpointing), installed through ``patches_replace`` on a ``ModelPatcher.clone()``: the
   user's MODEL never sees it.
 - Inference-mode weights are swapped for zero-copy aliases (``inference.trainable_aliases``).
+- Quantized (scaled fp8) layers dequantize their weights instead of running ComfyUI's fp8-activation training path,
+  which torch.compile cannot trace (``quantized.dequantized_matmuls``).
 - ``torch.inference_mode(False)`` + ``enable_grad`` for the block.
 
 The diffusion model is called directly (not through ``BaseModel.apply_model``, which returns x0 and runs the
@@ -44,6 +46,7 @@ from torch import nn
 from ..backbone import ModelInput, TextContext
 from .blocks import OPTIONS_KEY, install_out_of_place_blocks
 from .inference import trainable_aliases
+from .quantized import dequantized_matmuls
 from .streaming import BlockStreamer, slot_reserve_bytes, uniform_cast_flag
 
 logger = logging.getLogger(__name__)
@@ -275,7 +278,7 @@ class ComfyBackbone:
                 install_out_of_place_blocks(patched, self._dm.transformer_blocks)
                 options = dict(patched.model_options["transformer_options"])
                 options["prefetch_dynamic_vbars"] = self._patcher.is_dynamic()
-                with trainable_aliases(self._dm):
+                with trainable_aliases(self._dm), dequantized_matmuls(self._dm):
                     self._session_options = options
                     try:
                         yield
