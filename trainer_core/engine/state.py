@@ -34,6 +34,8 @@ class RunState:
     """Mutable progress of a run: the step last completed, the loss after every step and the data position.
 
     ``seen`` lists the samples trained on so far in epoch ``epoch``: a resumed run leaves them out of that epoch.
+    ``processes``: how many processes trained together (``torchrun``); their global batch is that many times
+    ``optimization.batch_size``, which a resume needs to know whether its batches continue the same way.
     """
 
     step: int = 0
@@ -41,6 +43,7 @@ class RunState:
     seconds: list[float] = field(default_factory=list)
     epoch: int = 0
     seen: list[int] = field(default_factory=list)
+    processes: int = 1
 
     def consumed(self, epoch: int, batch: list[int]) -> None:
         """Record that ``batch`` of ``epoch`` went into a completed step."""
@@ -101,7 +104,7 @@ def save_state(
         "step": run.step,
         "losses": run.losses,
         "seconds": run.seconds,
-        "data": {"epoch": run.epoch, "seen": run.seen},
+        "data": {"epoch": run.epoch, "seen": run.seen, "processes": run.processes},
         "optimizer": {"param_groups": opt["param_groups"], "scalars": scalars},
         "scheduler": scheduler.state_dict(),
     }
@@ -213,5 +216,5 @@ def load_state(
         data = {"epoch": 0, "seen": []}
     return RunState(
         step=int(meta["step"]), losses=list(meta["losses"]), seconds=list(meta["seconds"]),
-        epoch=int(data["epoch"]), seen=[int(i) for i in data["seen"]],
+        epoch=int(data["epoch"]), seen=[int(i) for i in data["seen"]], processes=int(data.get("processes", 1)),
     )

@@ -11,7 +11,8 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from contextlib import ExitStack
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Literal
 
@@ -19,7 +20,7 @@ import torch
 
 from .. import __version__
 from ..atomic import DiskWriteError, sweep_stale_temps, write_atomic
-from ..backbone import Backbone, TextContext
+from ..backbone import Backbone, ModelInput, TextContext
 from ..cache.manifest import check_cache_for_model
 from ..config import ConfigError
 from ..config.training import TrainConfig, train_config_yaml
@@ -30,10 +31,11 @@ from ..lorafile import metadata as lora_meta
 from .checkpoints import CheckpointWriter
 from .compiling import compile_wanted
 from .data import Sample, TrainingData, collate, epoch_batches
+from .distributed import SingleProcess
 from .memory import TrainingOutOfMemory, out_of_memory_message
 from .modes import resolve_modes, stream_targets
 from .optim import build_optimizer, build_scheduler
-from .recipe import FlowMatchingRecipe
+from .recipe import FlowMatchingRecipe, Targets
 from .run_lock import RunLock
 from .state import CheckpointDamaged, RunState, checkpoint_problem, load_state
 
@@ -84,9 +86,19 @@ class NonFiniteLossError(UserError, RuntimeError):
 
 
 class Trainer:
-    """One LoRA training run of ``cfg`` on ``backbone`` over ``data``."""
+    """One LoRA training run of ``cfg`` on ``backbone`` over ``data``.
 
-    def __init__(self, backbone: Backbone, data: TrainingData, cfg: TrainConfig, base_model: str = "ltx-2.3") -> None:
+    ``parallel``: this process's part in a multi-process run (``engine.distributed``); one process by default.
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        data: TrainingData,
+        cfg: TrainConfig,
+        base_model: str = "ltx-2.3",
+        parallel: SingleProcess | None = None,
+    ) -> None:
         if cfg.recipe.caption_dropout > 0 and not data.has_empty_text:
             raise ConfigError(
                 f"recipe.caption_dropout is {cfg.recipe.caption_dropout}, but the training data has no empty caption "
@@ -98,6 +110,7 @@ class Trainer:
         if model:
             check_cache_for_model(model, data.folder, base_model, None, f"the model being trained ({base_model})")
         self.backbone, self.data, self.cfg = backbone, data, cfg
+        self.parallel = parallel or SingleProcess()
         self.out = Path(cfg.output_dir)
         self.modes = resolve_modes(cfg.recipe, data, backbone.has_audio)
         targets = stream_targets(
@@ -148,6 +161,9 @@ class Trainer:
           a warning says so. The learning rate is not rescaled for a new batch size.
         - other training data (another fingerprint): the record of the interrupted epoch's clips refers to the old
           data, so a new epoch begins, with the same warning.
+        - the number of processes (``torchrun``): the batches follow the global batch, processes x
+          ``optimization.batch_size``; where that product is the checkpoint's (2 x 1 after 1 x 2), the run continues
+          as an uninterrupted one would, else as for another batch size.
 
         ``lora.rank``, ``lora.alpha``, ``lora.targets``, ``lora.custom_targets`` and ``optimization.optimizer``
         define what the checkpoint holds: a change raises ``ConfigError`` (set them back, or start a new run).
@@ -185,7 +201,16 @@ class Trainer:
             # Re-roll what the checkpoint's RNGs would have drawn next (noise, sigmas, caption dropout).
             torch.manual_seed(self.cfg.seed)
             self.generator.manual_seed(self.cfg.seed)
-        reordered = [n for n in ("optimization.batch_size", "seed") if n in changed]
+        # What decides the batches is the global batch: processes x optimization.batch_size.
+        world, batch_before = self.parallel.world_size, _setting(before, "optimization.batch_size")
+        if self.run.processes != world:
+            log.info("%s was trained by %d processes, this run has %d", lora_path.name, self.run.processes, world)
+        reordered = []
+        if batch_before is not None and batch_before * self.run.processes != self.cfg.optimization.batch_size * world:
+            same_world = self.run.processes == world
+            reordered.append("optimization.batch_size" if same_world else "global batch (processes x batch_size)")
+        if "seed" in changed:
+            reordered.append("seed")
         if meta.get(lora_meta.DATASET_FINGERPRINT, "") not in ("", self.data.fingerprint):
             reordered.append("training data")
             if self.run.seen:  # indices into the old data: start the next epoch instead
@@ -216,19 +241,23 @@ class Trainer:
         return TextContext(*(None if t is None else t.to(device, non_blocking=True) for t in (host.video, host.audio)))
 
     def _batch_loss(self, indices: list[int]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The loss of this process's rows of the global batch ``indices``, weighted by their share of it (all of
+        it in one process); every process draws the random numbers of the whole batch, as one process would."""
         samples = [self.data[i] for i in indices]
         for s in samples:
             self._check_finite(s)
-        texts = []
-        for s in samples:
-            dropped = torch.rand(1, generator=self.generator).item() < self.cfg.recipe.caption_dropout
-            texts.append(self._text("", self.data.empty_text) if dropped else self._text(s.key, s.text))
+        dropped = [torch.rand(1, generator=self.generator).item() < self.cfg.recipe.caption_dropout for _ in samples]
+        own = self.parallel.share(len(samples))
+        texts = [
+            self._text("", self.data.empty_text) if drop else self._text(s.key, s.text)
+            for s, drop in zip(samples[own], dropped[own], strict=True)
+        ]
         if len(texts) > 1 and len({t.video.shape for t in texts}) > 1:
             raise ValueError("captions of one batch encode to different lengths; use batch_size 1")
         text = TextContext(
             torch.cat([t.video for t in texts]),
             None if texts[0].audio is None else torch.cat([t.audio for t in texts]),
-        )
+        ) if texts else None  # None: this process's share of a short batch is empty, the model does not run
         video, audio = collate(samples)
         device = self.backbone.device
         video = video.to(device, torch.float32)
@@ -239,10 +268,20 @@ class Trainer:
         if self.modes.reference_factor and samples[0].reference is not None:
             reference = torch.stack([s.reference for s in samples]).to(device, torch.float32)
         inp, targets = self.recipe.prepare(video, audio, text, samples[0].frame_rate, self.generator, reference)
+        whole = own == slice(0, len(samples))
+        if text is None:  # adds nothing to the step; the same loss parts as the other processes, for the sums
+            zero = torch.zeros((), device=device)
+            return zero, {n: zero for n, t in (("video", targets.video), ("audio", targets.audio)) if t is not None}
+        if not whole:
+            inp, targets = _rows(inp, own), _rows(targets, own)
         mixed = self.cfg.memory.mixed_precision == "bf16"
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=mixed):
             pred_v, pred_a = self.backbone.velocity(inp)
-        return self.recipe.loss(pred_v, pred_a, targets)
+        loss, parts = self.recipe.loss(pred_v, pred_a, targets)
+        if whole:
+            return loss, parts
+        weight = (own.stop - own.start) / len(samples)  # the processes' weighted sums are the global batch's mean
+        return loss * weight, {n: v * weight for n, v in parts.items()}
 
     def _check_finite(self, sample: Sample) -> None:
         """Stop with ``NonFiniteLossError`` naming the clip when its cached tensors hold NaN or Inf (host tensors:
@@ -271,14 +310,17 @@ class Trainer:
         """
         epoch, done = self.run.epoch, set(self.run.seen)
         while True:
-            for batch in epoch_batches(self.data, self.cfg.optimization.batch_size, self.cfg.seed, epoch):
+            size = self.cfg.optimization.batch_size * self.parallel.world_size  # the global batch
+            for batch in epoch_batches(self.data, size, self.cfg.seed, epoch):
                 rest = [i for i in batch if i not in done]
                 if rest:
                     yield epoch, rest
             epoch, done = epoch + 1, set()
 
     def _save(self, cb: Callbacks) -> int:
-        """Write a checkpoint of the current step; returns that step."""
+        """Write a checkpoint of the current step (rank 0 of several processes writes it); returns that step."""
+        if not self.parallel.is_main:
+            return self.run.step
         path = self.writer.save(self.adapters, self.run, self.optimizer, self.scheduler, self.generator)
         zero = self.adapters.zero_b_names()
         if zero:
@@ -295,15 +337,22 @@ class Trainer:
         return self.run.step
 
     def train(self, callbacks: Callbacks | None = None) -> TrainResult:
-        """Run to ``optimization.steps`` holding the run folder's lock (``RunLockedError`` if another run has it)."""
-        with RunLock(self.out, self.cfg.name):
+        """Run to ``optimization.steps`` holding the run folder's lock (``RunLockedError`` if another run has it).
+
+        Of several processes, rank 0 holds the lock and writes every file; the others wait for it where it writes.
+        """
+        with ExitStack() as stack:
+            with self.parallel.together("starting the run"):
+                if self.parallel.is_main:
+                    stack.enter_context(RunLock(self.out, self.cfg.name))
+                    for stale in sweep_stale_temps(self.out, f"{self.cfg.name}_step_"):
+                        log.info("removed %s, left by a checkpoint save that was interrupted", stale)
+                    write_atomic(self.out / "config.yaml", train_config_yaml(self.cfg))
             return self._train(callbacks or Callbacks())
 
     def _train(self, cb: Callbacks) -> TrainResult:
         opt = self.cfg.optimization
-        for stale in sweep_stale_temps(self.out, f"{self.cfg.name}_step_"):
-            log.info("removed %s, left by a checkpoint save that was interrupted", stale)
-        write_atomic(self.out / "config.yaml", train_config_yaml(self.cfg))
+        self.run.processes = self.parallel.world_size
         self.backbone.set_gradient_checkpointing(self.cfg.memory.gradient_checkpointing)
         wanted = compile_wanted(self.cfg.memory.compile_blocks, self.backbone.device)
         self.compiled_blocks = self.backbone.set_compiled_blocks(wanted, self.cfg.memory.compile_blocks == "on")
@@ -334,7 +383,8 @@ class Trainer:
                         cb.on_step(StepInfo(self.run.step, opt.steps, loss, parts, lr, self.run.seconds[-1]))
                     stop = cb.should_stop is not None and cb.should_stop()
                     if stop or self.run.step % self.cfg.checkpoints.every == 0 or self.run.step == opt.steps:
-                        saved_step = self._save(cb)
+                        with self.parallel.together(f"saving the checkpoint of step {self.run.step}"):
+                            saved_step = self._save(cb)
                     if stop:
                         status, message = "cancelled", f"cancelled at step {self.run.step}; checkpoint saved"
                         break
@@ -382,16 +432,18 @@ class Trainer:
     def _optimizer_step(self, batches: Iterator[tuple[int, list[int]]]) -> tuple[float, dict[str, float]]:
         opt = self.cfg.optimization
         losses, parts_list, drawn = [], [], []
-        for _ in range(opt.gradient_accumulation):
-            drawn.append(next(batches))
-            loss, parts = self._batch_loss(drawn[-1][1])
-            (loss / opt.gradient_accumulation).backward()
-            losses.append(loss.detach())
-            parts_list.append(parts)
+        with self.parallel.together(f"in step {self.run.step + 1}"):
+            for _ in range(opt.gradient_accumulation):
+                drawn.append(next(batches))
+                loss, parts = self._batch_loss(drawn[-1][1])
+                if loss.requires_grad:  # False only where this process's share of a short batch was empty
+                    (loss / opt.gradient_accumulation).backward()
+                losses.append(loss.detach())
+                parts_list.append(parts)
         # One host sync per step, after backward has been queued: the GPU never waits for Python here.
         names = list(parts_list[0])
         rows = [torch.stack([loss, *(p[n] for n in names)]) for loss, p in zip(losses, parts_list, strict=True)]
-        table = torch.stack(rows)
+        table = self.parallel.reduce_sum(torch.stack(rows))
         means = table.float().mean(dim=0).tolist()
         total, parts_mean = means[0], dict(zip(names, means[1:], strict=True))
         if not math.isfinite(total):
@@ -403,6 +455,7 @@ class Trainer:
                 "or check those clips."
             )
         self.adapters.grads_to_masters()
+        self.parallel.reduce_gradients(self.adapters.masters())
         if opt.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(self.adapters.masters(), opt.max_grad_norm)
         self.optimizer.step()
@@ -425,6 +478,12 @@ def _setting(config: dict, dotted: str) -> object:
     for part in dotted.split("."):
         config = config.get(part) if isinstance(config, dict) else None
     return config
+
+
+def _rows(obj: ModelInput | Targets, rows: slice) -> ModelInput | Targets:
+    """``obj`` with its per-sample tensors (batch first) cut to ``rows``; text and scalars stay as they are."""
+    cut = {f.name: v[rows] for f in fields(obj) if isinstance(v := getattr(obj, f.name), torch.Tensor)}
+    return replace(obj, **cut)
 
 
 def _host_copy(t: torch.Tensor, pin: bool) -> torch.Tensor:

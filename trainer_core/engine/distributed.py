@@ -1,0 +1,157 @@
+"""Data parallel training over several processes (``torchrun --nproc_per_node N -m trainer_core train``).
+
+The Trainer sees this module through one small interface, ``SingleProcess``: which rows of a global batch this
+process trains on (``share``), the sums across processes (``reduce_sum``, ``reduce_gradients``), whether it writes
+files (``is_main``) and ``together``, which makes a failure on one process stop all of them with its message.
+``SingleProcess`` is the plain run (the whole batch, no communication); ``DataParallel`` is one of N processes.
+
+Every process draws the random numbers of the whole global batch (noise, sigma, caption dropout) from the same
+generator, as one process with that batch would, and runs the model on its rows only. Each process's loss is
+weighted by its share of the batch and the LoRA gradients are summed, which is their mean over the global batch:
+N processes with batch b train the same LoRA as one process with batch N*b (a short last batch of a bucket
+included, where some processes get fewer rows or none).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+from ..errors import UserError
+
+log = logging.getLogger(__name__)
+
+# Long enough for a checkpoint save or a preview on rank 0 while the others wait, short enough that a process that
+# hangs stops the run in minutes, not torch's default half hour.
+TIMEOUT = timedelta(minutes=10)
+_BUCKET = 1 << 24  # gradient elements per all-reduce: few calls, bounded extra memory
+
+
+class RankFailed(UserError, RuntimeError):
+    """Another process of a multi-process run failed; the message is its rank and its error."""
+
+
+class SingleProcess:
+    """One process trains on whole batches; nothing to communicate."""
+
+    rank = 0
+    world_size = 1
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process writes the run's files (checkpoints, config.yaml) and reports progress."""
+        return self.rank == 0
+
+    def share(self, n: int) -> slice:
+        """The rows of a global batch of ``n`` samples that this process trains on."""
+        return slice(0, n)
+
+    def reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
+        """``t`` summed over the processes."""
+        return t
+
+    def reduce_gradients(self, params: list[torch.nn.Parameter]) -> None:
+        """Sum the gradients of ``params`` over the processes (each already weighted by its share of the batch)."""
+
+    @contextmanager
+    def together(self, what: str) -> Iterator[None]:
+        """Run the body on every process; if it raises on any of them, raise on all (see ``DataParallel``)."""
+        yield
+
+    def close(self) -> None:
+        """Leave the process group (nothing to leave here)."""
+
+
+class DataParallel(SingleProcess):
+    """Process ``rank`` of ``world_size`` in an initialised ``torch.distributed`` process group."""
+
+    def __init__(self, rank: int, world_size: int) -> None:
+        self.rank, self.world_size = rank, world_size
+
+    @classmethod
+    def start(cls, device_type: str, init_method: str = "env://", rank: int | None = None,
+              world_size: int | None = None) -> DataParallel:
+        """Join the process group (``torchrun`` sets ``RANK`` and ``WORLD_SIZE``; tests pass them): NCCL on CUDA,
+        gloo on the CPU."""
+        backend = "nccl" if device_type == "cuda" else "gloo"
+        dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world_size, timeout=TIMEOUT)
+        return cls(dist.get_rank(), dist.get_world_size())
+
+    def share(self, n: int) -> slice:
+        # Contiguous rows, the first n % world_size processes one more: a pure function of (n, rank, world_size).
+        q, extra = divmod(n, self.world_size)
+        start = self.rank * q + min(self.rank, extra)
+        return slice(start, start + q + (self.rank < extra))
+
+    def reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
+        t = t.clone()
+        dist.all_reduce(t)
+        return t
+
+    @torch.no_grad()
+    def reduce_gradients(self, params: list[torch.nn.Parameter]) -> None:
+        # A layer no process reached keeps no gradient (the optimizer skips it, as in one process); one reached
+        # somewhere gets zeros where it was not (a process whose share of a short batch was empty).
+        reached = torch.tensor([p.grad is not None for p in params], dtype=torch.int32, device=params[0].device)
+        dist.all_reduce(reached, op=dist.ReduceOp.MAX)
+        grads = []
+        for p, hit in zip(params, reached.tolist(), strict=True):
+            if hit:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+                grads.append(p.grad)
+        bucket: list[torch.Tensor] = []
+        for g in grads:
+            bucket.append(g)
+            if sum(b.numel() for b in bucket) >= _BUCKET:
+                _all_reduce_flat(bucket)
+                bucket = []
+        if bucket:
+            _all_reduce_flat(bucket)
+
+    @contextmanager
+    def together(self, what: str) -> Iterator[None]:
+        """Every process reports whether the body failed; if any did, the failing ones re-raise their error and the
+        others raise ``RankFailed`` naming the first failing rank, ``what`` it was doing and its message, so no
+        process is left waiting in a collective for one that is gone. Doubles as a barrier."""
+        failure: Exception | None = None
+        try:
+            yield
+        except Exception as err:  # noqa: BLE001 - re-raised below on this rank, after the others hear of it
+            failure = err
+        reports: list[str | None] = [None] * self.world_size
+        mine = None if failure is None else f"{type(failure).__name__}: {failure}"
+        dist.all_gather_object(reports, mine)
+        if failure is not None:
+            raise failure
+        failed = [(rank, msg) for rank, msg in enumerate(reports) if msg is not None]
+        if failed:
+            rank, msg = failed[0]
+            raise RankFailed(f"rank {rank} of {self.world_size} failed {what}, so every rank stopped: {msg}")
+
+    def close(self) -> None:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _all_reduce_flat(tensors: list[torch.Tensor]) -> None:
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    dist.all_reduce(flat)
+    torch._foreach_copy_(tensors, [v.view_as(t) for v, t in zip(flat.split([t.numel() for t in tensors]), tensors,
+                                                                   strict=True)])
+
+
+def launched() -> bool:
+    """Whether this process was started by ``torchrun`` (or another launcher setting ``WORLD_SIZE``) with N > 1."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def local_rank() -> int:
+    """This process's index on its host (``LOCAL_RANK``, set by the launcher): the GPU it trains on."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
