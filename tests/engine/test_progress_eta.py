@@ -58,7 +58,8 @@ def test_node_progress_sends_wall_clock_and_compute_time(comfy, monkeypatch):
 
     server = FakeServer()
     progress_history.register_routes(server)
-    monkeypatch.setattr(training, "_server", lambda: server)
+    monkeypatch.setattr(training, "prompt_server", lambda: server)
+    monkeypatch.setattr(progress_history, "prompt_server", lambda: server)
     progress = training.NodeProgress("7", 10)
     times = iter(TIMES)
     progress.clock = StepClock(lambda: next(times))
