@@ -4,13 +4,22 @@ The config is the same schema the Train node uses (``trainer_core.config.trainin
 ltx-trainer / LTX-2 LoRA tutorial config, translated (``trainer_core.config.foreign``; the mapping is printed).
 Headless runs also need ``model.checkpoint`` (the LTX-2.3 single-file checkpoint) and ``data`` (a cache folder made by
 ``python -m trainer_core cache`` or the Cache node). Ctrl-C saves a checkpoint of the last completed step.
+
+Under ``torchrun --nproc_per_node N`` each process trains on its share of every batch (``engine.distributed``):
+the global batch is N x ``optimization.batch_size``; rank 0 writes the files, shows progress and logs.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ..config.foreign import Translation
+    from ..engine.distributed import SingleProcess
 
 HELP = "Train a LoRA from a YAML config (headless, ltx-core backbone); Ctrl-C saves a checkpoint."
 
@@ -33,11 +42,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from ..config import ConfigError
+    from ..config.foreign import load_train_config
+    from ..engine.distributed import DataParallel, SingleProcess, launched, local_rank
+
+    translation = load_train_config(args.config)
+    device = translation.config.model.resolved_device(torch.cuda.is_available())
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"{args.config}: model.device = {device!r} but no CUDA GPU is available; use cpu")
+    parallel = SingleProcess()
+    if launched():  # torchrun: one of several processes, each on the GPU of its LOCAL_RANK (or the CPU, gloo)
+        if device.startswith("cuda"):
+            device = f"cuda:{local_rank()}"
+            torch.cuda.set_device(local_rank())
+        parallel = DataParallel.start(device.split(":")[0])
+        if not parallel.is_main:
+            logging.getLogger().setLevel(logging.ERROR)  # logs on rank 0 only; errors from every rank
+    try:
+        return _train(args, translation, device, parallel)
+    finally:
+        parallel.close()
+
+
+def _train(args: argparse.Namespace, translation: Translation, device: str, parallel: SingleProcess) -> int:
+    """The run on ``device`` as process ``parallel.rank`` (the only one, without torchrun)."""
+    import torch
+
     from ..atomic import save_png
     from ..cache.manifest import check_cache_for_model
     from ..cache.reader import CachedData
     from ..config import ConfigError
-    from ..config.foreign import load_train_config
     from ..config.training import CHECKPOINT_UNSET, DATA_UNSET
     from ..engine.checkpoints import resolve_resume
     from ..engine.data_folder import training_folder
@@ -51,8 +85,8 @@ def run(args: argparse.Namespace) -> int:
     from ..plots import loss_curve
     from ..progress import ProgressLine
 
-    translation = load_train_config(args.config)
-    if translation.dialect is not None:
+    main = parallel.is_main
+    if translation.dialect is not None and main:
         sys.stderr.write(translation.report(args.config) + "\n")
     cfg = translation.config
     cfg.model.device = cfg.model.resolved_device(torch.cuda.is_available())  # config.yaml records the device used
@@ -60,12 +94,14 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"{args.config}: {CHECKPOINT_UNSET}")
     if not cfg.data:
         raise ConfigError(f"{args.config}: {DATA_UNSET}")
-    if cfg.model.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"{args.config}: model.device = {cfg.model.device!r} but no CUDA GPU is available; use cpu")
     # Everything that can be checked without the model first: loading 22B weights takes minutes.
     refuse_unsupported_checkpoint(cfg.model.checkpoint)  # LTX-2.5, from its structure
-    check_free(Path(cfg.output_dir))  # another live run in this folder; training itself takes the lock
-    cfg.data = str(training_folder(cfg.data, cfg.output_dir))  # an ltx-trainer folder is imported first
+    with parallel.together("checking the run folder and the training data"):
+        folder = None
+        if main:  # rank 0 takes the lock and writes the run's files, the import of an ltx-trainer folder too
+            check_free(Path(cfg.output_dir))  # another live run in this folder; training itself takes the lock
+            folder = training_folder(cfg.data, cfg.output_dir)  # an ltx-trainer folder is imported first
+    cfg.data = str(parallel.from_main(folder))
     data = CachedData(cfg.data)
     resolve_modes(cfg.recipe, data, log_result=False)  # recipe.audio against the data, before the weights load
     resume = None
@@ -73,17 +109,19 @@ def run(args: argparse.Namespace) -> int:
         resume = resolve_resume(args.resume, Path(cfg.output_dir), cfg.name, (Path.cwd(),), "--resume")
     family = check_base_checkpoint(cfg.model.checkpoint, "model.checkpoint")  # a LoRA, a pickle, a text file
     check_cache_for_model(data.model, data.folder, family, vae_identity(cfg.model.checkpoint), cfg.model.checkpoint)
-    prompts = preview_prompts(cfg, data, args.text_encoder)  # Gemma (if any) is freed before the transformer loads
-    backbone = LtxCoreBackbone.from_checkpoint(
-        cfg.model.checkpoint, dtype=getattr(torch, cfg.model.dtype), device=cfg.model.device
-    )
-    trainer = Trainer(backbone, data, cfg, base_model=backbone.model.family)  # LTX-2 or LTX-2.3, as loaded
+    # Gemma (if any) is freed before the transformer loads; rank 0 alone renders previews
+    prompts = preview_prompts(cfg, data, args.text_encoder) if main else []
+    backbone = LtxCoreBackbone.from_checkpoint(cfg.model.checkpoint, dtype=getattr(torch, cfg.model.dtype),
+                                               device=device)
+    trainer = Trainer(backbone, data, cfg, base_model=backbone.model.family, parallel=parallel)  # family as loaded
     if resume is not None:
         trainer.resume(resume)
-    callbacks = Callbacks(on_step=ProgressLine())
+    callbacks = Callbacks(on_step=ProgressLine()) if main else Callbacks()
     if prompts:
         attach_previews(callbacks, trainer, prompts)
     result = trainer.train(callbacks)
+    if not main:
+        return 0 if result.status != "diverged" else 1
     save_png(loss_curve(result.losses), Path(cfg.output_dir) / "loss.png")
     sys.stdout.write(f"{result.status} at step {result.step}: {result.lora_path}\n")
     if result.message:

@@ -56,6 +56,10 @@ class SingleProcess:
         """``t`` summed over the processes."""
         return t
 
+    def from_main(self, value: object) -> object:
+        """Rank 0's ``value`` (picklable), on every process: what only rank 0 worked out, such as a path it wrote."""
+        return value
+
     def reduce_gradients(self, params: list[torch.nn.Parameter]) -> None:
         """Sum the gradients of ``params`` over the processes (each already weighted by its share of the batch)."""
 
@@ -80,7 +84,8 @@ class DataParallel(SingleProcess):
         """Join the process group (``torchrun`` sets ``RANK`` and ``WORLD_SIZE``; tests pass them): NCCL on CUDA,
         gloo on the CPU."""
         backend = "nccl" if device_type == "cuda" else "gloo"
-        dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world_size, timeout=TIMEOUT)
+        dist.init_process_group(backend, init_method=init_method, timeout=TIMEOUT,
+                                rank=-1 if rank is None else rank, world_size=-1 if world_size is None else world_size)
         return cls(dist.get_rank(), dist.get_world_size())
 
     def share(self, n: int) -> slice:
@@ -88,6 +93,11 @@ class DataParallel(SingleProcess):
         q, extra = divmod(n, self.world_size)
         start = self.rank * q + min(self.rank, extra)
         return slice(start, start + q + (self.rank < extra))
+
+    def from_main(self, value: object) -> object:
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
 
     def reduce_sum(self, t: torch.Tensor) -> torch.Tensor:
         t = t.clone()
