@@ -29,7 +29,7 @@ from trainer_core.lorafile.inspect import inspect_lora, report_text
 from trainer_core.lorafile.layouts import convert_file, parse_lora
 from trainer_core.lorafile.read import read_lora_file
 
-PRESET = Path(__file__).resolve().parents[2] / "configs" / "ic_lora.yaml"
+PRESET = Path(__file__).resolve().parents[2] / "docs" / "examples" / "ic_lora.yaml"
 
 
 @pytest.fixture(scope="module")
