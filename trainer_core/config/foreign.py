@@ -148,10 +148,10 @@ def _mixed_precision(value: Any) -> dict[str, Any]:
     raise Refused("only bf16 or no (float32) are built; use bf16")
 
 
-_NO_TEXT_ENCODER = ("Gemma runs in ComfyUI (or `cache import-ltx-trainer` reads ltx-trainer's text conditions); "
-                    "captions are encoded by the cache step, not by train")
+_NO_TEXT_ENCODER = ("captions are encoded by the cache step, not by train: give the Gemma file to "
+                    "`cache --text-encoder PATH` (or cache in ComfyUI, or `cache import-ltx-trainer`)")
 _NO_QUANTO = "quanto quantization is not used: load an fp8 checkpoint in ComfyUI instead"
-_PREVIEWS = "previews are rendered by the Train node only; the CLI ignores them"
+_PREVIEWS = "previews are rendered every preview.every steps by the Train node and by `train`"
 
 RULES: tuple[Rule, ...] = (
     # model
