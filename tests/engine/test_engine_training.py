@@ -184,8 +184,12 @@ def test_interrupt_midway_through_a_step_resumes_exactly(ckpt, tmp_path):
     assert resumed.train().losses == straight.losses
 
 
-def test_resume_at_the_last_step_says_to_raise_steps(ckpt, tmp_path):
+def test_resume_of_a_finished_run_trains_nothing_and_past_it_says_to_raise_steps(ckpt, tmp_path):
     first = Trainer(tiny_backbone(ckpt), synthetic_data(), config(tmp_path)).train()
     again = Trainer(tiny_backbone(ckpt), synthetic_data(), config(tmp_path))
-    with pytest.raises(ConfigError, match=r"at step 6, and optimization.steps is 6: raise optimization.steps"):
-        again.resume(first.lora_path)
+    again.resume(first.lora_path)
+    done = again.train()  # a finished run resumed, e.g. after a kill while it wrote loss.png: nothing to redo
+    assert (done.status, done.step, done.lora_path, done.losses) == ("completed", 6, first.lora_path, first.losses)
+    fewer = Trainer(tiny_backbone(ckpt), synthetic_data(), config(tmp_path, optimization={"steps": 5}))
+    with pytest.raises(ConfigError, match=r"at step 6, and optimization.steps is 5: raise optimization.steps"):
+        fewer.resume(first.lora_path)

@@ -27,7 +27,6 @@ from tests.engine_support import write_cache
 from trainer_core.cache import CachedData
 from trainer_core.cli import main
 from trainer_core.engine.checkpoints import list_checkpoints
-from trainer_core.engine.state import checkpoint_problem
 from trainer_core.ltxcore.tiny import write_tiny_checkpoint
 
 pytest.importorskip("ltx_core", reason="ltx-core (optional dependency) runs the headless training")
@@ -96,10 +95,7 @@ _RUN_SPECIFIC = ("seconds", "files", "checksum")
 
 
 def _resume_to_the_end(run: Path, config: Path) -> None:
-    done = list_checkpoints(run, "f")
-    if done and done[-1][0] == STEPS and checkpoint_problem(done[-1][1]) is None:
-        return  # killed after its last checkpoint was complete: nothing left to train
-    resume = ["--resume", "latest"] if done else []
+    resume = ["--resume", "latest"] if list_checkpoints(run, "f") else []
     assert main(["train", str(config), *resume]) == 0
 
 
@@ -124,7 +120,7 @@ def test_training_killed_during_a_save_resumes_equal_to_an_uninterrupted_run(set
     caplog.set_level(logging.INFO)
     _resume_to_the_end(run, setup["config"](run))
     assert ("f_step_00004.safetensors is damaged, skipped" in caplog.text) == (kill_at == 7)
-    assert "left by a checkpoint save that was interrupted" in caplog.text
+    assert "left by a save that was interrupted" in caplog.text
     _assert_equals_uninterrupted(setup, run)
 
 

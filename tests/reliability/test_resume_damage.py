@@ -118,7 +118,7 @@ def test_stale_temp_files_of_this_run_are_swept_at_the_start_with_a_log_line(ckp
     with caplog.at_level(logging.INFO):
         Trainer(tiny_backbone(ckpt), synthetic_data(), config(tmp_path, optimization={"steps": 1})).train()
     assert not ours.exists() and other_run.exists() and not_ours.exists()
-    assert f"removed {ours}, left by a checkpoint save that was interrupted" in caplog.text
+    assert f"removed {ours}, left by a save that was interrupted" in caplog.text
     assert [s for s, _ in list_checkpoints(run_dir, "t")] == [1]
 
 

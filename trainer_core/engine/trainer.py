@@ -126,6 +126,7 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, cfg.optimization)
         self.recipe = FlowMatchingRecipe(cfg.recipe, self.modes)
         self.run = RunState()
+        self.resumed_from: Path | None = None
         self.writer = CheckpointWriter(
             self.out,
             cfg.name,
@@ -187,7 +188,10 @@ class Trainer:
                 )
         self.adapters.load_comfy_state_dict(tensors)
         self.run = load_state(lora_path, self.optimizer, self.scheduler, self.generator)
-        if self.run.step >= self.cfg.optimization.steps:
+        self.resumed_from = lora_path
+        if self.run.step == self.cfg.optimization.steps:
+            log.info("%s is the run's last step (%d): nothing left to train", lora_path.name, self.run.step)
+        if self.run.step > self.cfg.optimization.steps:
             raise ConfigError(
                 f"{lora_path} is at step {self.run.step}, and optimization.steps is {self.cfg.optimization.steps}: "
                 "raise optimization.steps above it to train further"
@@ -345,8 +349,9 @@ class Trainer:
             with self.parallel.together("starting the run"):
                 if self.parallel.is_main:
                     stack.enter_context(RunLock(self.out, self.cfg.name))
-                    for stale in sweep_stale_temps(self.out, f"{self.cfg.name}_step_"):
-                        log.info("removed %s, left by a checkpoint save that was interrupted", stale)
+                    for prefix in (f"{self.cfg.name}_step_", "loss.png", "config.yaml"):  # what a run writes here
+                        for stale in sweep_stale_temps(self.out, prefix):
+                            log.info("removed %s, left by a save that was interrupted", stale)
                     write_atomic(self.out / "config.yaml", train_config_yaml(self.cfg))
             return self._train(callbacks or Callbacks())
 
@@ -411,7 +416,7 @@ class Trainer:
         return TrainResult(
             status,
             self.run.step,
-            self.writer.written[-1] if self.writer.written else None,
+            self.writer.written[-1] if self.writer.written else self.resumed_from,
             self.run.losses,
             self.adapters,
             message,
