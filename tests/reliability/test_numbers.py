@@ -57,7 +57,7 @@ BAD = {NAMES[0]: "nan", NAMES[2]: "inf"}
 def test_lora_inspect_reports_the_modules_holding_nan_or_inf(tmp_path, capsys):
     meta = lora_metadata(rank=4, alpha=4.0, targets=["to_q"], step=10)
     path = save_lora_file(tmp_path / "x.safetensors", to_layout(_lora(BAD), "comfy"), meta)
-    assert main(["lora", "inspect", str(path)]) == 0
+    assert main(["lora", "inspect", str(path)]) == 1  # a script sees the damage in the exit status too
     out = capsys.readouterr().out
     assert f"DAMAGED: NaN/Inf values in 2 modules (the checked loader refuses this LoRA; use an earlier checkpoint): " \
            f"{NAMES[0]}, {NAMES[2]}" in out

@@ -43,7 +43,8 @@ def _inspect(args: argparse.Namespace) -> int:
 
     report, match = inspect_file(args.file, checkpoint_weight_shapes(args.model) if args.model else None)
     _out(report_json(report, match) if args.json else report_text(report, match))
-    return 0 if args.json or match is None or match.ok else 1
+    usable = not report.nonfinite and (match is None or match.ok)
+    return 0 if args.json or usable else 1  # the JSON carries the verdict itself
 
 
 def _convert(args: argparse.Namespace) -> int:
