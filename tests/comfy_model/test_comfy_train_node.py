@@ -8,24 +8,11 @@ import sys
 import pytest
 import torch
 
-from tests.comfy_models import load_comfy, stock_velocity
+from tests.comfy_models import stock_velocity
 from tests.engine_support import config, synthetic_data
 from trainer_core.backbone import TextContext
 from trainer_core.engine.trainer import Trainer
 from trainer_core.ltxcore.backbone import LtxCoreBackbone
-from trainer_core.ltxcore.tiny import write_tiny_checkpoint
-
-
-@pytest.fixture()
-def setup(comfy, tmp_path, monkeypatch):
-    import folder_paths
-
-    loras = tmp_path / "loras"
-    loras.mkdir()
-    monkeypatch.setitem(folder_paths.folder_names_and_paths, "loras", ([str(loras)], {".safetensors"}))
-    ckpt = write_tiny_checkpoint(tmp_path / "tiny.safetensors", audio=True, seed=0)
-    node = comfy.NODE_CLASS_MAPPINGS["LtxLoraTrain"]
-    return node, load_comfy(ckpt), ckpt, loras
 
 
 def _widgets(**over):

@@ -3,25 +3,11 @@ data is an ltx-trainer ``.precomputed`` folder (no training_data socket: the nod
 
 from __future__ import annotations
 
-import pytest
 import torch
 import yaml
 
-from tests.comfy_models import load_comfy
 from tests.engine_support import write_cache, write_precomputed
 from trainer_core.cli import main
-from trainer_core.ltxcore.tiny import write_tiny_checkpoint
-
-
-@pytest.fixture()
-def setup(comfy, tmp_path, monkeypatch):
-    import folder_paths
-
-    loras = tmp_path / "loras"
-    loras.mkdir()
-    monkeypatch.setitem(folder_paths.folder_names_and_paths, "loras", ([str(loras)], {".safetensors"}))
-    ckpt = write_tiny_checkpoint(tmp_path / "tiny.safetensors", audio=True, seed=0)
-    return comfy.NODE_CLASS_MAPPINGS["LtxLoraTrain"], load_comfy(ckpt), ckpt, loras
 
 
 def _run(node, model, name: str, config_yaml: str):
