@@ -37,7 +37,8 @@ COUNTED_WIDGETS = ("loras", "strengths", "seeds", "max_cells", "prompts")
 
 
 def lora_dirs() -> list[Path]:
-    """ComfyUI's ``loras`` folders, where relative LoRA names are looked up."""
+    """ComfyUI's ``loras`` folders: relative LoRA names are looked up there, and the node reads LoRAs from nowhere else
+    (the Train node writes its runs into the first one)."""
     return [Path(p) for p in folder_paths.get_folder_paths("loras")]
 
 
@@ -105,6 +106,7 @@ class LoraSweep(io.ComfyNode):
                 prompts=kw["prompts"],
                 trigger=kw["trigger"] or "",
                 search_dirs=lora_dirs(),
+                within=True,
             )
         )
 
@@ -114,7 +116,7 @@ class LoraSweep(io.ComfyNode):
         prompts="", trigger="",
     ) -> io.NodeOutput:
         plan = plan_sweep(
-            resolve_lora_files(loras, lora_dirs()),
+            resolve_lora_files(loras, lora_dirs(), within=True),
             parse_numbers(strengths, "strengths"),
             _prompts(with_trigger, without_trigger, clip, prompts, trigger),
             parse_seeds(seeds),

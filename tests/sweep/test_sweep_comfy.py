@@ -155,6 +155,8 @@ def sweep_run(comfy, tmp_path_factory):
     folder_paths.add_model_folder_path("checkpoints", str(tmp / "ckpts"))
     previous_out = folder_paths.get_output_directory()
     folder_paths.set_output_directory(str(tmp / "out"))
+    loras = folder_paths.folder_names_and_paths["loras"]
+    folder_paths.folder_names_and_paths["loras"] = ([*loras[0], str(run_dir)], loras[1])  # the node reads only there
     CAPTURED.clear()
     try:
         prompt = _prompt(ckpt.name, run_dir, files["trigger"], files["off"])
@@ -167,8 +169,9 @@ def sweep_run(comfy, tmp_path_factory):
         from PIL import Image
 
         Image.fromarray((CAPTURED["grid"][0][0].numpy() * 255).astype("uint8")).save(os.environ["SWEEP_TEST_DUMP"])
-    return {"prompt": prompt, "ui": ui, "out": tmp / "out", "cells": CAPTURED["cells"], "base": CAPTURED["base"][0],
-            "grid": CAPTURED["grid"][0]}
+    yield {"prompt": prompt, "ui": ui, "out": tmp / "out", "cells": CAPTURED["cells"], "base": CAPTURED["base"][0],
+           "grid": CAPTURED["grid"][0]}
+    folder_paths.folder_names_and_paths["loras"] = loras
 
 
 def test_sweep_runs_every_cell_through_the_stock_sampler_and_saves_the_grid(sweep_run):
@@ -220,7 +223,7 @@ def test_too_many_cells_are_refused_before_anything_runs(sweep_run):
     assert "this sweep has 10 cells, more than max_cells = 8" in str(node_errors["4"])
 
 
-def test_sweep_of_an_audio_lora_plays_each_cell_with_its_sound(comfy, tmp_path):
+def test_sweep_of_an_audio_lora_plays_each_cell_with_its_sound(comfy, tmp_path, monkeypatch):
     """The audio validation graph of stock nodes (Load LTXV Audio VAE, LTXV Empty Latent Audio, Concat / Separate
     AV Latent, LTXV Audio VAE Decode) on a tiny LTX-2.3 with an audio VAE: the grid video has one audio track
     playing the cells in turn, and every cell has its own mp4 with sound."""
@@ -235,6 +238,7 @@ def test_sweep_of_an_audio_lora_plays_each_cell_with_its_sound(comfy, tmp_path):
     ckpt = write_tiny_checkpoint(tmp_path / "ckpts" / "tiny_av_sweep.safetensors", audio=True, audio_vae=True)
     lora = tmp_path / "audio_lora.safetensors"
     save_lora_file(lora, to_layout(fabricate(ckpt, ALL_BLOCK_LINEARS, seed=3), "comfy"), {})
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "loras", ([str(tmp_path)], {".safetensors"}))
     trigger = tmp_path / "trigger.safetensors"
     save_file({"embeds": torch.randn(1, 16, TEXT_DIM, generator=torch.Generator().manual_seed(0))}, str(trigger))
     folder_paths.add_model_folder_path("checkpoints", str(ckpt.parent))

@@ -50,7 +50,7 @@ class _Capture:
         return {}
 
 
-def test_sweep_of_an_ic_lora_is_guided_by_the_reference_clip(comfy, tmp_path):
+def test_sweep_of_an_ic_lora_is_guided_by_the_reference_clip(comfy, tmp_path, monkeypatch):
     import folder_paths
 
     import nodes
@@ -68,6 +68,7 @@ def test_sweep_of_an_ic_lora_is_guided_by_the_reference_clip(comfy, tmp_path):
     save_file({"embeds": torch.randn(1, 8, TEXT_DIM, generator=g)}, str(files["trigger"]))
     save_file({"frames": torch.rand(9, 128, 128, 3, generator=g)}, str(files["reference"]))
     folder_paths.add_model_folder_path("checkpoints", str(ckpt.parent))
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "loras", ([str(tmp_path / "run")], {".safetensors"}))
     previous_out = folder_paths.get_output_directory()
     folder_paths.set_output_directory(str(tmp_path / "out"))
     prompt = {

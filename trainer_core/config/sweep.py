@@ -15,8 +15,9 @@ class SweepSettings(Section):
 
     loras: str = knob(
         "",
-        "Comma-separated LoRA files (names in models/loras or absolute paths) and/or checkpoint folders (every "
-        "<name>_step_NNNNN.safetensors in step order).",
+        "Comma-separated LoRA files and/or checkpoint folders (every <name>_step_NNNNN.safetensors in step "
+        "order): names in models/loras (the node reads nowhere else; an absolute path must lie inside it), or any "
+        "path in the CLI.",
     )
     strengths: str = knob(DEFAULT_STRENGTHS, "Comma-separated strengths; 0 = the base model.")
     seeds: str = knob("42", "Comma-separated seeds (3 seeds test consistency).")

@@ -109,14 +109,21 @@ def parse_numbers(text: str, what: str, kind: type = float) -> list:
     return values
 
 
-def _find(entry: str, search_dirs: Sequence[Path], confined: bool = False) -> Path:
+def _find(entry: str, search_dirs: Sequence[Path], confined: bool = False, within: bool = False) -> Path:
     path = Path(entry).expanduser()
     if path.is_absolute():
         candidates = [path]
     else:
         candidates = [d / path for d in search_dirs]
-    if confined:  # only what lies in a search folder, symlinks followed; the rest reads as not found
-        candidates = [c for c in candidates if any(c.resolve().is_relative_to(d.resolve()) for d in search_dirs)]
+    if confined or within:  # only what lies in a search folder, symlinks followed
+        inside = [c for c in candidates if any(c.resolve().is_relative_to(d.resolve()) for d in search_dirs)]
+        if within and not confined and not inside:
+            where = ", ".join(str(d) for d in search_dirs) or "(no LoRA folders)"
+            raise SweepError(
+                f"loras: {entry!r} lies outside the LoRA folders ({where}); the node reads LoRAs only from there: "
+                "copy or move the file into models/loras, or give its name there"
+            )
+        candidates = inside
     for candidate in candidates:
         if candidate.exists():
             return candidate
@@ -124,20 +131,22 @@ def _find(entry: str, search_dirs: Sequence[Path], confined: bool = False) -> Pa
     raise SweepError(f"loras: {entry!r} was not found (absolute path, or a name under {where})")
 
 
-def resolve_lora_files(spec: str, search_dirs: Sequence[Path] = (), confined: bool = False) -> list[Path]:
+def resolve_lora_files(
+    spec: str, search_dirs: Sequence[Path] = (), confined: bool = False, within: bool = False
+) -> list[Path]:
     """LoRA files from a comma-separated list of files and/or checkpoint folders.
 
     A folder contributes its ``<name>_step_NNNNN.safetensors`` checkpoints in step order (or, when it holds
     none, every ``.safetensors`` file in it except training-state files). Relative names are looked up in
-    ``search_dirs`` (ComfyUI's ``loras`` folders). ``confined``: an entry outside every search folder (absolute,
-    ``..`` or a symlink out) gets the very message of a missing one, so an HTTP caller learns nothing about other
-    folders.
+    ``search_dirs`` (ComfyUI's ``loras`` folders). ``within`` (the node): an entry outside every search folder
+    (absolute, ``..`` or a symlink out) is refused with a message naming it. ``confined`` (the HTTP route): such an
+    entry gets the very message of a missing one, so an HTTP caller learns nothing about other folders.
     """
     files: list[Path] = []
     for entry in (e.strip() for e in spec.split(",")):
         if not entry:
             continue
-        path = _find(entry, search_dirs, confined)
+        path = _find(entry, search_dirs, confined, within)
         if path.is_dir():
             found = [p for _, p in list_checkpoints(path)] or sorted(
                 p for p in path.glob("*.safetensors") if not p.name.endswith(".state.safetensors")
@@ -195,15 +204,16 @@ def count_cells(
     trigger: str = "",
     search_dirs: Sequence[Path] = (),
     confined: bool = False,
+    within: bool = False,
 ) -> int:
     """Cells the sweep node's widget values make; raises SweepError where queueing the node would be refused.
 
     The node's ``validate_inputs`` and the editor's live count (``GET /ltxlora/sweep_count``) both call this, so
     the editor shows what queueing accepts. ``n_conditioning`` is the number of linked conditioning inputs,
-    ``clip`` whether a CLIP is linked; ``search_dirs`` are ComfyUI's ``loras`` folders. ``confined`` (the route):
-    LoRA entries outside them read as not found (``resolve_lora_files``).
+    ``clip`` whether a CLIP is linked; ``search_dirs`` are ComfyUI's ``loras`` folders. ``within`` (the node): LoRA
+    entries outside them are refused by name; ``confined`` (the route): they read as not found (``resolve_lora_files``).
     """
-    files = resolve_lora_files(loras, search_dirs, confined)
+    files = resolve_lora_files(loras, search_dirs, confined, within)
     values = parse_numbers(strengths, "strengths")
     n_seeds = len(parse_seeds(seeds))
     n_prompts = prompt_count(n_conditioning, len(prompt_lines(prompts, trigger)), clip)
