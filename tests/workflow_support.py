@@ -531,13 +531,13 @@ def build_ic_lora(b: GraphBuilder) -> None:
         "**references_dir** holds one per clip with the clip's file name (`clip_00.mp4` -> "
         "`references/clip_00.mp4`); an ltx-trainer manifest's `reference_video` column works too. "
         "**reference_downscale_factor** 2 caches the references at half width and height.")
-    train = _train(b, m, data, recipe={"reference_p": 1.0, "first_frame_p": 0.2, "audio": "off"},
-                   lora={"targets": "video_attention_ffn"})
+    train = _train(b, m, data, recipe={"preset": "ic_lora"})
     b.extend_note(
         "4 · Training settings",
-        "ltx-trainer's IC-LoRA template: **reference_p 1.0** (every step sees the references, clean and not in "
-        "the loss), **first_frame_p 0.2**, **targets video_attention_ffn**, audio off. The previews are guided "
-        "by the training clips' references.")
+        "*LTX Training Recipe*'s **preset ic_lora** is ltx-trainer's IC-LoRA template: reference_p 1.0 (every "
+        "step sees the references, clean and not in the loss), first_frame_p 0.2, audio off, and LoRA targets "
+        "video_attention_ffn, each where that widget is at its default (a value you change is kept). The "
+        "previews are guided by the training clips' references.")
     _sweep(b, m, train["lora_path"], "0, 0.5, 1.0", reference_clip="my_reference_clip.mp4")
     b.extend_note(
         "7 · Render cells",

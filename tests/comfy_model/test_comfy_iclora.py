@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -121,6 +122,41 @@ def test_train_node_ic_lora_losses_match_the_ltx_core_backbone(comfy, tiny_path,
     )
     reference = Trainer(LtxCoreBackbone.from_checkpoint(tiny_path, dtype=torch.float32), data, cfg).train().losses
     assert out.result[2]["loss"] == pytest.approx(reference, rel=1e-4)
+
+
+def test_the_recipe_nodes_ic_lora_preset_trains_the_yaml_examples_ic_lora(comfy, tiny_path, loras):
+    """LTX Training Recipe with preset ic_lora and every other widget at its default, LTX LoRA Settings at its
+    defaults: the run's recipe and LoRA settings are docs/examples/ic_lora.yaml's, and it trains an IC-LoRA of the
+    video attention and feed-forward layers."""
+    import yaml
+
+    from trainer_core.config import load_yaml
+    from trainer_core.config.training import TrainConfig
+    from trainer_core.lorafile import metadata as md
+    from trainer_core.lorafile.read import read_lora_file
+
+    training = sys.modules[comfy.__name__ + ".trainer_core.config.training"]
+    nodes = comfy.NODE_CLASS_MAPPINGS
+    widgets = {name: f.default for name, f in training.RecipeSettings.model_fields.items()}
+    (recipe,) = nodes["LtxLoraRecipeSettings"].execute(**{**widgets, "preset": "ic_lora"}).result
+    (lora,) = nodes["LtxLoraLoraSettings"].execute(
+        **{name: f.default for name, f in training.LoraSettings.model_fields.items()}
+    ).result
+    settings = {"recipe": recipe, "lora": lora, "optimization": training.OptimizationSettings(steps=2),
+                "memory": training.MemorySettings(mixed_precision="no")}
+    with torch.inference_mode():
+        nodes["LtxLoraTrain"].execute(model=load_comfy(tiny_path), training_data=synthetic_data(
+            n=2, audio=False, size=4, reference_factor=2), **settings, **_widgets(every=2))
+    run = yaml.safe_load((loras / "ic" / "config.yaml").read_text())
+    example = load_yaml(TrainConfig, Path(__file__).resolve().parents[2] / "docs" / "examples" / "ic_lora.yaml")
+    assert {k: v for k, v in run["recipe"].items() if k != "preset"} == example.recipe.model_dump(
+        mode="json", exclude={"preset"})
+    assert run["lora"] == example.lora.model_dump(mode="json")
+    tensors, meta = read_lora_file(loras / "ic" / "ic_step_00002.safetensors")
+    assert meta[md.REFERENCE_DOWNSCALE_FACTOR] == "2"
+    assert {k.split(".", 3)[3].rsplit(".", 2)[0] for k in tensors if k.endswith(md.LORA_B)} == {
+        *(f"attn{i}.{p}" for i in (1, 2) for p in ("to_q", "to_k", "to_v", "to_out.0")), "ff.net.0.proj", "ff.net.2"
+    }
 
 
 def test_stock_ic_lora_graph_runs_a_lora_trained_here(comfy, tiny_path, loras, tmp_path, caplog):

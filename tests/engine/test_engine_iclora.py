@@ -225,3 +225,21 @@ def test_clips_without_a_reference_train_without_one_and_the_run_says_how_many(c
         modes = resolve_modes(RecipeSettings(reference_p=1.0, audio="off"), data)
     assert modes.reference_factor == 2
     assert "recipe.reference_p: 1 of 3 clips have no reference latent" in caplog.text
+
+
+def test_the_ic_lora_preset_gives_the_yaml_examples_recipe_and_targets_and_keeps_changed_values(tmp_path):
+    example = load_yaml(TrainConfig, PRESET)
+    path = tmp_path / "preset.yaml"
+    path.write_text("recipe:\n  preset: ic_lora\n")
+    preset = load_yaml(TrainConfig, path)
+    assert preset.recipe.model_dump(exclude={"preset"}) == example.recipe.model_dump(exclude={"preset"})
+    assert preset.lora == example.lora
+    # A value set away from its default wins over the preset; the resolved config reloads to itself.
+    path.write_text("recipe:\n  preset: ic_lora\n  first_frame_p: 0.5\nlora:\n  targets: video_attention\n")
+    changed = load_yaml(TrainConfig, path)
+    assert (changed.recipe.first_frame_p, changed.recipe.reference_p, changed.lora.targets) == (
+        0.5, 1.0, "video_attention"
+    )
+    assert TrainConfig.model_validate(changed.model_dump()) == changed
+    assert load_yaml(TrainConfig, tmp_path / "preset.yaml").recipe.preset == "ic_lora"
+    assert TrainConfig(recipe=RecipeSettings(preset="custom")).recipe.reference_p == 0.0

@@ -76,6 +76,46 @@ class OptimizationSettings(Section):
     max_grad_norm: float = knob(1.0, "Clip the gradient norm to this value (0 = no clipping).", ge=0.0)
 
 
+# Presets of recipe.preset: section -> field -> value. ltx-trainer's configs/v2v_ic_lora.yaml template.
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "custom": {},
+    "ic_lora": {
+        "recipe": {"reference_p": 1.0, "first_frame_p": 0.2, "audio": "off"},
+        "lora": {"targets": "video_attention_ffn"},
+    },
+}
+
+
+def apply_preset(data: dict[str, Any], preset: Any, section: str, schema: type[Section]) -> dict[str, Any]:
+    """``data`` (the raw values of ``section``, of class ``schema``) with ``preset``'s values where a field is absent
+    or at its default: one rule for node widgets (all always set) and YAML (only the keys written)."""
+    values = PRESETS.get(preset, {}).get(section, {}) if isinstance(preset, str) else {}
+    defaults = {k: schema.model_fields[k].default for k in values}
+    filled = {k: v for k, v in values.items() if data.get(k, defaults[k]) == defaults[k] and v != defaults[k]}
+    if filled:
+        log.info("recipe.preset %s sets %s", preset, ", ".join(f"{section}.{k} {v}" for k, v in filled.items()))
+    return {**data, **filled}
+
+
+def _train_audio_alias(data: dict[str, Any]) -> dict[str, Any]:
+    """``train_audio`` (before recipe.audio existed): true = generate, false = off, with a deprecation warning."""
+    if "train_audio" not in data:
+        return data
+    data = dict(data)
+    old = data.pop("train_audio")
+    if "audio" in data:
+        raise ValueError(
+            f"recipe.train_audio ({old!r}) and recipe.audio ({data['audio']!r}) are both set: train_audio is the "
+            "deprecated name of recipe.audio; remove train_audio"
+        )
+    if not isinstance(old, bool):
+        raise ValueError(f"recipe.train_audio = {old!r}: must be true or false (better: use recipe.audio)")
+    data["audio"] = "generate" if old else "off"
+    log.warning("recipe.train_audio is deprecated: read as recipe.audio: %s (set recipe.audio instead)",
+                data["audio"])
+    return data
+
+
 class RecipeSettings(Section):
     timestep_sampling: Literal["shifted_logit_normal", "uniform"] = knob(
         "shifted_logit_normal",
@@ -110,26 +150,21 @@ class RecipeSettings(Section):
         "The video stream. generate: noised, in the loss. condition: fed clean at timestep 0, not in the loss "
         "(video-to-audio; needs recipe.audio generate).",
     )
+    preset: Literal["custom", "ic_lora"] = knob(
+        "custom",
+        "custom: the values set here. ic_lora: ltx-trainer's IC-LoRA template (v2v_ic_lora): reference_p 1.0, "
+        "first_frame_p 0.2, audio off, and lora.targets video_attention_ffn, each where the setting is at its "
+        "default; a value you changed is kept.",
+    )
 
     @model_validator(mode="before")
     @classmethod
-    def _train_audio_alias(cls, data: Any) -> Any:
-        """``train_audio`` (before recipe.audio existed): true = generate, false = off, with a deprecation warning."""
-        if not isinstance(data, dict) or "train_audio" not in data:
+    def _alias_and_preset(cls, data: Any) -> Any:
+        """Read the deprecated ``train_audio``, then fill the preset's recipe values (see ``apply_preset``)."""
+        if not isinstance(data, dict):
             return data
-        data = dict(data)
-        old = data.pop("train_audio")
-        if "audio" in data:
-            raise ValueError(
-                f"recipe.train_audio ({old!r}) and recipe.audio ({data['audio']!r}) are both set: train_audio is the "
-                "deprecated name of recipe.audio; remove train_audio"
-            )
-        if not isinstance(old, bool):
-            raise ValueError(f"recipe.train_audio = {old!r}: must be true or false (better: use recipe.audio)")
-        data["audio"] = "generate" if old else "off"
-        log.warning("recipe.train_audio is deprecated: read as recipe.audio: %s (set recipe.audio instead)",
-                    data["audio"])
-        return data
+        data = _train_audio_alias(data)
+        return apply_preset(data, data.get("preset"), "recipe", cls)
 
     @model_validator(mode="after")
     def _something_generated(self) -> RecipeSettings:
@@ -155,6 +190,18 @@ class MemorySettings(Section):
         "for a minute or two. auto = on CUDA when torch.compile works there, for the blocks whose weights are all "
         "on the GPU, which with gradient checkpointing includes the blocks streamed from RAM (they are brought in "
         "whole); on = every block, also those left to ComfyUI's per-layer copies (ComfyUI models only).",
+    )
+
+
+class DistributedSettings(Section):
+    """How several processes share the work under ``torchrun`` (headless CLI only: ComfyUI trains in one process)."""
+
+    strategy: Literal["ddp", "fsdp"] = knob(
+        "ddp",
+        "Under torchrun --nproc_per_node N: ddp = every process holds the whole base model; fsdp = the frozen base "
+        "weights are split over the processes (FSDP2, torch >= 2.6), about 1/N each, for clips that do not fit "
+        "beside the whole model. Both train the same LoRA. One process: no effect (CLI only).",
+        widget=False,
     )
 
 
@@ -196,6 +243,7 @@ class TrainConfig(Section):
     recipe: RecipeSettings = RecipeSettings()
     checkpoints: CheckpointSettings = CheckpointSettings()
     memory: MemorySettings = MemorySettings()
+    distributed: DistributedSettings = DistributedSettings()
     preview: PreviewSettings = PreviewSettings()
 
     @field_validator("name")
@@ -210,6 +258,21 @@ class TrainConfig(Section):
                 "folder): use e.g. 'my_style_lora'; set output_dir (CLI) to choose the folder"
             )
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset_lora(cls, data: Any) -> Any:
+        """recipe.preset's LoRA values (the IC-LoRA template's targets), by the rule of ``apply_preset``."""
+        if not isinstance(data, dict):
+            return data
+        recipe, lora = data.get("recipe"), data.get("lora")
+        preset = recipe.preset if isinstance(recipe, RecipeSettings) else (recipe or {}).get("preset")
+        if not PRESETS.get(preset if isinstance(preset, str) else "", {}).get("lora"):
+            return data
+        raw = lora.model_dump() if isinstance(lora, LoraSettings) else lora
+        if raw is not None and not isinstance(raw, dict):
+            return data  # not a mapping: the field's own validation names it
+        return {**data, "lora": apply_preset(raw or {}, preset, "lora", LoraSettings)}
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
