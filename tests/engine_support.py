@@ -26,9 +26,11 @@ def tiny_backbone(path: Path, dtype=torch.float32, audio: bool = True) -> LtxCor
 
 
 def synthetic_data(
-    n: int = 3, seed: int = 0, audio: bool = True, frames: int = 2, size: int = 2, reference_factor: int = 0
+    n: int = 3, seed: int = 0, audio: bool = True, frames: int = 2, size: int = 2, reference_factor: int = 0,
+    reference_temporal: int = 1,
 ) -> InMemoryData:
-    """``n`` random clips; ``reference_factor`` N > 0 gives each an IC-LoRA reference latent of ``size // N`` sides."""
+    """``n`` random clips; ``reference_factor`` N > 0 gives each an IC-LoRA reference latent of ``size // N`` sides
+    and ``(frames - 1) // reference_temporal + 1`` latent frames."""
     g = torch.Generator().manual_seed(seed)
     ref_size = size // reference_factor if reference_factor else 0
     samples = [
@@ -39,13 +41,14 @@ def synthetic_data(
             frame_rate=24.0,
             audio=torch.randn(8, 6, 16, generator=g) if audio else None,
             caption=f"caption {i}",
-            reference=torch.randn(128, frames, ref_size, ref_size, generator=g) if reference_factor else None,
+            reference=torch.randn(128, (frames - 1) // reference_temporal + 1, ref_size, ref_size, generator=g)
+            if reference_factor else None,
         )
         for i in range(n)
     ]
     return InMemoryData(
         samples, empty_text=torch.randn(1, 1, TEXT_DIM, generator=g), trigger="",
-        reference_downscale_factor=reference_factor or 1,
+        reference_downscale_factor=reference_factor or 1, reference_temporal_scale_factor=reference_temporal,
     )
 
 

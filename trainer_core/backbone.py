@@ -56,6 +56,10 @@ class ModelInput:
     # ltx-trainer trains and ComfyUI's LTXV Add Guide samples); the velocity is returned for the video tokens only.
     reference: torch.Tensor | None = None
     reference_factor: int = 1
+    # ltx-trainer's temporal factor S: the reference holds frames 0, 1, 1+S, 1+2S, ... of the clip
+    # (F_r - 1 = (F' - 1) / S latent frames), so its times run at frame_rate / S, shifted back by (S - 1) frames so
+    # its last frame ends with the clip's, clamped at 0 (ltx-core's VideoConditionByReferenceLatent).
+    reference_temporal_factor: int = 1
 
 
 class Backbone(Protocol):

@@ -34,8 +34,8 @@ def backbones(comfy, tiny_path):
     return ComfyBackbone(load_comfy(tiny_path)), LtxCoreBackbone.from_checkpoint(tiny_path, dtype=torch.float32)
 
 
-def _guided_input(backbone, factor: int):
-    """A 3x4x4 noisy video latent (first frame clean) with a 3 x 4/N x 4/N clean reference."""
+def _guided_input(backbone, factor: int, temporal: int = 1):
+    """A 3x4x4 noisy video latent (first frame clean) with a (2/S + 1) x 4/N x 4/N clean reference."""
     with torch.inference_mode():
         text = backbone.prepare_text(text_embeds(backbone, seed=1))
     base = model_input(text, seed=2, audio=False, first_frame=True)
@@ -43,14 +43,15 @@ def _guided_input(backbone, factor: int):
     video = torch.randn(1, 128, 3, 4, 4, generator=g)
     timesteps = torch.full((1, 48), 0.6)
     timesteps[:, :16] = 0.0
-    reference = torch.randn(1, 128, 3, 4 // factor, 4 // factor, generator=g)
-    return replace(base, video=video, video_timesteps=timesteps, reference=reference, reference_factor=factor)
+    reference = torch.randn(1, 128, 2 // temporal + 1, 4 // factor, 4 // factor, generator=g)
+    return replace(base, video=video, video_timesteps=timesteps, reference=reference, reference_factor=factor,
+                   reference_temporal_factor=temporal)
 
 
-@pytest.mark.parametrize("factor", [1, 2])
-def test_reference_velocity_and_positions_match_ltx_core(backbones, factor, monkeypatch):
+@pytest.mark.parametrize(("factor", "temporal"), [(1, 1), (2, 1), (2, 2)])
+def test_reference_velocity_and_positions_match_ltx_core(backbones, factor, temporal, monkeypatch):
     comfy_bb, core_bb = backbones
-    inp = _guided_input(comfy_bb, factor)
+    inp = _guided_input(comfy_bb, factor, temporal)
     dm = comfy_bb.model_patcher.model.diffusion_model
     seen: dict[str, torch.Tensor] = {}
     stock_positions = dm._prepare_positional_embeddings
@@ -72,12 +73,19 @@ def test_reference_velocity_and_positions_match_ltx_core(backbones, factor, monk
         hook.remove()
     assert ours.shape == theirs.shape == inp.video.shape
     torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-4)
-    ref_tokens = 3 * (4 // factor) ** 2
+    ref_tokens = (2 // temporal + 1) * (4 // factor) ** 2
     # ComfyUI appends the guide tokens that survive the dilation; ltx-core prepends the reference grid.
     comfy_ref = seen["comfy"][0, :, -ref_tokens:].float()
     comfy_ref[0] /= inp.frame_rate
     torch.testing.assert_close(comfy_ref, seen["core"][0, :, :ref_tokens].float())
     assert comfy_ref[1].max() == 4 * 32 and seen["comfy"].shape[2] == 48 + ref_tokens
+    # ltx-trainer's temporal placement: reference frame i ends at the clip's pixel frame 8 i S + 1.
+    ends = torch.tensor([8.0 * i * temporal + 1 for i in range(2 // temporal + 1)]) / inp.frame_rate
+    torch.testing.assert_close(seen["core"][0, 0, :ref_tokens, 1].unique(), ends)
+    if temporal != 1:  # the same guide placed as with no temporal factor gives another velocity
+        with comfy_bb.training_session(), torch.no_grad():
+            unscaled, _ = comfy_bb.velocity(replace(inp, reference_temporal_factor=1))
+        assert not torch.allclose(unscaled, ours, atol=1e-4)
 
 
 def _train_node_settings(comfy, steps: int) -> dict:

@@ -243,3 +243,30 @@ def test_the_ic_lora_preset_gives_the_yaml_examples_recipe_and_targets_and_keeps
     assert TrainConfig.model_validate(changed.model_dump()) == changed
     assert load_yaml(TrainConfig, tmp_path / "preset.yaml").recipe.preset == "ic_lora"
     assert TrainConfig(recipe=RecipeSettings(preset="custom")).recipe.reference_p == 0.0
+
+
+def test_a_temporal_reference_trains_and_its_file_carries_the_temporal_key(ckpt, tmp_path, caplog):
+    """Reference latents with ltx-trainer's temporal factor 2 (3 target latent frames, 2 reference frames)."""
+    cfg = config(tmp_path, recipe={"reference_p": 1.0, "audio": "off"}, optimization={"steps": 2},
+                 checkpoints={"every": 2})
+    data = synthetic_data(n=2, audio=False, frames=3, size=4, reference_factor=2, reference_temporal=2)
+    with caplog.at_level(logging.INFO):
+        result = Trainer(tiny_backbone(ckpt), data, cfg).train()
+    assert ("IC-LoRA: reference latents prepended (p=1, reference_downscale_factor 2, reference_temporal_scale_factor "
+            "2)") in caplog.text
+    _, meta = read_lora_file(result.lora_path)
+    assert meta[md.REFERENCE_TEMPORAL_SCALE_FACTOR] == "2" and meta[md.REFERENCE_DOWNSCALE_FACTOR] == "2"
+    text = report_text(inspect_lora(parse_lora(read_lora_file(result.lora_path)[0]), meta))
+    assert "reference_temporal_scale_factor = 2" in text
+    converted, _ = convert_file(result.lora_path, tmp_path / "peft.safetensors", "peft")
+    assert read_lora_file(converted)[1][md.REFERENCE_TEMPORAL_SCALE_FACTOR] == "2"
+
+
+def test_a_reference_that_is_not_the_clip_subsampled_by_the_temporal_factor_is_refused():
+    video = torch.randn(1, 128, 3, 4, 4)
+    text = TextContext(torch.zeros(1, 1, 64), None)
+    recipe = FlowMatchingRecipe(RecipeSettings(audio="off", reference_p=1.0), StreamModes("off", "generate", 2, 2))
+    inp, _ = recipe.prepare(video, None, text, 24.0, torch.Generator(), torch.randn(1, 128, 2, 2, 2))
+    assert inp.reference_temporal_factor == 2
+    with pytest.raises(ValueError, match="subsampled by 2"):
+        recipe.prepare(video, None, text, 24.0, torch.Generator(), torch.randn(1, 128, 3, 2, 2))

@@ -43,6 +43,7 @@ class CachedData:
         self._check_files()
         self.trigger: str = manifest.dataset.get("trigger", "")
         self.reference_downscale_factor: int = int(manifest.dataset.get("reference_downscale_factor") or 1)
+        self.reference_temporal_scale_factor: int = int(manifest.dataset.get("reference_temporal_scale_factor") or 1)
         self.fingerprint: str = self._fingerprint()
         self._empty_text: torch.Tensor | None = None
 

@@ -172,7 +172,9 @@ class ComfyBackbone:
     def _reference_guide(self, inp: ModelInput, dev: torch.device, dtype: torch.dtype
                          ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The reference as LTXV Add Guide (frame 0, strength 1, ``iclora_parameters``) appends it: the dilated
-        guide frames and the model's ``keyframe_idxs`` and ``denoise_mask`` arguments."""
+        guide frames and the model's ``keyframe_idxs`` and ``denoise_mask`` arguments. A temporal factor S (which
+        stock LTXV Add Guide of ComfyUI v0.33 does not know) puts the guide frames where ltx-trainer puts them:
+        pixel frame times S, moved back by S - 1 and clamped at 0."""
         from comfy.ldm.lightricks.symmetric_patchifier import latent_to_pixel_coords
 
         n, ref = inp.reference_factor, _trainable_input(inp.reference, dev, dtype)
@@ -189,6 +191,9 @@ class ComfyBackbone:
         scale = self._dm.vae_scale_factors
         coords = latent_to_pixel_coords(latent_coords, scale, causal_fix=True)
         coords[:, 1:, :, 1:] += (n - 1) * torch.tensor(scale[1:], device=dev, dtype=coords.dtype).view(1, -1, 1, 1)
+        s = inp.reference_temporal_factor
+        if s != 1:
+            coords[:, 0] = (coords[:, 0] * s - (s - 1)).clamp(min=0)
         return guide, {"keyframe_idxs": coords, "denoise_mask": torch.cat([target_mask, guide_mask], dim=2)}
 
     def _transformer_options(self, inp: ModelInput, audio: bool) -> dict[str, Any]:

@@ -39,6 +39,9 @@ class TrainingData(Protocol):
     fingerprint: str  # changes whenever any sample's content changes
     trigger: str
     reference_downscale_factor: int  # reference sides = target sides / this; 1 when no sample has a reference
+    # The reference's latent frames - 1 = the target's / this (ltx-trainer's temporal factor); read with getattr,
+    # default 1, by ``engine.modes``.
+    reference_temporal_scale_factor: int
 
     @property
     def has_empty_text(self) -> bool:
@@ -92,6 +95,7 @@ class InMemoryData:
     empty_text: torch.Tensor
     trigger: str = ""
     reference_downscale_factor: int = 1
+    reference_temporal_scale_factor: int = 1
     fingerprint: str = field(init=False)
 
     def __post_init__(self) -> None:

@@ -48,6 +48,8 @@ class StreamModes:
     video: Literal["generate", "condition"]
     # IC-LoRA: the data's reference_downscale_factor N when recipe.reference_p > 0, else 0 (no reference).
     reference_factor: int = 0
+    # IC-LoRA: the data's reference_temporal_scale_factor (1 = the reference has the clip's frames).
+    reference_temporal_factor: int = 1
 
 
 def resolve_modes(
@@ -96,20 +98,24 @@ def resolve_modes(
             "nothing would be generated. Video-to-audio needs audio latents in every clip (re-cache with audio) "
             "and recipe.audio: generate"
         )
-    modes = StreamModes(audio=audio, video=recipe.video, reference_factor=_reference_factor(recipe, data, info, warn))
+    spatial, temporal = _reference_factors(recipe, data, info, warn)
+    modes = StreamModes(audio=audio, video=recipe.video, reference_factor=spatial, reference_temporal_factor=temporal)
     info("streams: video %s, audio %s", modes.video, modes.audio)
     return modes
 
 
-def _reference_factor(recipe: RecipeSettings, data: TrainingData, info: Callable, warn: Callable) -> int:
-    """IC-LoRA's reference_downscale_factor for ``recipe.reference_p`` on ``data`` (0: no IC-LoRA)."""
+def _reference_factors(
+    recipe: RecipeSettings, data: TrainingData, info: Callable, warn: Callable
+) -> tuple[int, int]:
+    """IC-LoRA's reference_downscale_factor (0: no IC-LoRA) and reference_temporal_scale_factor for
+    ``recipe.reference_p`` on ``data``."""
     counter = getattr(data, "reference_count", None)
     with_reference, total = (int(counter()) if counter is not None else 0), len(data)
     if recipe.reference_p == 0:
         if with_reference:
             info("the data holds %d reference latents, but recipe.reference_p is 0: training without them "
                  "(set recipe.reference_p to train an IC-LoRA)", with_reference)
-        return 0
+        return 0, 1
     if recipe.video != "generate":
         raise ConfigError(
             f"recipe.reference_p is {recipe.reference_p}, but recipe.video is {recipe.video!r}: an IC-LoRA "
@@ -125,8 +131,10 @@ def _reference_factor(recipe: RecipeSettings, data: TrainingData, info: Callable
         warn("recipe.reference_p: %d of %d clips have no reference latent (no reference_video in the manifest); "
              "they train without one", total - with_reference, total)
     factor = int(getattr(data, "reference_downscale_factor", 1))
-    info("IC-LoRA: reference latents prepended (p=%g, reference_downscale_factor %d)", recipe.reference_p, factor)
-    return factor
+    temporal = int(getattr(data, "reference_temporal_scale_factor", 1) or 1)
+    info("IC-LoRA: reference latents prepended (p=%g, reference_downscale_factor %d%s)", recipe.reference_p, factor,
+         f", reference_temporal_scale_factor {temporal}" if temporal != 1 else "")
+    return factor, temporal
 
 
 def stream_targets(targets: dict[str, nn.Module], modes: StreamModes) -> dict[str, nn.Module]:

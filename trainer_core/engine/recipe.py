@@ -118,12 +118,18 @@ class FlowMatchingRecipe:
                 noisy_a = audio
             timesteps_a = sigma_a.view(b, 1).expand(b, steps).clone()
 
-        factor = self.modes.reference_factor
+        factor, temporal = self.modes.reference_factor, self.modes.reference_temporal_factor
         if reference is not None and factor:
             if reference.shape[3] * factor != h or reference.shape[4] * factor != w:
                 raise ValueError(
                     f"reference latent {tuple(reference.shape[2:])} is not the video latent {(f, h, w)} at 1/{factor} "
                     "of its height and width (reference_downscale_factor): cache the dataset again"
+                )
+            if (reference.shape[2] - 1) * temporal != f - 1:
+                raise ValueError(
+                    f"reference latent {tuple(reference.shape[2:])} does not have the video latent {(f, h, w)}'s "
+                    f"frames subsampled by {temporal} (reference_temporal_scale_factor: {(f - 1) // temporal + 1} "
+                    "latent frames): cache the dataset again"
                 )
             if torch.rand((), generator=generator).item() >= self.settings.reference_p:
                 reference = None
@@ -142,6 +148,7 @@ class FlowMatchingRecipe:
             audio_sigma=None if sigma_a is None else sigma_a.to(device),
             reference=None if reference is None else reference.to(device, video.dtype),
             reference_factor=factor or 1,
+            reference_temporal_factor=temporal,
         )
         mask_v = None if mask_v is None else mask_v.to(device)
         mask_a = None if mask_a is None else mask_a.to(device)

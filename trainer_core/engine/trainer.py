@@ -141,6 +141,7 @@ class Trainer:
                 "audio": self.modes.audio,
                 "video": self.modes.video,
                 "reference_downscale_factor": self.modes.reference_factor or None,
+                "reference_temporal_scale_factor": self.modes.reference_temporal_factor,
                 "training_config": cfg.model_dump(mode="json"),
             },
         )

@@ -27,8 +27,8 @@ PACK_VERSION = "ltxlora.pack_version"
 AUDIO = "ltxlora.audio"
 VIDEO = "ltxlora.video"
 # IC-LoRA keys, bare (no prefix) as ltx-trainer writes them: ComfyUI's Get IC-LoRA Parameters reads any key ending in
-# reference_downscale_factor, ltx-pipelines reads these names (default 1). The temporal factor is written by
-# ltx-trainer only when it is not 1; this pack trains spatial factors only, so it only shows it in inspection.
+# reference_downscale_factor, ltx-pipelines reads these names (default 1). The temporal factor is written only when it
+# is not 1, as ltx-trainer does (ltx-pipelines reads it; ComfyUI v0.33's nodes do not).
 REFERENCE_DOWNSCALE_FACTOR = "reference_downscale_factor"
 REFERENCE_SPATIAL_SCALE_FACTOR = "reference_spatial_scale_factor"
 REFERENCE_TEMPORAL_SCALE_FACTOR = "reference_temporal_scale_factor"
@@ -70,11 +70,13 @@ def lora_metadata(
     audio: str | None = None,
     video: str | None = None,
     reference_downscale_factor: int | None = None,
+    reference_temporal_scale_factor: int = 1,
 ) -> dict[str, str]:
     """The safetensors metadata of a LoRA file written by this pack (every value a string).
 
     ``audio``/``video`` are the run's resolved stream modes; left out when not given (files converted from others).
-    ``reference_downscale_factor`` (IC-LoRAs only, 1 included) adds the bare reference keys.
+    ``reference_downscale_factor`` (IC-LoRAs only, 1 included) adds the bare reference keys, and
+    ``reference_temporal_scale_factor`` its key when it is not 1.
     """
     if base_model not in FAMILIES:
         raise ValueError(f"base_model {base_model!r} is not one of {', '.join(FAMILIES)}")
@@ -91,14 +93,18 @@ def lora_metadata(
         TRAINING_CONFIG: json.dumps(dict(training_config or {}), sort_keys=True, default=str),
         PACK_VERSION: pack_version,
         **modes,
-        **reference_metadata(reference_downscale_factor),
+        **reference_metadata(reference_downscale_factor, reference_temporal_scale_factor),
     }
 
 
-def reference_metadata(factor: int | None) -> dict[str, str]:
-    """The bare IC-LoRA keys for a spatial ``factor`` (None: not an IC-LoRA, no keys)."""
+def reference_metadata(factor: int | None, temporal: int = 1) -> dict[str, str]:
+    """The bare IC-LoRA keys for a spatial ``factor`` (None: not an IC-LoRA, no keys) and a ``temporal`` one
+    (written only when it is not 1, as ltx-trainer does)."""
     if factor is None:
         return {}
-    if factor < 1:
-        raise ValueError(f"reference_downscale_factor must be >= 1, got {factor}")
-    return {REFERENCE_DOWNSCALE_FACTOR: str(int(factor)), REFERENCE_SPATIAL_SCALE_FACTOR: str(int(factor))}
+    if factor < 1 or temporal < 1:
+        raise ValueError(f"reference factors must be >= 1, got spatial {factor}, temporal {temporal}")
+    keys = {REFERENCE_DOWNSCALE_FACTOR: str(int(factor)), REFERENCE_SPATIAL_SCALE_FACTOR: str(int(factor))}
+    if temporal != 1:
+        keys[REFERENCE_TEMPORAL_SCALE_FACTOR] = str(int(temporal))
+    return keys

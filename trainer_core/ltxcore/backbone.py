@@ -153,7 +153,9 @@ class LtxCoreBackbone:
             # ltx-trainer's reference condition: prepended, clean (timestep 0), its own grid scaled spatially.
             ref = patchifier.patchify(inp.reference.to(device=device, dtype=dtype))
             latent = torch.cat([ref, latent], dim=1)
-            ref_positions = self._video_positions(inp.reference, inp.frame_rate, inp.reference_factor)
+            ref_positions = self._video_positions(
+                inp.reference, inp.frame_rate, inp.reference_factor, inp.reference_temporal_factor
+            )
             positions = torch.cat([ref_positions, positions], dim=2)
             timesteps = torch.cat([timesteps.new_zeros(b, ref.shape[1]), timesteps], dim=1)
         return Modality(
@@ -164,8 +166,12 @@ class LtxCoreBackbone:
             context=_context(inp.text.video, b, device, dtype),
         )
 
-    def _video_positions(self, latent: torch.Tensor, frame_rate: float, spatial_scale: int) -> torch.Tensor:
-        """Pixel-space positions of a ``[B, C, F, H, W]`` latent's tokens, y and x times ``spatial_scale``."""
+    def _video_positions(
+        self, latent: torch.Tensor, frame_rate: float, spatial_scale: int, temporal_scale: int = 1
+    ) -> torch.Tensor:
+        """Pixel-space positions of a ``[B, C, F, H, W]`` latent's tokens, y and x times ``spatial_scale``; with a
+        ``temporal_scale`` S its frames run at frame_rate / S, moved back by S - 1 frames and clamped at 0 (where
+        ltx-trainer puts a temporally subsampled reference: its last frame ends with the clip's)."""
         from ltx_core.components.patchifiers import VideoLatentPatchifier, get_pixel_coords
         from ltx_core.types import VIDEO_SCALE_FACTORS, VideoLatentShape
 
@@ -173,7 +179,9 @@ class LtxCoreBackbone:
             VideoLatentShape(*latent.shape), device=self.device
         )
         positions = get_pixel_coords(bounds, VIDEO_SCALE_FACTORS, causal_fix=True).float()
-        positions[:, 0, ...] = positions[:, 0, ...] / float(frame_rate)
+        positions[:, 0, ...] = positions[:, 0, ...] * temporal_scale / float(frame_rate)
+        if temporal_scale != 1:
+            positions[:, 0, ...] = (positions[:, 0, ...] - (temporal_scale - 1) / float(frame_rate)).clamp(min=0)
         positions[:, 1:, ...] *= spatial_scale
         return positions
 
