@@ -182,12 +182,12 @@ def _ltx_trainer_latents(root: pathlib.Path, name: str, shape: tuple[int, ...], 
     return latent
 
 
-def _ltx_trainer_conditions(root: pathlib.Path, name: str) -> None:
+def _ltx_trainer_conditions(root: pathlib.Path, name: str, widths: tuple[int, int] = (8, 4)) -> None:
     path = root / ".precomputed" / "conditions" / f"{name}.pt"
     path.parent.mkdir(parents=True, exist_ok=True)
     mask = torch.zeros(16, dtype=torch.long)
     mask[-4:] = 1
-    torch.save({"video_prompt_embeds": torch.randn(16, 8), "audio_prompt_embeds": torch.randn(16, 4),
+    torch.save({"video_prompt_embeds": torch.randn(16, widths[0]), "audio_prompt_embeds": torch.randn(16, widths[1]),
                 "prompt_attention_mask": mask}, path)
 
 
@@ -211,6 +211,34 @@ def test_import_keeps_reference_latents_and_infers_the_factor(tmp_path):
     _ltx_trainer_latents(root, "a", (128, 2, 3, 4), "reference_latents")  # 4/3: no whole factor
     with pytest.raises(CacheError, match=r"reference_latents/a.pt: reference latent \[128, 2, 3, 4\] is not the "
                                          r"video latent \[128, 2, 4, 6\] divided by one whole factor"):
+        import_ltx_trainer(root, tmp_path / "c2")
+
+
+def test_import_infers_the_temporal_factor_and_the_import_trains_with_it(tmp_path):
+    """ltx-trainer --reference-temporal-scale-factor 2: 5 target latent frames, 3 reference frames."""
+    from tests.engine_support import config as train_config
+    from tests.engine_support import tiny_backbone
+    from trainer_core.engine.trainer import Trainer
+    from trainer_core.lorafile import metadata as md
+    from trainer_core.lorafile.read import read_lora_file
+
+    root = tmp_path / "ltx"
+    for name in ("a", "b"):
+        _ltx_trainer_latents(root, name, (128, 5, 4, 4), "latents")
+        _ltx_trainer_latents(root, name, (128, 3, 2, 2), "reference_latents")
+        _ltx_trainer_conditions(root, name, (64, 32))  # the tiny model's caption widths
+    import_ltx_trainer(root, tmp_path / "c")
+    data = CachedData(tmp_path / "c")
+    assert (data.reference_downscale_factor, data.reference_temporal_scale_factor) == (2, 2)
+    assert data.manifest.dataset["reference_temporal_scale_factor"] == 2
+    cfg = train_config(tmp_path, recipe={"reference_p": 1.0, "audio": "off"}, optimization={"steps": 1},
+                       checkpoints={"every": 1})
+    result = Trainer(tiny_backbone(tmp_path / "tiny.safetensors"), data, cfg).train()
+    assert read_lora_file(result.lora_path)[1][md.REFERENCE_TEMPORAL_SCALE_FACTOR] == "2"
+
+    _ltx_trainer_latents(root, "a", (128, 4, 2, 2), "reference_latents")  # 4 frames: (5 - 1) / 3 is no factor
+    with pytest.raises(CacheError, match=r"reference_latents/a.pt: reference latent has 4 latent frames, the video "
+                                         r"5: not the video's frames subsampled by one whole"):
         import_ltx_trainer(root, tmp_path / "c2")
 
 

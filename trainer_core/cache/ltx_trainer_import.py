@@ -8,7 +8,9 @@ unless it ran with ``--skip-audio``, ``audio_latents/<media path>.pt`` (``{"late
 "num_time_steps", "frequency_bins", "duration"}``; a clip without an audio track has no file there). Audio
 latents are kept beside the video latents; a clip without one is recorded with ``audio_shape`` null. IC-LoRA
 datasets also have ``reference_latents/<media path>.pt`` (the ``latents/`` dict at 1/N of the height and width);
-they are kept as the items' reference latents and N (``reference_downscale_factor``) is inferred from the shapes.
+they are kept as the items' reference latents, and N (``reference_downscale_factor``) and the temporal factor S
+(``--reference-temporal-scale-factor``: the reference has (F' - 1) / S + 1 latent frames) are inferred from the
+shapes, as ltx-trainer infers them.
 Files are read with ``torch.load(weights_only=True)`` only, never full pickle.
 
 ComfyUI's LTX-2.3 text encoder returns the same projection output with the padding stripped and video and
@@ -55,8 +57,9 @@ class _Files(NamedTuple):
     reference: Path | None = None
 
 
-def reference_factor(latent_shape: Sequence[int], reference_shape: Sequence[int], where: str) -> int:
-    """The ``reference_downscale_factor`` N a target/reference latent pair was made with (``H' / h' = W' / w'``)."""
+def reference_factors(latent_shape: Sequence[int], reference_shape: Sequence[int], where: str) -> tuple[int, int]:
+    """The ``reference_downscale_factor`` N (``H' / h' = W' / w'``) and the temporal factor S (``(F' - 1) / (f' - 1)``)
+    a target/reference latent pair was made with."""
     (_, f, h, w), (_, rf, rh, rw) = latent_shape, reference_shape
     n = h // rh if rh else 0
     if not n or (rh * n, rw * n) != (h, w):
@@ -65,12 +68,15 @@ def reference_factor(latent_shape: Sequence[int], reference_shape: Sequence[int]
             "by one whole factor in height and width; re-run ltx-trainer's process_dataset.py with a single bucket "
             "and --reference-downscale-factor"
         )
-    if rf != f:
+    if rf == f:
+        return n, 1
+    if rf < 2 or (f - 1) % (rf - 1):
         raise CacheError(
-            f"{where}: reference latent has {rf} latent frames, the video {f}; references made with "
-            "--reference-temporal-scale-factor are not supported, re-run process_dataset.py without it"
+            f"{where}: reference latent has {rf} latent frames, the video {f}: not the video's frames subsampled by "
+            "one whole --reference-temporal-scale-factor ((video frames - 1) / (reference frames - 1)); re-run "
+            "process_dataset.py with a single bucket"
         )
-    return n
+    return n, (f - 1) // (rf - 1)
 
 
 def find_precomputed(path: str | Path) -> Path:
@@ -172,8 +178,8 @@ def _pairs(root: Path) -> tuple[dict[str, _Files], dict[str, str]]:
 class _Importer:
     """``import_ltx_trainer``'s ``RecordFn``: converts an item's ``.pt`` files unless they are unchanged."""
 
-    def __init__(self, trigger: str, audio: bool, factor: int) -> None:
-        self.trigger, self.audio_vae, self.factor = trigger, IMPORTED if audio else None, factor
+    def __init__(self, trigger: str, audio: bool, factors: tuple[int, int]) -> None:
+        self.trigger, self.audio_vae, self.factors = trigger, IMPORTED if audio else None, factors
 
     def __call__(self, run: CacheRun, item_id: str, files: _Files, old: ItemRecord | None) -> ItemRecord:
         if (old is not None and old.prep == _source_key(files) and old.audio_vae == self.audio_vae
@@ -188,10 +194,12 @@ class _Importer:
             reference = None
             if files.reference is not None:
                 reference = latent_from_ltx_trainer(load_pt(files.reference), str(files.reference))[0]
-                n = reference_factor(latent.shape, reference.shape, str(files.reference))
-                if n != self.factor:
-                    raise CacheError(f"{files.reference}: reference latent is 1/{n} of the video latent's size, the "
-                                     f"first item's 1/{self.factor}; one cache takes one reference_downscale_factor")
+                factors = reference_factors(latent.shape, reference.shape, str(files.reference))
+                if factors != self.factors:
+                    raise CacheError(
+                        f"{files.reference}: reference factors (spatial, temporal) {factors}, the first item's "
+                        f"{self.factors}; one cache takes one reference_downscale_factor and temporal factor"
+                    )
         except CacheError as err:
             raise UnreadableItem(str(err)) from err
         run.adopt_model({"video_family": VIDEO_FAMILY, "text_family": family, "text_width": text.shape[-1],
@@ -229,14 +237,14 @@ class _Importer:
         )
 
 
-def _first_reference_factor(pairs: dict[str, _Files]) -> int:
-    """N from the first item with a reference latent, as ltx-trainer infers it (1 when none has one)."""
+def _first_reference_factors(pairs: dict[str, _Files]) -> tuple[int, int]:
+    """N and S from the first item with a reference latent, as ltx-trainer infers them (1, 1 when none has one)."""
     files = next((f for f in pairs.values() if f.reference is not None), None)
     if files is None:
-        return 1
+        return 1, 1
     latent = latent_from_ltx_trainer(load_pt(files.latent), str(files.latent))[0]
     reference = latent_from_ltx_trainer(load_pt(files.reference), str(files.reference))[0]
-    return reference_factor(latent.shape, reference.shape, str(files.reference))
+    return reference_factors(latent.shape, reference.shape, str(files.reference))
 
 
 def import_ltx_trainer(
@@ -252,7 +260,7 @@ def import_ltx_trainer(
     Goes through the cache writer's loop (``writer.write_cache``): the same folder checks, atomic files, manifest
     saves and cleanup as ``build_cache``. An item that cannot be read is recorded as failed and left out.
     ``audio_latents/`` is kept beside the video latents; a clip without a file there has no audio (no track).
-    ``reference_latents/`` (IC-LoRA) is kept too, and its factor, inferred from the first pair's shapes, is recorded.
+    ``reference_latents/`` (IC-LoRA) is kept too, and its factors, inferred from the first pair's shapes, are recorded.
     ``trigger``: the ``--lora-trigger`` ltx-trainer used (recorded, captions are not stored by ltx-trainer).
     ``text_encoder``: optional, to encode the empty caption for caption dropout (ltx-trainer has none).
     """
@@ -263,9 +271,11 @@ def import_ltx_trainer(
     audio = (root / AUDIO_LATENTS).is_dir()
     no_audio = None if audio else f"{root} has no {AUDIO_LATENTS}/ (ltx-trainer ran with --skip-audio?)"
     empty = None if text_encoder is None else (text_encoder, text_encoder.identity())
-    factor = _first_reference_factor(pairs)
+    factor, temporal = _first_reference_factors(pairs)
+    dataset = {"trigger": trigger, "imported_from": str(root), "reference_downscale_factor": factor}
+    if temporal != 1:
+        dataset["reference_temporal_scale_factor"] = temporal
     return write_cache(
-        folder, pairs, _Importer(trigger, audio, factor),
-        dataset={"trigger": trigger, "imported_from": str(root), "reference_downscale_factor": factor},
+        folder, pairs, _Importer(trigger, audio, (factor, temporal)), dataset=dataset,
         empty_text=empty, failed=unmatched, no_audio_reason=no_audio, on_progress=on_progress,
     )
