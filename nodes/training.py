@@ -21,7 +21,7 @@ from ..trainer_core.config.training import (
     TrainConfig,
 )
 from ..trainer_core.config.train_node import LossPlotSettings, TrainNodeFiles
-from ..trainer_core.plots import loss_curve, to_image_tensor
+from ..trainer_core.plots import loss_curve, non_finite_note, to_image_tensor
 from . import _sockets as sockets
 from ._widgets import category, section_from_inputs, section_inputs
 
@@ -142,6 +142,7 @@ class TrainLtxLora(io.ComfyNode):
         from ..trainer_core.comfy.training import direct_data, train_on_model
         from ..trainer_core.engine.checkpoints import resolve_resume
         from ..trainer_core.engine.data_folder import training_folder
+        from ..trainer_core.engine.modes import refuse_temporal_reference_in_comfyui
         from ..trainer_core.engine.trainer import NonFiniteLossError
 
         out_dir = Path(folder_paths.get_folder_paths("loras")[0]) / kwargs["name"]
@@ -155,6 +156,7 @@ class TrainLtxLora(io.ComfyNode):
                     "give a config_yaml whose data: names a cache folder."
                 )
             training_data = direct_data(latent, conditioning)
+        refuse_temporal_reference_in_comfyui(cfg.recipe, training_data)
         resume_from = kwargs.get("resume_from", "").strip()
         resume = resolve_resume(resume_from, out_dir, cfg.name, within=out_dir.parent) if resume_from else None
         with torch.inference_mode(False):
@@ -190,8 +192,11 @@ class PlotLtxLoss(io.ComfyNode):
 
     @classmethod
     def execute(cls, loss, smoothing) -> io.NodeOutput:
-        image = to_image_tensor(loss_curve(list(loss["loss"]), beta=smoothing))
-        return io.NodeOutput(image, ui=ui.PreviewImage(image, cls=cls))
+        losses = list(loss["loss"])
+        image = to_image_tensor(loss_curve(losses, beta=smoothing))
+        shown = ui.PreviewImage(image, cls=cls).as_dict()
+        note = non_finite_note(losses)  # also written on the chart
+        return io.NodeOutput(image, ui={**shown, "text": (note,)} if note else shown)
 
 
 NODES = [*SETTINGS_NODES, TrainLtxLora, PlotLtxLoss]

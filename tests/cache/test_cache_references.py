@@ -254,6 +254,30 @@ def test_cli_cache_with_references(tmp_path, checkpoint):
     assert data[data.index_of("clip0.mp4")].reference.shape == (128, 3, 1, 1)
 
 
+def test_cli_cache_with_a_temporal_factor_keeps_every_second_reference_frame(tmp_path, checkpoint, vae, capsys):
+    from trainer_core.cli import main
+
+    root, out = control_dataset(tmp_path / "ds"), tmp_path / "cli"
+    args = ["cache", str(root), "--checkpoint", str(checkpoint), "--out", str(out), "--buckets", "64x64x17",
+            "--reference-downscale-factor", "2", "--reference-temporal-scale-factor", "2"]
+    assert main(args) == 0
+    data = CachedData(out)
+    assert (data.reference_downscale_factor, data.reference_temporal_scale_factor) == (2, 2)
+    cfg = DatasetConfig(path=str(root), buckets="64x64x17", reference_downscale_factor=2,
+                        reference_temporal_scale_factor=2)
+    item = next(i for i in load_dataset(cfg).items if i.id == "clip0.mp4")
+    whole = load_dataset(DatasetConfig(path=str(root), buckets="64x64x17", reference_downscale_factor=2)).items[0]
+    assert whole.id == item.id and item.reference_key != whole.reference_key  # a changed factor re-encodes
+    # ltx-trainer's VAE-aligned pattern: frame 0, then every 2nd from frame 1: 17 frames -> 9 -> 2 latent frames
+    torch.testing.assert_close(item.load_reference_frames(), whole.load_reference_frames()[[0, *range(1, 17, 2)]])
+    sample = data[data.index_of("clip0.mp4")]
+    assert sample.video.shape[1:] == (3, 2, 2) and sample.reference.shape == (128, 2, 1, 1)
+    torch.testing.assert_close(sample.reference, vae.encode(item.load_reference_frames()))
+
+    assert main(["dataset", str(root), "--buckets", "64x64x9", "--reference-temporal-scale-factor", "2"]) == 2
+    assert "reference_temporal_scale_factor 2 does not fit bucket 64x64x9" in capsys.readouterr().err
+
+
 def test_dataset_and_cache_nodes_take_a_references_folder(comfy, tmp_path):
     """In ComfyUI: Load Dataset's references_dir and reference_downscale_factor widgets, then the Cache node with
     ComfyUI's own VAE of the tiny checkpoint."""

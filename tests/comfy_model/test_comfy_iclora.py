@@ -167,6 +167,16 @@ def test_the_recipe_nodes_ic_lora_preset_trains_the_yaml_examples_ic_lora(comfy,
     }
 
 
+def test_the_train_node_refuses_references_with_a_temporal_factor(comfy, tiny_path, loras):
+    """ComfyUI v0.33's IC-LoRA nodes cannot place a temporally subsampled reference: no LoRA that ComfyUI would
+    misuse is trained."""
+    data = synthetic_data(n=2, audio=False, frames=3, size=4, reference_factor=2, reference_temporal=2)
+    with pytest.raises(Exception, match="reference_temporal_scale_factor 2") as err, torch.inference_mode():
+        comfy.NODE_CLASS_MAPPINGS["LtxLoraTrain"].execute(
+            model=load_comfy(tiny_path), training_data=data, **_train_node_settings(comfy, 1), **_widgets())
+    assert "train it headless" in str(err.value) and not list(loras.rglob("*.safetensors"))
+
+
 def test_stock_ic_lora_graph_runs_a_lora_trained_here(comfy, tiny_path, loras, tmp_path, caplog):
     """The graph users build (the bundled Canny-to-Video blueprint's), on our factor-2 IC-LoRA file."""
     import comfy.sd

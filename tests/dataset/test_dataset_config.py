@@ -97,14 +97,15 @@ def test_trim_rejects_empty_and_bad_policy():
 def test_cli_options_cover_every_field():
     parser = argparse.ArgumentParser()
     add_section_arguments(parser, DatasetConfig, aliases={"target_fps": ["--fps"]})
-    args = parser.parse_args(["--path", "x", "--trigger", "sks", "--buckets", "64x64x9", "--fps", "12",
+    args = parser.parse_args(["--path", "x", "--trigger", "sks", "--buckets", "64x64x17", "--fps", "12",
                               "--crop", "random", "--trim-start", "center", "--seed", "5",
                               "--caption-token-budget", "200", "--skip-audio", "--references-dir", "refs",
-                              "--reference-downscale-factor", "2"])
+                              "--reference-downscale-factor", "2", "--reference-temporal-scale-factor", "2"])
     cfg = section_from_args(DatasetConfig, args)
-    assert cfg.model_dump() == {"path": "x", "trigger": "sks", "buckets": "64x64x9", "target_fps": 12.0,
+    assert cfg.model_dump() == {"path": "x", "trigger": "sks", "buckets": "64x64x17", "target_fps": 12.0,
                                 "crop": "random", "trim_start": "center", "seed": 5, "caption_token_budget": 200,
-                                "skip_audio": True, "references_dir": "refs", "reference_downscale_factor": 2}
+                                "skip_audio": True, "references_dir": "refs", "reference_downscale_factor": 2,
+                                "reference_temporal_scale_factor": 2}
     assert section_from_args(DatasetConfig, parser.parse_args([])) == DatasetConfig()
     with pytest.raises(SystemExit):
         parser.parse_args(["--crop", "left"])

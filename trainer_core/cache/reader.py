@@ -43,7 +43,9 @@ class CachedData:
         self._check_files()
         self.trigger: str = manifest.dataset.get("trigger", "")
         self.reference_downscale_factor: int = int(manifest.dataset.get("reference_downscale_factor") or 1)
-        self.reference_temporal_scale_factor: int = int(manifest.dataset.get("reference_temporal_scale_factor") or 1)
+        self.reference_temporal_scale_factor: int = int(
+            manifest.dataset.get("reference_temporal_scale_factor") or _temporal_factor(self.records)
+        )
         self.fingerprint: str = self._fingerprint()
         self._empty_text: torch.Tensor | None = None
 
@@ -162,3 +164,13 @@ class CachedData:
 
     def __repr__(self) -> str:
         return f"CachedData({str(self.folder)!r}, {len(self)} items, fingerprint {self.fingerprint})"
+
+
+def _temporal_factor(records: list[ItemRecord]) -> int:
+    """The reference_temporal_scale_factor of a cache that did not record one, from its first reference's latent
+    frame count, as ltx-trainer infers it: (F' - 1) / (f' - 1); 1 without a reference or for stills."""
+    for r in records:
+        if r.reference_shape is not None:
+            f, rf = r.latent_shape[1], r.reference_shape[1]
+            return (f - 1) // (rf - 1) if rf > 1 and f != rf else 1
+    return 1

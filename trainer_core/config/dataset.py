@@ -93,12 +93,29 @@ class DatasetConfig(Section):
         le=8,
     )
 
+    reference_temporal_scale_factor: int = knob(
+        1,
+        "IC-LoRA, headless only: keep the reference's frames 0, 1, 1+S, 1+2S, ... of the clip's (ltx-trainer's "
+        "--reference-temporal-scale-factor; the LoRA file records it for ltx-pipelines). Every video bucket's "
+        "frames - 1 must be a multiple of 8 x S. ComfyUI v0.33's Get IC-LoRA Parameters and LTXV Add Guide cannot "
+        "place such a reference, so the nodes do not offer it and the Train node refuses such data.",
+        ge=1,
+        le=8,
+        widget=False,
+    )
+
     @model_validator(mode="after")
     def _check_reference_factor(self) -> DatasetConfig:
         from ..dataset.buckets import SPATIAL_MULTIPLE, parse_buckets
 
-        n = self.reference_downscale_factor
+        n, s = self.reference_downscale_factor, self.reference_temporal_scale_factor
         for b in parse_buckets(self.buckets):
+            if b.frames > 1 and (b.frames - 1) % (8 * s):
+                raise ValueError(
+                    f"reference_temporal_scale_factor {s} does not fit bucket {b}: its {b.frames} frames - 1 must be a "
+                    f"multiple of 8 x {s} so that the subsampled reference is 8n+1 frames; pick bucket frames such as "
+                    f"{8 * s + 1} or {16 * s + 1}, or another factor"
+                )
             if b.width % (n * SPATIAL_MULTIPLE) or b.height % (n * SPATIAL_MULTIPLE):
                 raise ValueError(
                     f"reference_downscale_factor {n} does not fit bucket {b}: {b.width}/{n} x {b.height}/{n} must be "

@@ -53,6 +53,7 @@ class PreparedItem:
     reference_rel: str | None = None
     reference_info: MediaInfo | None = None
     reference_plan: ClipPlan | None = None
+    reference_temporal: int = 1  # reference_temporal_scale_factor S: frames 0, 1, 1+S, ... of the cut are kept
 
     @property
     def bucket(self) -> Bucket:
@@ -84,13 +85,18 @@ class PreparedItem:
         stat = self.reference.stat()
         key = {"path": str(self.reference), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
                **self.reference_plan.as_dict()}
+        if self.reference_temporal != 1:  # only then, so caches made before the setting existed stay valid
+            key["temporal"] = self.reference_temporal
         return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()
 
     def load_reference_frames(self) -> torch.Tensor:
-        """The reference's frames cut with the clip's plan: float32 ``[F, H/N, W/N, 3]``. Raises ``MediaError``."""
+        """The reference's frames cut with the clip's plan: float32 ``[F_r, H/N, W/N, 3]``, F_r = F with no temporal
+        factor, else frames 0, 1, 1+S, 1+2S, ... (ltx-trainer's VAE-aligned subsampling). Raises ``MediaError``."""
         if self.reference is None or self.reference_info is None or self.reference_plan is None:
             raise ValueError(f"{self.id} has no reference video")
-        return load_planned_frames(self.reference, self.reference_info, self.reference_plan)
+        frames = load_planned_frames(self.reference, self.reference_info, self.reference_plan)
+        s = self.reference_temporal
+        return frames if s == 1 else frames[[0, *range(1, frames.shape[0], s)]]
 
     def first_frame(self) -> torch.Tensor:
         """Only the first prepared frame, ``[1, H, W, 3]`` (for previews)."""
@@ -193,7 +199,7 @@ def _prepare_entry(entry: SourceEntry, cfg: DatasetConfig, buckets: tuple[Bucket
         if isinstance(ref_plan, str):
             return ExcludedItem(entry.rel, entry.path, f"{where} {ref_plan}", entry.caption)
         reference = {"reference": entry.reference, "reference_rel": entry.reference_rel, "reference_info": ref_info,
-                     "reference_plan": ref_plan}
+                     "reference_plan": ref_plan, "reference_temporal": cfg.reference_temporal_scale_factor}
     caption = apply_trigger(entry.caption, cfg.trigger)
     stat = entry.path.stat()
     changes = describe_changes(info, plan, target_fps=cfg.target_fps, crop=cfg.crop, trim=cfg.trim_start)

@@ -82,9 +82,10 @@ def reference_line(ds: PreparedDataset) -> str | None:
     n = sum(i.reference is not None for i in ds.items)
     if not n:
         return None
-    factor = ds.config.reference_downscale_factor
+    factor, s = ds.config.reference_downscale_factor, ds.config.reference_temporal_scale_factor
+    frames = "" if s == 1 else f", every {s}th frame after the first"
     return (f"{n} clips with a reference video (IC-LoRA, cut with the clip's frames at 1/{factor} of its width and "
-            f"height), {len(ds.items) - n} without")
+            f"height{frames}), {len(ds.items) - n} without")
 
 
 def summary_line(ds: PreparedDataset) -> str:

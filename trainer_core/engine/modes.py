@@ -137,6 +137,20 @@ def _reference_factors(
     return factor, temporal
 
 
+def refuse_temporal_reference_in_comfyui(recipe: RecipeSettings, data: TrainingData) -> None:
+    """``ConfigError`` for an IC-LoRA on references with a temporal factor, trained inside ComfyUI: v0.33's Get
+    IC-LoRA Parameters reads only reference_downscale_factor and LTXV Add Guide places every guide frame at the
+    clip's own frame times, so ComfyUI could neither preview nor use such a LoRA as it was trained."""
+    s = int(getattr(data, "reference_temporal_scale_factor", 1) or 1)
+    if recipe.reference_p > 0 and s != 1:
+        raise ConfigError(
+            f"the training data's references have reference_temporal_scale_factor {s} (every {s}th frame), which "
+            "ComfyUI's IC-LoRA nodes (Get IC-LoRA Parameters, LTXV Add Guide) cannot place, so a LoRA trained on them "
+            "would not work in ComfyUI: train it headless (python -m trainer_core train) for ltx-pipelines, or cache "
+            "the references again without --reference-temporal-scale-factor"
+        )
+
+
 def stream_targets(targets: dict[str, nn.Module], modes: StreamModes) -> dict[str, nn.Module]:
     """``targets`` without the layers ``modes`` leaves without gradient (see the module docstring); logs what goes."""
     blocks = [int(m.group(1)) for n in targets if (m := _BLOCK.match(n))]
