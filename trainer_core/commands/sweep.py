@@ -6,6 +6,11 @@ the Sweep node plans them (``trainer_core.sweep``). A run folder (``train``'s ``
 ``--checkpoint`` (and ``--data`` or ``--text-encoder`` for prompt text). Cells are sampled with the pack's Euler
 sampler (``trainer_core.ltxcore.previews``) and written as one grid video (``.mp4``) with a still grid (``.png``)
 beside it; the effect/bleed numbers are printed.
+
+Audio LoRAs are swept with sound, following the files' own ``ltxlora.audio``: ``generate`` samples audio with the
+video, ``condition`` conditions each prompt column on a training clip's audio (``--data`` or the run's cache). The
+checkpoint's audio VAE and vocoder decode it; the grid video then plays the cells in turn, each with its sound, and
+every cell is also written as ``<out>_cell_NN.mp4`` with its sound, as the Sweep Grid node does.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from ..config.cli_options import add_section_arguments, section_from_args
 from ..config.sweep import SweepSettings
 from ..config.training import PreviewSettings
 
-HELP = "Render a LoRA strength sweep grid (mp4 + png) headless, with the checkpoint's VAE."
+HELP = "Render a LoRA strength sweep grid (mp4 + png) headless, with the checkpoint's VAE (and sound for audio LoRAs)."
 SIZE_FIELDS = ("width", "height", "frames", "steps", "cfg")  # PreviewSettings fields a sweep takes as flags
 
 
@@ -79,13 +84,43 @@ def _size(args: argparse.Namespace, cfg: Any) -> PreviewSettings:
     return parse_section(PreviewSettings, {**run, **given}, where="option ")
 
 
+def _audio_mode(files: list[Path]) -> str | None:
+    """The audio mode the LoRA files were trained with (their ``ltxlora.audio``): generate, condition or None."""
+    from ..lorafile import metadata as md
+    from ..lorafile.read import read_lora_file
+    from ..sweep.plan import SweepError
+
+    modes = {f.name: read_lora_file(f)[1].get(md.AUDIO, "") for f in files}
+    found = {m for m in modes.values() if m in ("generate", "condition")}
+    if len(found) > 1:
+        listed = ", ".join(f"{name}: {mode or 'none'}" for name, mode in modes.items())
+        raise SweepError(f"the LoRA files were trained with different recipe.audio modes ({listed}); a sweep "
+                         "samples every row alike, so sweep the audio-generating and audio-conditioned LoRAs apart")
+    return found.pop() if found else None
+
+
+def _sound(mode: str | None, backbone: Any, checkpoint: str, device: str, prompts: list[Any], data: Any) -> Any:
+    """The sweep's ``PreviewSound`` for the LoRAs' audio ``mode`` (None: video only); condition gives each prompt a
+    training clip's audio to be conditioned on."""
+    import torch
+
+    from ..ltxcore.previews import attach_conditioning_audio, preview_sound
+
+    dtype = torch.float32 if device == "cpu" else torch.bfloat16
+    sound = preview_sound(mode or "off", backbone.has_audio, checkpoint, device, dtype, "the sweep's cells")
+    if sound is not None and sound.mode == "condition":
+        attach_conditioning_audio([p.conditioning for p in prompts], data)
+    return sound
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..cache.reader import CachedData
     from ..ltxcore.backbone import LtxCoreBackbone
     from ..ltxcore.encoders import LtxCoreVae
-    from ..ltxcore.previews import MIN_SIDE, lora_applied, render, save_grid
+    from ..ltxcore.previews import MIN_SIDE, lora_applied, render_clip, save_grid
+    from ..sweep.grid import cell_videos
     from ..sweep.plan import SweepError, parse_numbers, parse_seeds, plan_sweep, resolve_lora_files
     from ..sweep.report import sweep_report
 
@@ -104,6 +139,10 @@ def run(args: argparse.Namespace) -> int:
     data_folder = args.data or (cfg.data if cfg else None)
     data = CachedData(data_folder) if data_folder else None
     files = resolve_lora_files(settings.loras, (Path.cwd(),))
+    audio_mode = _audio_mode(files)  # before the model loads, as the checks below
+    if audio_mode == "condition" and data is None:
+        raise SweepError("the LoRAs were trained with recipe.audio condition: the cells are conditioned on the "
+                         "training clips' audio, so give --data (the cache) or sweep the run folder")
     prompts = _prompts(args, settings, data, checkpoint, device, cfg.preview.count if cfg else 1)
     plan = plan_sweep(files, parse_numbers(settings.strengths, "strengths"), prompts, parse_seeds(settings.seeds),
                       settings.max_cells)
@@ -111,14 +150,21 @@ def run(args: argparse.Namespace) -> int:
     dtype = torch.float32 if device == "cpu" else torch.bfloat16
     backbone = LtxCoreBackbone.from_checkpoint(checkpoint, dtype=dtype, device=device)
     decoder = LtxCoreVae(checkpoint, device=device, dtype=dtype)
+    sound = _sound(audio_mode, backbone, checkpoint, device, plan.prompts, data)
     fps = float(data.frame_rate_of(0)) if data is not None and len(data) else 24.0
-    videos = []
+    clips = []
     for row, variant in enumerate(plan.variants):
         applied = nullcontext() if variant.lora is None else lora_applied(backbone, variant.lora, variant.strength)
         with applied:
-            videos += [render(backbone, decoder, plan.prompts[c.prompt].conditioning, size, c.seed, fps)
-                       for c in plan.cells if c.row == row]
-    report = sweep_report(videos, [c.label for c in plan.cells], plan)
-    path = save_grid(report.videos, report.layout, out, fps)
+            clips += [render_clip(backbone, decoder, plan.prompts[c.prompt].conditioning, size, c.seed, fps, sound)
+                      for c in plan.cells if c.row == row]
+    labels = [c.label for c in plan.cells]
+    report = sweep_report([video for video, _ in clips], labels, plan)
+    sounds = [track for _, track in clips if track is not None]
+    audio = sounds if len(sounds) == len(clips) else None
+    path = save_grid(report.videos, report.layout, out, fps, audio)
     sys.stdout.write(f"{report.table}\ngrid: {path} (and {path.with_suffix('.png').name})\n")
+    if audio is not None:
+        cells = cell_videos(report.videos, labels, audio, path.parent, path.stem, fps)
+        sys.stdout.write(f"with sound: the grid plays the cells in turn; each cell alone: {cells[0].name} ...\n")
     return 0

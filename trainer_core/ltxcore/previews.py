@@ -8,6 +8,13 @@ Prompt text is encoded with the encoder the cache was made with: the stand-in wh
 (``--text-encoder``, freed before the transformer loads) otherwise; without prompt lines the first training
 captions' cached features are used. The sampler's schedule is LTX's token-shifted one, not ComfyUI's
 LTXVScheduler, so a headless preview resembles but does not equal the Train node's.
+
+With sound: when the run generates audio (``recipe.audio`` resolved to generate) audio and video are sampled
+together; when audio is its condition (``recipe.audio: condition``) preview i is conditioned on the audio latent of
+the i-th training clip, held clean as training feeds it. The audio is decoded by the checkpoint's audio VAE and
+vocoder (``audio_vae.*``, ``vocoder.*``) and the mp4 gets it as its sound (cells play in turn, as the Train node's
+previews do). A checkpoint without them, or an ltx-core whose audio VAE cannot be imported, gives silent previews
+and a log line saying why. The sweep command does the same for the LoRAs' own ``ltxlora.audio`` mode.
 """
 
 from __future__ import annotations
@@ -17,19 +24,19 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 from ..atomic import save_png
 from ..backbone import Backbone, TextContext
-from ..cache.encoders import CacheError, TextEncoder, VideoDecoder
+from ..cache.encoders import AUDIO_LATENTS_PER_SECOND, AudioDecoder, CacheError, TextEncoder, VideoDecoder
 from ..cache.standin_text import STANDIN_FAMILY, StandinTextEncoder
 from ..config import ConfigError
 from ..config.training import PreviewSettings, TrainConfig
 from ..engine.trainer import Callbacks, StepInfo, Trainer
-from ..sampling import sample_video
-from ..sweep.grid import GridLayout, grid_image, grid_video
+from ..sampling import AudioPlan, sample_av
+from ..sweep.grid import AudioTrack, GridLayout, grid_image, grid_video
 from ..sweep.plan import SweepError, short
 
 log = logging.getLogger(__name__)
@@ -43,6 +50,16 @@ class PromptFeatures:
 
     label: str
     features: torch.Tensor
+    audio: torch.Tensor | None = None  # recipe.audio condition: a training clip's audio latent [8, T, 16]
+
+
+@dataclass(frozen=True)
+class PreviewSound:
+    """What previews do with the audio stream: ``generate`` it or take each prompt's ``audio`` as its
+    ``condition``; ``decoder`` (the checkpoint's audio VAE + vocoder) turns it into sound, None leaves it silent."""
+
+    mode: Literal["generate", "condition"]
+    decoder: AudioDecoder | None
 
 
 def encode_prompts(
@@ -99,7 +116,41 @@ def latent_shape(width: int, height: int, frames: int) -> tuple[int, int, int, i
     return (128, (frames - 1) // 8 + 1, height // 32, width // 32)
 
 
+def audio_steps(frames: int, frame_rate: float) -> int:
+    """Audio latent steps for ``frames`` video frames, as LTXV Empty Latent Audio counts them."""
+    return round(frames / frame_rate * AUDIO_LATENTS_PER_SECOND)
+
+
 @torch.no_grad()
+def render_clip(
+    backbone: Backbone,
+    decoder: VideoDecoder,
+    prompt: PromptFeatures,
+    settings: PreviewSettings,
+    seed: int,
+    frame_rate: float,
+    sound: PreviewSound | None = None,
+) -> tuple[torch.Tensor, AudioTrack | None]:
+    """One clip ``[F, H, W, 3]`` sampled with the adapters currently attached and decoded by the checkpoint's VAE;
+    with ``sound`` the audio stream is sampled beside it (or held at the prompt's conditioning audio) and decoded
+    when ``sound.decoder`` is there."""
+    device = backbone.device
+    text = backbone.prepare_text(prompt.features.to(device))
+    negative = backbone.prepare_text(torch.zeros_like(prompt.features).to(device)) if settings.cfg > 1 else None
+    plan = None
+    if sound is not None:
+        condition = prompt.audio if sound.mode == "condition" else None
+        plan = AudioPlan(audio_steps(settings.frames, frame_rate), condition)
+    latent, audio = sample_av(
+        backbone, text, latent_shape(settings.width, settings.height, settings.frames), frame_rate, settings.steps,
+        torch.Generator().manual_seed(seed), guidance=settings.cfg, negative=negative, audio=plan,
+    )
+    video = decoder.decode(latent[0])
+    if audio is None or sound is None or sound.decoder is None:
+        return video, None
+    return video, AudioTrack(sound.decoder.decode(audio[0]), int(sound.decoder.sample_rate))
+
+
 def render(
     backbone: Backbone,
     decoder: VideoDecoder,
@@ -108,21 +159,52 @@ def render(
     seed: int,
     frame_rate: float,
 ) -> torch.Tensor:
-    """One clip ``[F, H, W, 3]``: sampled with the adapters currently attached, decoded by the checkpoint's VAE."""
-    device = backbone.device
-    text = backbone.prepare_text(prompt.features.to(device))
-    negative = backbone.prepare_text(torch.zeros_like(prompt.features).to(device)) if settings.cfg > 1 else None
-    latent = sample_video(
-        backbone, text, latent_shape(settings.width, settings.height, settings.frames), frame_rate, settings.steps,
-        torch.Generator().manual_seed(seed), guidance=settings.cfg, negative=negative,
-    )
-    return decoder.decode(latent[0])
+    """One video-only clip ``[F, H, W, 3]`` (``render_clip`` without sound)."""
+    return render_clip(backbone, decoder, prompt, settings, seed, frame_rate)[0]
 
 
-def save_grid(videos: Sequence[torch.Tensor], layout: GridLayout, path: Path, fps: float) -> Path:
-    """``path`` (.mp4) and the still grid beside it (.png)."""
+def load_audio_decoder(checkpoint: str | Path, device: str, dtype: torch.dtype) -> tuple[AudioDecoder | None, str]:
+    """The checkpoint's audio VAE decoder and vocoder, or None and why previews will be silent."""
+    from .encoders import LtxCoreAudioVae
+
+    try:
+        return LtxCoreAudioVae(checkpoint, device=device, dtype=dtype, decoder=True), ""
+    except CacheError as exc:  # no audio VAE in the file, or ltx-core's audio VAE cannot be imported
+        return None, str(exc)
+
+
+def attach_conditioning_audio(prompts: Sequence[PromptFeatures], data: Any) -> None:
+    """Prompt i gets the audio latent of the i-th training clip that has one (cycling), to be conditioned on."""
+    clips: list[torch.Tensor] = []
+    for i in range(len(data)):  # loads only as many clips as it takes
+        if len(clips) == len(prompts):
+            break
+        audio = data[i].audio
+        if audio is not None:
+            clips.append(audio.float())
+    if not clips:
+        raise CacheError("recipe.audio is condition, but no training clip has audio latents to condition on")
+    for n, prompt in enumerate(prompts):
+        prompt.audio = clips[n % len(clips)]
+
+
+def preview_sound(mode: str, has_audio: bool, checkpoint: str | Path, device: str, dtype: torch.dtype,
+                  what: str) -> PreviewSound | None:
+    """``PreviewSound`` for an audio ``mode`` (generate or condition) on a model with the audio stream, else None.
+    Logs when the sound cannot be decoded; ``what`` names the previews in that line."""
+    if mode not in ("generate", "condition") or not has_audio:
+        return None
+    decoder, why = load_audio_decoder(checkpoint, device, dtype)
+    if decoder is None:
+        log.warning("%s are silent: the audio cannot be decoded (%s)", what, why)
+    return PreviewSound("generate" if mode == "generate" else "condition", decoder)
+
+
+def save_grid(videos: Sequence[torch.Tensor], layout: GridLayout, path: Path, fps: float,
+              audio: Sequence[AudioTrack] | None = None) -> Path:
+    """``path`` (.mp4, with one sound per cell played in turn when ``audio`` is given) and the still grid (.png)."""
     save_png(grid_image(videos, layout), path.with_suffix(".png"))
-    grid_video(videos, layout, path.with_suffix(".mp4"), fps=fps)
+    grid_video(videos, layout, path.with_suffix(".mp4"), fps=fps, audio=audio)
     return path.with_suffix(".mp4")
 
 
@@ -137,6 +219,7 @@ class HeadlessPreviews:
     folder: Path
     name: str
     frame_rate: float
+    sound: PreviewSound | None = None
     saved: list[Path] = field(default_factory=list)
 
     def on_step(self, info: StepInfo) -> None:
@@ -150,13 +233,16 @@ class HeadlessPreviews:
         adapters.eval()
         transformer.eval()
         try:
-            videos = [render(self.trainer.backbone, self.decoder, p, self.settings, self.settings.seed,
-                             self.frame_rate) for p in self.prompts]
+            clips = [render_clip(self.trainer.backbone, self.decoder, p, self.settings, self.settings.seed,
+                                 self.frame_rate, self.sound) for p in self.prompts]
         finally:
             adapters.train(previous[0])
             transformer.train(previous[1])
+        videos = [video for video, _ in clips]
+        sounds = [sound for _, sound in clips]
+        audio = None if any(s is None for s in sounds) else [s for s in sounds if s is not None]
         layout = GridLayout(len(videos), [p.label for p in self.prompts])
-        path = save_grid(videos, layout, self.folder / f"{self.name}_step_{step:05d}.mp4", self.frame_rate)
+        path = save_grid(videos, layout, self.folder / f"{self.name}_step_{step:05d}.mp4", self.frame_rate, audio)
         self.saved.append(path)
         log.info("preview saved: %s", path)
         return path
@@ -181,14 +267,19 @@ def preview_prompts(cfg: TrainConfig, data: Any, text_encoder: str | None) -> li
 
 
 def attach_previews(callbacks: Callbacks, trainer: Trainer, prompts: list[PromptFeatures]) -> HeadlessPreviews:
-    """Load the checkpoint's VAE decoder and chain a ``HeadlessPreviews`` after ``callbacks.on_step``."""
+    """Load the checkpoint's VAE decoder (and, for an audio run, its audio decoder) and chain a
+    ``HeadlessPreviews`` after ``callbacks.on_step``."""
     from .encoders import LtxCoreVae
 
     cfg = trainer.cfg
     dtype = torch.float32 if cfg.model.device == "cpu" else torch.bfloat16
     decoder = LtxCoreVae(cfg.model.checkpoint, device=cfg.model.device, dtype=dtype)
+    sound = preview_sound(trainer.modes.audio, trainer.backbone.has_audio, cfg.model.checkpoint, cfg.model.device,
+                          dtype, "previews")
+    if sound is not None and sound.mode == "condition":
+        attach_conditioning_audio(prompts, trainer.data)
     runner = HeadlessPreviews(trainer, decoder, cfg.preview, prompts, Path(cfg.output_dir) / "previews", cfg.name,
-                              float(trainer.data.frame_rate_of(0)))
+                              float(trainer.data.frame_rate_of(0)), sound)
     callbacks.add_on_step(runner.on_step)
     return runner
 
