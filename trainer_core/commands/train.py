@@ -7,6 +7,7 @@ Headless runs also need ``model.checkpoint`` (the LTX-2.3 single-file checkpoint
 
 Under ``torchrun --nproc_per_node N`` each process trains on its share of every batch (``engine.distributed``):
 the global batch is N x ``optimization.batch_size``; rank 0 writes the files, shows progress and logs.
+``distributed.strategy: fsdp`` also splits the frozen base weights over the processes (FSDP2).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from ..config.foreign import Translation
     from ..engine.distributed import SingleProcess
+
+log = logging.getLogger(__name__)
 
 HELP = "Train a LoRA from a YAML config (headless, ltx-core backbone); Ctrl-C saves a checkpoint."
 
@@ -44,18 +47,26 @@ def run(args: argparse.Namespace) -> int:
 
     from ..config import ConfigError
     from ..config.foreign import load_train_config
-    from ..engine.distributed import DataParallel, SingleProcess, launched, local_rank
+    from ..engine.distributed import DataParallel, ShardedDataParallel, SingleProcess, launched, local_rank
 
     translation = load_train_config(args.config)
-    device = translation.config.model.resolved_device(torch.cuda.is_available())
+    cfg = translation.config
+    device = cfg.model.resolved_device(torch.cuda.is_available())
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"{args.config}: model.device = {device!r} but no CUDA GPU is available; use cpu")
+    sharded = cfg.distributed.strategy == "fsdp"
+    if sharded and cfg.preview.every > 0:  # before any weights load
+        raise ConfigError(
+            f"{args.config}: distributed.strategy is fsdp and preview.every is {cfg.preview.every}: previews are "
+            "rendered by rank 0 alone, which cannot run a model whose weights are split over the processes; set "
+            "preview.every: 0 (render previews from the checkpoints afterwards) or distributed.strategy: ddp"
+        )
     parallel = SingleProcess()
     if launched():  # torchrun: one of several processes, each on the GPU of its LOCAL_RANK (or the CPU, gloo)
         if device.startswith("cuda"):
             device = f"cuda:{local_rank()}"
             torch.cuda.set_device(local_rank())
-        parallel = DataParallel.start(device.split(":")[0])
+        parallel = (ShardedDataParallel if sharded else DataParallel).start(device.split(":")[0])
         if not parallel.is_main:
             logging.getLogger().setLevel(logging.ERROR)  # logs on rank 0 only; errors from every rank
     try:
@@ -75,6 +86,7 @@ def _train(args: argparse.Namespace, translation: Translation, device: str, para
     from ..config.training import CHECKPOINT_UNSET, DATA_UNSET
     from ..engine.checkpoints import resolve_resume
     from ..engine.data_folder import training_folder
+    from ..engine.distributed import ShardedDataParallel
     from ..engine.modes import resolve_modes
     from ..engine.run_lock import check_free
     from ..engine.trainer import Callbacks, Trainer
@@ -113,6 +125,11 @@ def _train(args: argparse.Namespace, translation: Translation, device: str, para
     prompts = preview_prompts(cfg, data, args.text_encoder) if main else []
     backbone = LtxCoreBackbone.from_checkpoint(cfg.model.checkpoint, dtype=getattr(torch, cfg.model.dtype),
                                                device=device)
+    if isinstance(parallel, ShardedDataParallel):
+        parallel.shard(*backbone.shard_units(), device)
+        log.info("frozen base weights split over %d processes (FSDP2)", parallel.world_size)
+    elif cfg.distributed.strategy == "fsdp":
+        log.warning("distributed.strategy is fsdp, but this is one process (not under torchrun): nothing to split")
     trainer = Trainer(backbone, data, cfg, base_model=backbone.model.family, parallel=parallel)  # family as loaded
     if resume is not None:
         trainer.resume(resume)

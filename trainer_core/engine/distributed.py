@@ -10,6 +10,12 @@ generator, as one process with that batch would, and runs the model on its rows 
 weighted by its share of the batch and the LoRA gradients are summed, which is their mean over the global batch:
 N processes with batch b train the same LoRA as one process with batch N*b (a short last batch of a bucket
 included, where some processes get fewer rows or none).
+
+``ShardedDataParallel`` (``distributed.strategy: fsdp``) is the same data parallel run with the frozen base weights
+split over the processes by FSDP2 (``torch.distributed.fsdp.fully_shard``): each process keeps 1/N of every
+transformer block and gathers a block's weights for its forward and again for its backward. The LoRA lives outside
+the model, whole on every process, so its gradients, optimizer and checkpoints are those of ``DataParallel``. Each
+block's gather is a collective, so every process runs the model at every micro-step (``every_rank_runs_model``).
 """
 
 from __future__ import annotations
@@ -42,6 +48,9 @@ class SingleProcess:
 
     rank = 0
     world_size = 1
+    # Whether a process whose share of a batch is empty must still run the model (its weights are gathered from
+    # every process, so all take part in every forward and backward).
+    every_rank_runs_model = False
 
     @property
     def is_main(self) -> bool:
@@ -64,8 +73,9 @@ class SingleProcess:
         """Sum the gradients of ``params`` over the processes (each already weighted by its share of the batch)."""
 
     @contextmanager
-    def together(self, what: str) -> Iterator[None]:
-        """Run the body on every process; if it raises on any of them, raise on all (see ``DataParallel``)."""
+    def together(self, what: str, model_runs: bool = False) -> Iterator[None]:
+        """Run the body on every process; if it raises on any of them, raise on all (see ``DataParallel``).
+        ``model_runs``: the body runs the model (see ``ShardedDataParallel.together``)."""
         yield
 
     def close(self) -> None:
@@ -126,7 +136,7 @@ class DataParallel(SingleProcess):
             _all_reduce_flat(bucket)
 
     @contextmanager
-    def together(self, what: str) -> Iterator[None]:
+    def together(self, what: str, model_runs: bool = False) -> Iterator[None]:
         """Every process reports whether the body failed; if any did, the failing ones re-raise their error and the
         others raise ``RankFailed`` naming the first failing rank, ``what`` it was doing and its message, so no
         process is left waiting in a collective for one that is gone. Doubles as a barrier."""
@@ -148,6 +158,51 @@ class DataParallel(SingleProcess):
     def close(self) -> None:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+class ShardedDataParallel(DataParallel):
+    """``DataParallel`` whose processes also split the frozen base weights (FSDP2); see the module docstring."""
+
+    every_rank_runs_model = True
+
+    @contextmanager
+    def together(self, what: str, model_runs: bool = False) -> Iterator[None]:
+        """As ``DataParallel.together``, except where the body runs the model: a process failing there leaves the
+        others inside a weight gather that it will never join, so it raises its error at once (the CLI prints it
+        and exits, and ``torchrun`` then stops the other processes) instead of waiting for their reports."""
+        if not model_runs:
+            with super().together(what):
+                yield
+            return
+        try:
+            yield
+        except Exception as err:
+            # Logged here, before the process group is left: leaving may wait on gathers the others started.
+            log.error("rank %d of %d failed %s: %s: %s (the other processes wait in a weight gather until the "
+                      "launcher stops them)", self.rank, self.world_size, what, type(err).__name__, err)
+            raise
+
+    def shard(self, blocks: list[torch.nn.Module], root: torch.nn.Module, device: torch.device | str) -> None:
+        """Split the weights of each of ``blocks`` (one gather each, freed after its forward and its backward) and
+        of the rest of ``root`` (gathered for the whole step) over the processes, on ``device``.
+
+        Every base weight must be frozen already: FSDP2 then keeps no gradient for them and reduces nothing.
+        """
+        try:
+            from torch.distributed.device_mesh import init_device_mesh
+            from torch.distributed.fsdp import fully_shard
+        except ImportError as err:  # fully_shard is public from torch 2.6 on
+            raise UserError(
+                f"distributed.strategy fsdp needs torch >= 2.6 (FSDP2's fully_shard); this is torch "
+                f"{torch.__version__} ({err}). Upgrade torch, or set distributed.strategy: ddp"
+            ) from None
+        trainable = [n for n, p in root.named_parameters() if p.requires_grad]
+        if trainable:
+            raise ValueError(f"fully_shard expects frozen base weights; these require grad: {trainable[:3]}")
+        mesh = init_device_mesh(torch.device(device).type, (self.world_size,))
+        for block in blocks:
+            fully_shard(block, mesh=mesh)
+        fully_shard(root, mesh=mesh)
 
 
 def _all_reduce_flat(tensors: list[torch.Tensor]) -> None:

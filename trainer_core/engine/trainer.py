@@ -253,6 +253,11 @@ class Trainer:
             self._check_finite(s)
         dropped = [torch.rand(1, generator=self.generator).item() < self.cfg.recipe.caption_dropout for _ in samples]
         own = self.parallel.share(len(samples))
+        # An empty share where the weights are sharded: run the batch's first row at weight 0, since every process
+        # takes part in every block's weight gather (forward and backward).
+        stand_in = own.start == own.stop and self.parallel.every_rank_runs_model
+        if stand_in:
+            own = slice(0, 1)
         texts = [
             self._text("", self.data.empty_text) if drop else self._text(s.key, s.text)
             for s, drop in zip(samples[own], dropped[own], strict=True)
@@ -273,7 +278,7 @@ class Trainer:
         if self.modes.reference_factor and samples[0].reference is not None:
             reference = torch.stack([s.reference for s in samples]).to(device, torch.float32)
         inp, targets = self.recipe.prepare(video, audio, text, samples[0].frame_rate, self.generator, reference)
-        whole = own == slice(0, len(samples))
+        whole = own == slice(0, len(samples)) and not stand_in
         if text is None:  # adds nothing to the step; the same loss parts as the other processes, for the sums
             zero = torch.zeros((), device=device)
             return zero, {n: zero for n, t in (("video", targets.video), ("audio", targets.audio)) if t is not None}
@@ -285,7 +290,8 @@ class Trainer:
         loss, parts = self.recipe.loss(pred_v, pred_a, targets)
         if whole:
             return loss, parts
-        weight = (own.stop - own.start) / len(samples)  # the processes' weighted sums are the global batch's mean
+        # The processes' weighted sums are the global batch's mean; a stand-in row adds zeros (its gradients too).
+        weight = 0.0 if stand_in else (own.stop - own.start) / len(samples)
         return loss * weight, {n: v * weight for n, v in parts.items()}
 
     def _check_finite(self, sample: Sample) -> None:
@@ -438,7 +444,7 @@ class Trainer:
     def _optimizer_step(self, batches: Iterator[tuple[int, list[int]]]) -> tuple[float, dict[str, float]]:
         opt = self.cfg.optimization
         losses, parts_list, drawn = [], [], []
-        with self.parallel.together(f"in step {self.run.step + 1}"):
+        with self.parallel.together(f"in step {self.run.step + 1}", model_runs=True):
             for _ in range(opt.gradient_accumulation):
                 drawn.append(next(batches))
                 loss, parts = self._batch_loss(drawn[-1][1])

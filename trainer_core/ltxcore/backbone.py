@@ -216,6 +216,12 @@ class LtxCoreBackbone:
             if isinstance(module, nn.Linear)
         }
 
+    def shard_units(self) -> tuple[list[nn.Module], nn.Module]:
+        """What FSDP2 splits over processes (``ShardedDataParallel.shard``): each transformer block on its own, and
+        the transformer for the rest (patchify, AdaLN, output). The text connectors stay whole on every process:
+        each process runs them on its own captions, which a collective per connector call would deadlock."""
+        return list(self.transformer.transformer_blocks), self.transformer
+
     def set_gradient_checkpointing(self, enabled: bool) -> None:
         """Per-block checkpointing (ltx-core's own; active while the model is in train mode)."""
         self.transformer.set_gradient_checkpointing(bool(enabled))

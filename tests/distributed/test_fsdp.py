@@ -1,0 +1,172 @@
+"""FSDP2 sharding of the frozen base weights (``distributed.strategy: fsdp``) on the CPU: 2 gloo processes.
+
+One process with batch 2 is the reference, as in ``test_data_parallel``. One spawn of 2 processes shards the tiny
+model's transformer (``ShardedDataParallel.shard``), trains with batch 1 each from scratch with per-block gradient
+checkpointing (each block's weights are gathered again for its recompute), then resumes from the reference's
+step-2 checkpoint; the reference process then resumes from the sharded run's step-2 checkpoint. 3 clips in
+batches of 2 make every epoch end in a batch of 1, where rank 1 has no rows and still has to run the model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+import yaml
+from safetensors.torch import load_file
+
+from tests.distributed.test_data_parallel import STEPS, _assert_same_lora, _data, _losses
+from tests.engine_support import config, tiny_backbone, write_cache
+from trainer_core.cli import main
+from trainer_core.config import ConfigError
+from trainer_core.engine.checkpoints import checkpoint_path, list_checkpoints
+from trainer_core.engine.distributed import ShardedDataParallel
+from trainer_core.engine.trainer import Trainer
+from trainer_core.ltxcore.tiny import write_tiny_checkpoint
+
+RANKS = 2
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _train(tmp: Path, name: str, batch: int, backbone, resume: Path | None = None, parallel=None) -> None:
+    cfg = config(
+        tmp,
+        output_dir=str(tmp / name),
+        optimization={"steps": STEPS, "learning_rate": 1e-2, "batch_size": batch},
+        checkpoints={"every": 2},
+        recipe={"first_frame_p": 0.5, "caption_dropout": 0.3},
+        memory={"gradient_checkpointing": parallel is not None},  # the reference runs without
+    )
+    trainer = Trainer(backbone, _data(), cfg, parallel=parallel)
+    if resume is not None:
+        trainer.resume(resume)
+    trainer.train()
+
+
+def _rank(rank: int, tmp: str) -> None:
+    torch.set_num_threads(1)
+    tmp_path = Path(tmp)
+    parallel = ShardedDataParallel.start("cpu", f"file://{tmp}/rendezvous", rank, RANKS)
+    try:
+        backbone = tiny_backbone(tmp_path / "tiny.safetensors")
+        backbone.transformer.requires_grad_(False)
+        parallel.shard(*backbone.shard_units(), "cpu")
+        params = list(backbone.transformer.parameters())
+        held = {
+            "dtensors": sum(type(p).__name__ == "DTensor" for p in params),
+            "params": len(params),
+            "local": sum(p.to_local().numel() for p in params),
+            "total": sum(p.numel() for p in params),
+        }
+        (tmp_path / f"held_{rank}.json").write_text(json.dumps(held))
+        _train(tmp_path, "sharded", 1, backbone, parallel=parallel)
+        _train(tmp_path, "sharded_resumed", 1, backbone, checkpoint_path(tmp_path / "single", "t", 2), parallel)
+    finally:
+        parallel.close()
+
+
+def _spawn(tmp: Path, limit_s: float = 180) -> None:
+    ctx = mp.start_processes(_rank, args=(str(tmp),), nprocs=RANKS, join=False, start_method="spawn")
+    deadline = time.monotonic() + limit_s
+    while not ctx.join(timeout=1):
+        if time.monotonic() > deadline:
+            for p in ctx.processes:
+                p.kill()
+            pytest.fail(f"the {RANKS} processes did not finish in {limit_s} s (a rank waits in a weight gather)")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("fsdp")
+    torch.set_num_threads(1)
+    backbone = tiny_backbone(tmp / "tiny.safetensors")
+    _train(tmp, "single", 2, backbone)
+    _spawn(tmp)
+    _train(tmp, "single_resumed", 2, backbone, checkpoint_path(tmp / "sharded", "t", 2))
+    return tmp
+
+
+def test_each_rank_holds_half_of_the_frozen_base_weights(runs):
+    held = [json.loads((runs / f"held_{r}.json").read_text()) for r in range(RANKS)]
+    for h in held:
+        assert h["dtensors"] == h["params"]  # every transformer weight, blocks and the rest, is sharded
+        assert h["local"] <= h["total"] / RANKS + h["params"]  # dim-0 chunks: at most one row over half
+    assert sum(h["local"] for h in held) == held[0]["total"]
+
+
+def test_sharded_ranks_of_batch_1_train_the_lora_of_one_process_with_batch_2(runs):
+    for step in (2, STEPS):
+        sharded, single = checkpoint_path(runs / "sharded", "t", step), checkpoint_path(runs / "single", "t", step)
+        _assert_same_lora(sharded, single)
+        assert _losses(sharded) == pytest.approx(_losses(single), rel=1e-5)
+
+
+@pytest.mark.parametrize(("name", "reference"), [("sharded_resumed", "single"), ("single_resumed", "sharded")])
+def test_resume_between_one_process_and_sharded_ranks_continues_exactly(runs, name, reference):
+    resumed, ref = checkpoint_path(runs / name, "t", STEPS), checkpoint_path(runs / reference, "t", STEPS)
+    _assert_same_lora(resumed, ref)
+    assert _losses(resumed) == pytest.approx(_losses(ref), rel=1e-5)
+
+
+def _cli_config(tmp: Path, name: str, batch: int, **extra) -> Path:
+    cfg = {
+        "name": "cli",
+        "output_dir": str(tmp / name),
+        "data": str(tmp / "cache"),
+        "model": {"checkpoint": str(tmp / "tiny.safetensors"), "device": "cpu", "dtype": "float32"},
+        "lora": {"rank": 4, "alpha": 4},
+        "optimization": {"steps": 2, "learning_rate": 1e-2, "batch_size": batch},
+        "recipe": {"caption_dropout": 0.0},
+        "checkpoints": {"every": 1},
+        "memory": {"mixed_precision": "no"},
+        **extra,
+    }
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_torchrun_with_strategy_fsdp_shards_and_trains_like_one_process(tmp_path):
+    write_tiny_checkpoint(tmp_path / "tiny.safetensors")
+    write_cache(tmp_path / "cache", [24.0, 24.0, 24.0])
+    sharded = _cli_config(tmp_path, "ranks", 1, distributed={"strategy": "fsdp"})
+    out = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "trainer_core",
+         "train", str(sharded)],
+        cwd=REPO, capture_output=True, text=True, timeout=240, check=False, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stderr.count("frozen base weights split over 2 processes (FSDP2)") == 1, out.stderr
+    assert out.stdout.count("completed at step 2") == 1, out.stdout
+    ranks = dict(list_checkpoints(tmp_path / "ranks", "cli"))
+    assert yaml.safe_load((tmp_path / "ranks" / "config.yaml").read_text())["distributed"] == {"strategy": "fsdp"}
+
+    assert main(["train", str(_cli_config(tmp_path, "single", 2))]) == 0
+    single = load_file(str(dict(list_checkpoints(tmp_path / "single", "cli"))[2]))
+    got = load_file(str(ranks[2]))
+    assert got.keys() == single.keys()
+    # Over the whole LoRA, as in test_torchrun_cli (one near-zero-gradient layer amplifies rounding noise).
+    diff = sum((got[k] - single[k]).pow(2).sum() for k in single).sqrt()
+    assert diff <= 1e-4 * sum(t.pow(2).sum() for t in single.values()).sqrt()
+
+
+def test_fsdp_with_previews_is_refused_before_the_model_loads(tmp_path, capsys):
+    # No checkpoint and no cache exist: the refusal comes before either is looked at.
+    path = _cli_config(tmp_path, "run", 1, distributed={"strategy": "fsdp"}, preview={"every": 2})
+    assert main(["train", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "distributed.strategy is fsdp and preview.every is 2" in err
+    assert "set preview.every: 0" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_strategy_is_one_of_ddp_and_fsdp(tmp_path):
+    with pytest.raises(ConfigError, match="distributed.strategy"):
+        config(tmp_path, distributed={"strategy": "zero3"})
