@@ -172,3 +172,95 @@ def test_previews_stay_silent_without_an_audio_run(comfy, tmp_path, monkeypatch,
             model=load_comfy(ckpt), training_data=synthetic_data(n=1), vae=vae, audio_vae=vae, **settings, **widgets)
     with av.open(str(loras / "v" / "previews" / "v_step_00001.mp4")) as container:
         assert not container.streams.audio
+
+
+def _audio_data(steps: int):
+    """Two synthetic clips whose audio latents are ``steps`` long (preview frames 17 at 24 fps: 18 steps)."""
+    import dataclasses
+
+    data = synthetic_data(n=2)
+    g = torch.Generator().manual_seed(7)
+    data.samples = [dataclasses.replace(s, audio=torch.randn(8, steps, 16, generator=g)) for s in data.samples]
+    return data
+
+
+@pytest.fixture(scope="module")
+def tiny_av(comfy, tmp_path_factory):
+    """A tiny audio+video checkpoint with audio VAE: (path, VAE, stock Load LTXV Audio VAE's AUDIO_VAE)."""
+    import folder_paths
+    from comfy import sd as comfy_sd  # not `import comfy.sd`: that would rebind the fixture argument
+    from comfy_extras.nodes_lt_audio import LTXVAudioVAELoader
+
+    ckpt = write_tiny_checkpoint(tmp_path_factory.mktemp("ckpts_av") / "tiny_av_cond.safetensors", audio=True,
+                                 audio_vae=True, seed=0)
+    folder_paths.add_model_folder_path("checkpoints", str(ckpt.parent))
+    with torch.inference_mode():
+        vae = comfy_sd.load_checkpoint_guess_config(str(ckpt), output_vae=True, output_clip=False)[2]
+        audio_vae = LTXVAudioVAELoader.execute(ckpt_name=ckpt.name).result[0]
+    return ckpt, vae, audio_vae
+
+
+@pytest.mark.parametrize("steps", [18, 6])
+def test_conditioning_audio_is_held_clean_and_a_shorter_clips_tail_generated(comfy, tiny_av, steps):
+    """sample_preview with a prompt's conditioning audio: the sampled audio latent is that clip's over its steps,
+    exactly, and a preview longer than the clip generates the rest (as Concat AV Latent fits a shorter clip)."""
+    from comfy_extras.nodes_lt import LTXVSeparateAVLatent
+
+    ckpt, _, audio_vae = tiny_av
+    previews_mod = importlib.import_module(comfy.__name__ + ".trainer_core.comfy.previews")
+    settings = sys.modules[comfy.__name__ + ".trainer_core.config.training"].PreviewSettings(
+        every=1, width=64, height=64, frames=17, steps=3, seed=5)
+    prompt = previews_mod.preview_prompts(settings, _audio_data(steps))[0]
+    clip = torch.randn(8, steps, 16, generator=torch.Generator().manual_seed(3))
+    prompt.audio = clip
+    with torch.inference_mode():
+        joint = previews_mod.sample_preview(load_comfy(ckpt), prompt, settings, audio_vae)
+        audio = LTXVSeparateAVLatent.execute({"samples": joint}).result[1]["samples"]
+    assert tuple(audio.shape) == (1, 8, 18, 16)
+    torch.testing.assert_close(audio[0, :, :steps].float(), clip, rtol=0, atol=1e-6)
+    if steps < 18:
+        assert audio[0, :, steps:].abs().max() > 1e-3  # generated from noise, not the zero padding
+
+
+def test_condition_run_previews_carry_the_conditioning_clips_audio(comfy, tiny_av, tmp_path, monkeypatch):
+    """recipe.audio condition + audio_vae on the Train node: preview i is conditioned on clip i's audio and its mp4
+    plays that audio, decoded by the stock LTXV Audio VAE Decode (what it decodes is the clip's latent)."""
+    import folder_paths
+    from comfy_extras.nodes_lt_audio import LTXVAudioVAEDecode
+
+    ckpt, vae, audio_vae = tiny_av
+    decoded: list[torch.Tensor] = []
+    real = LTXVAudioVAEDecode.execute
+
+    def spy(cls, samples, audio_vae):
+        decoded.append(samples["samples"].clone())
+        return real(samples, audio_vae)
+
+    monkeypatch.setattr(LTXVAudioVAEDecode, "execute", classmethod(spy))
+    loras = tmp_path / "loras"
+    loras.mkdir()
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "loras", ([str(loras)], {".safetensors"}))
+    mod = sys.modules[comfy.__name__ + ".trainer_core.config.training"]
+    settings = {
+        "lora": mod.LoraSettings(rank=4, alpha=4),
+        "optimization": mod.OptimizationSettings(steps=2, learning_rate=1e-2),
+        "recipe": mod.RecipeSettings(audio="condition"),
+        "memory": mod.MemorySettings(gradient_checkpointing=False, mixed_precision="no"),
+        "preview": mod.PreviewSettings(every=2, width=64, height=64, frames=17, steps=3, seed=5, count=2),
+    }
+    widgets = {"seed": 0, "name": "cond", "every": 2, "keep_last": 0, "config_yaml": "", "resume_from": ""}
+    data = _audio_data(18)
+    with torch.inference_mode():
+        comfy.NODE_CLASS_MAPPINGS["LtxLoraTrain"].execute(model=load_comfy(ckpt), training_data=data, vae=vae,
+                                                          audio_vae=audio_vae, **settings, **widgets)
+    assert len(decoded) == 2
+    for i in range(2):
+        torch.testing.assert_close(decoded[i][0].float(), data.samples[i].audio, rtol=0, atol=1e-6)
+    mp4 = loras / "cond" / "previews" / "cond_step_00002.mp4"
+    with av.open(str(mp4)) as container:
+        (sound,) = container.streams.audio
+        rate = sound.rate
+        wave = np.concatenate([f.to_ndarray() for f in container.decode(audio=0)], axis=1)
+    seconds = 2 * 17 / 24  # two cells playing in turn
+    assert seconds <= wave.shape[1] / rate <= seconds + 1024 / rate + 0.01
+    assert np.sqrt((wave**2).mean()) > 1e-4 and np.abs(wave).max() > 1e-3  # not silent

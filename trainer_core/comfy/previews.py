@@ -21,7 +21,11 @@ frame per prompt, and ``.mp4``) and shown on the Train node through the progress
 With sound: when the run generates audio (``recipe.audio`` resolved to generate) and the Train node has an
 ``audio_vae`` (stock *Load LTXV Audio VAE*), the preview samples audio and video together as the stock graph does
 (``LTXVEmptyLatentAudio`` + ``LTXVConcatAVLatent`` -> sampler -> ``LTXVSeparateAVLatent`` ->
-``LTXVAudioVAEDecode``, those nodes' own code) and the mp4 gets the decoded audio track.
+``LTXVAudioVAEDecode``, those nodes' own code) and the mp4 gets the decoded audio track. When audio is the run's
+condition (``recipe.audio: condition``), preview i is conditioned on the cached audio latent of the i-th training
+clip instead of an empty one: fitted to the preview's length (cut, or a tail zero-padded to be generated, as Concat
+AV Latent fits a clip) with a zero noise mask over the clip's part, so the sampler keeps it clean at timestep 0 (as
+training feeds it) and the mp4 carries the sound the video was conditioned on.
 
 IC-LoRA runs (``recipe.reference_p`` > 0): preview i is guided by the reference clip of the i-th training clip that
 has one, as the stock graph guides a generation: the reference latent decoded by the Train node's VAE ->
@@ -61,6 +65,7 @@ class PreviewPrompt:
     label: str
     conditioning: list
     reference: torch.Tensor | None = None  # IC-LoRA: a training clip's reference latent [1, 128, F', H'/N, W'/N]
+    audio: torch.Tensor | None = None  # recipe.audio condition: a training clip's audio latent [8, T, 16]
 
 
 def preview_prompts(settings: PreviewSettings, data: TrainingData, clip: Any = None) -> list[PreviewPrompt]:
@@ -176,6 +181,8 @@ def sample_preview(
         from comfy_extras.nodes_lt_audio import LTXVEmptyLatentAudio
 
         audio = LTXVEmptyLatentAudio.execute(settings.frames, frame_rate(prompt), 1, audio_vae).result[0]
+        if prompt.audio is not None:
+            audio = conditioning_audio(prompt.audio, audio["samples"])
         joint = LTXVConcatAVLatent.execute({"samples": video, "noise_mask": noise_mask}, audio).result[0]
         latent, noise_mask = joint["samples"], joint.get("noise_mask")
     noise = comfy.sample.prepare_noise(latent, settings.seed)
@@ -193,6 +200,17 @@ def sample_preview(
         cropped = LTXVCropGuides.execute(positive, negative, guided_video).result[2]
         return LTXVConcatAVLatent.execute(cropped, audio).result[0]["samples"]
     return LTXVCropGuides.execute(positive, negative, {"samples": sampled}).result[2]["samples"]
+
+
+def conditioning_audio(clip: torch.Tensor, empty: torch.Tensor) -> dict[str, Any]:
+    """An audio LATENT shaped like ``empty`` ``[1, 8, T, 16]`` holding ``clip`` ``[8, T_c, 16]``: cut to T, or
+    zero-padded with the tail left to be generated; the noise mask is 0 (keep clean) over the clip's steps."""
+    kept = min(clip.shape[1], empty.shape[2])
+    samples = torch.zeros_like(empty)
+    samples[0, :, :kept] = clip[:, :kept].to(samples)
+    mask = torch.ones_like(empty)
+    mask[:, :, :kept] = 0.0
+    return {"samples": samples, "noise_mask": mask, "type": "audio"}
 
 
 def decode_audio(latent: torch.Tensor, audio_vae: Any) -> tuple[torch.Tensor, AudioTrack]:
@@ -276,6 +294,19 @@ def _attach_references(prompts: list[PreviewPrompt], data: TrainingData) -> None
         prompt.reference = references[n % len(references)]
 
 
+def _attach_audio(prompts: list[PreviewPrompt], data: TrainingData) -> None:
+    """Preview i is conditioned on the audio latent of the i-th training clip that has one (cycling over them)."""
+    clips: list[torch.Tensor] = []
+    for i in range(len(data)):  # loads only as many clips as it takes
+        if len(clips) == len(prompts):
+            break
+        audio = data[i].audio
+        if audio is not None:
+            clips.append(audio.float())
+    for n, prompt in enumerate(prompts):
+        prompt.audio = clips[n % len(clips)] if clips else None
+
+
 def attach_previews(
     callbacks: Callbacks,
     trainer: Trainer,
@@ -289,12 +320,14 @@ def attach_previews(
     show: Callable[[int, Image.Image], None] | None = None,
 ) -> PreviewRunner:
     """Chain a ``PreviewRunner`` after ``callbacks.on_step`` (previews are rendered after the step's callback)."""
-    generates_audio = trainer.modes.audio == "generate"
-    if generates_audio and audio_vae is None:
+    has_audio = trainer.modes.audio in ("generate", "condition")
+    if has_audio and audio_vae is None:
         log.info("previews are silent: connect Load LTXV Audio VAE to the Train node's audio_vae to hear them")
-    elif audio_vae is not None and not generates_audio:
-        log.info("previews are video only: this run does not generate audio (recipe.audio %s)", trainer.modes.audio)
+    elif audio_vae is not None and not has_audio:
+        log.info("previews are video only: this run has no audio (recipe.audio %s)", trainer.modes.audio)
     prompts = preview_prompts(cfg.preview, data, clip)
+    if trainer.modes.audio == "condition" and audio_vae is not None and cfg.preview.every > 0:
+        _attach_audio(prompts, data)
     if trainer.modes.reference_factor and cfg.preview.every > 0:
         if vae is None:
             log.info("IC-LoRA previews are unguided: connect the VAE to the Train node to guide them with the "
@@ -303,7 +336,7 @@ def attach_previews(
             _attach_references(prompts, data)
     runner = PreviewRunner(
         trainer, model, cfg.preview, prompts, Path(cfg.output_dir) / "previews", cfg.name, vae, show,
-        audio_vae if generates_audio else None,
+        audio_vae if has_audio else None,
     )
     callbacks.add_on_step(runner.on_step)
     return runner
