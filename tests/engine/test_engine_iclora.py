@@ -243,6 +243,8 @@ def test_the_ic_lora_preset_gives_the_yaml_examples_recipe_and_targets_and_keeps
     assert TrainConfig.model_validate(changed.model_dump()) == changed
     assert load_yaml(TrainConfig, tmp_path / "preset.yaml").recipe.preset == "ic_lora"
     assert TrainConfig(recipe=RecipeSettings(preset="custom")).recipe.reference_p == 0.0
+    preset.data = "cache"  # assignment re-runs the validators: the sections stay sections
+    assert preset.lora.targets == "video_attention_ffn" and preset.data == "cache"
 
 
 def test_a_temporal_reference_trains_and_its_file_carries_the_temporal_key(ckpt, tmp_path, caplog):

@@ -269,10 +269,13 @@ class TrainConfig(Section):
         preset = recipe.preset if isinstance(recipe, RecipeSettings) else (recipe or {}).get("preset")
         if not PRESETS.get(preset if isinstance(preset, str) else "", {}).get("lora"):
             return data
-        raw = lora.model_dump() if isinstance(lora, LoraSettings) else lora
-        if raw is not None and not isinstance(raw, dict):
+        if isinstance(lora, LoraSettings):  # also on assignment (validate_assignment): keep it a LoraSettings
+            raw = lora.model_dump()
+            filled = apply_preset(raw, preset, "lora", LoraSettings)
+            return data if filled == raw else {**data, "lora": LoraSettings.model_validate(filled)}
+        if lora is not None and not isinstance(lora, dict):
             return data  # not a mapping: the field's own validation names it
-        return {**data, "lora": apply_preset(raw or {}, preset, "lora", LoraSettings)}
+        return {**data, "lora": apply_preset(lora or {}, preset, "lora", LoraSettings)}
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
