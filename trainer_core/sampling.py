@@ -69,11 +69,16 @@ def sample_av(
     guidance: float = 1.0,
     negative: TextContext | None = None,
     audio: AudioPlan | None = None,
+    reference: torch.Tensor | None = None,
+    reference_factors: tuple[int, int] = (1, 1),
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Video ``[1, C, F, H, W]`` and, with ``audio``, the audio latent ``[1, 8, T, 16]`` denoised together.
 
     The video noise is drawn first, so without ``audio`` this is ``sample_video``. Both streams follow one schedule
     (the video's token count), as ComfyUI samples a joint latent; conditioning audio steps keep timestep 0.
+    
+    With a ``reference`` ``[1, 128, F_r, H/N, W/N]`` (IC-LoRA) every step is guided by it, clean at timestep 0, with
+    ``reference_factors`` (spatial N, temporal S) placing it as training did.
     """
     if guidance > 1 and negative is None:
         raise ValueError("guidance > 1 needs a negative text context")
@@ -92,6 +97,9 @@ def sample_av(
     for s, s_next in zip(sigmas[:-1].tolist(), sigmas[1:].tolist(), strict=True):
         sigma = torch.full((1,), s, device=device)
         inp = ModelInput(x, sigma.view(1, 1).expand(1, f * h * w), sigma, text, frame_rate)
+        if reference is not None:  # IC-LoRA: the clean reference beside the video at timestep 0, as in training
+            inp = replace(inp, reference=reference.to(device), reference_factor=reference_factors[0],
+                          reference_temporal_factor=reference_factors[1])
         if xa is not None and generated is not None:
             # A stream that is all conditioning is at sigma 0, as training feeds it.
             audio_sigma = sigma if bool(generated.any()) else torch.zeros_like(sigma)

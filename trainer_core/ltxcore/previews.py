@@ -15,6 +15,11 @@ the i-th training clip, held clean as training feeds it. The audio is decoded by
 vocoder (``audio_vae.*``, ``vocoder.*``) and the mp4 gets it as its sound (cells play in turn, as the Train node's
 previews do). A checkpoint without them, or an ltx-core whose audio VAE cannot be imported, gives silent previews
 and a log line saying why. The sweep command does the same for the LoRAs' own ``ltxlora.audio`` mode.
+
+IC-LoRA runs (``recipe.reference_p`` > 0): preview i is guided by the reference of the i-th training clip that has
+one, as the Train node's previews are: the cached reference latent is decoded, resized to the preview's size / N
+and encoded again (what LTXV Add Guide does with a guide clip), and every sampling step gets it clean, at
+timestep 0, at the run's reference factors.
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ class PromptFeatures:
     label: str
     features: torch.Tensor
     audio: torch.Tensor | None = None  # recipe.audio condition: a training clip's audio latent [8, T, 16]
+    reference: torch.Tensor | None = None  # IC-LoRA: a training clip's reference at the preview's size [128, F_r, h, w]
 
 
 @dataclass(frozen=True)
@@ -130,10 +136,11 @@ def render_clip(
     seed: int,
     frame_rate: float,
     sound: PreviewSound | None = None,
+    reference_factors: tuple[int, int] = (1, 1),
 ) -> tuple[torch.Tensor, AudioTrack | None]:
     """One clip ``[F, H, W, 3]`` sampled with the adapters currently attached and decoded by the checkpoint's VAE;
     with ``sound`` the audio stream is sampled beside it (or held at the prompt's conditioning audio) and decoded
-    when ``sound.decoder`` is there."""
+    when ``sound.decoder`` is there; guided by the prompt's ``reference`` (IC-LoRA) at ``reference_factors``."""
     device = backbone.device
     text = backbone.prepare_text(prompt.features.to(device))
     negative = backbone.prepare_text(torch.zeros_like(prompt.features).to(device)) if settings.cfg > 1 else None
@@ -144,6 +151,7 @@ def render_clip(
     latent, audio = sample_av(
         backbone, text, latent_shape(settings.width, settings.height, settings.frames), frame_rate, settings.steps,
         torch.Generator().manual_seed(seed), guidance=settings.cfg, negative=negative, audio=plan,
+        reference=None if prompt.reference is None else prompt.reference[None], reference_factors=reference_factors,
     )
     video = decoder.decode(latent[0])
     if audio is None or sound is None or sound.decoder is None:
@@ -188,6 +196,38 @@ def attach_conditioning_audio(prompts: Sequence[PromptFeatures], data: Any) -> N
         prompt.audio = clips[n % len(clips)]
 
 
+def attach_references(prompts: Sequence[PromptFeatures], data: Any, vae: Any, settings: PreviewSettings,
+                      factor: int, temporal: int = 1) -> None:
+    """Prompt i gets the reference of the i-th training clip that has one (cycling), at the preview's size: decoded
+    by ``vae``, resized to the preview's width and height / ``factor``, cut to the preview's (subsampled) frames and
+    encoded again. ``ConfigError`` when the preview size does not divide by the factors."""
+    if settings.width % (32 * factor) or settings.height % (32 * factor) or (settings.frames - 1) % (8 * temporal):
+        raise ConfigError(
+            f"preview {settings.width}x{settings.height}x{settings.frames}: an IC-LoRA preview's width and height "
+            f"must be multiples of 32 x reference_downscale_factor ({32 * factor}) and its frames - 1 a multiple of "
+            f"8 x reference_temporal_scale_factor ({8 * temporal}); change preview.width/height/frames"
+        )
+    latents: list[torch.Tensor] = []
+    for i in range(len(data)):  # loads only as many clips as it takes
+        if len(latents) == len(prompts):
+            break
+        if (reference := data[i].reference) is not None:
+            latents.append(reference.float())
+    if not latents:
+        raise CacheError("recipe.reference_p > 0, but no training clip has a reference latent to guide previews")
+    size = (settings.height // factor, settings.width // factor)
+    frames = (settings.frames - 1) // temporal + 1
+    clips = []
+    for latent in latents:
+        pixels = vae.decode(latent)[:frames]  # [F, H, W, 3]
+        pixels = pixels[: (pixels.shape[0] - 1) // 8 * 8 + 1]  # a shorter reference: its whole 8n+1 frames
+        resized = torch.nn.functional.interpolate(pixels.permute(0, 3, 1, 2), size=size, mode="bilinear",
+                                                  antialias=True, align_corners=False).clamp(0, 1)
+        clips.append(vae.encode(resized.permute(0, 2, 3, 1)))
+    for n, prompt in enumerate(prompts):
+        prompt.reference = clips[n % len(clips)]
+
+
 def preview_sound(mode: str, has_audio: bool, checkpoint: str | Path, device: str, dtype: torch.dtype,
                   what: str) -> PreviewSound | None:
     """``PreviewSound`` for an audio ``mode`` (generate or condition) on a model with the audio stream, else None.
@@ -221,6 +261,7 @@ class HeadlessPreviews:
     frame_rate: float
     sound: PreviewSound | None = None
     saved: list[Path] = field(default_factory=list)
+    reference_factors: tuple[int, int] = (1, 1)  # IC-LoRA: (spatial N, temporal S) of the run
 
     def on_step(self, info: StepInfo) -> None:
         if self.settings.every > 0 and info.step % self.settings.every == 0:
@@ -234,7 +275,7 @@ class HeadlessPreviews:
         transformer.eval()
         try:
             clips = [render_clip(self.trainer.backbone, self.decoder, p, self.settings, self.settings.seed,
-                                 self.frame_rate, self.sound) for p in self.prompts]
+                                 self.frame_rate, self.sound, self.reference_factors) for p in self.prompts]
         finally:
             adapters.train(previous[0])
             transformer.train(previous[1])
@@ -278,8 +319,13 @@ def attach_previews(callbacks: Callbacks, trainer: Trainer, prompts: list[Prompt
                           dtype, "previews")
     if sound is not None and sound.mode == "condition":
         attach_conditioning_audio(prompts, trainer.data)
+    factors = (trainer.modes.reference_factor, trainer.modes.reference_temporal_factor)
+    if factors[0]:
+        attach_references(prompts, trainer.data, decoder, cfg.preview, *factors)
+        log.info("previews are guided by the training clips' references (reference_downscale_factor %d)", factors[0])
     runner = HeadlessPreviews(trainer, decoder, cfg.preview, prompts, Path(cfg.output_dir) / "previews", cfg.name,
-                              float(trainer.data.frame_rate_of(0)), sound)
+                              float(trainer.data.frame_rate_of(0)), sound, reference_factors=(factors[0] or 1,
+                                                                                              factors[1]))
     callbacks.add_on_step(runner.on_step)
     return runner
 
