@@ -96,8 +96,10 @@ class DatasetPreview(io.ComfyNode):
     @classmethod
     def execute(cls, dataset, **kwargs) -> io.NodeOutput:
         cfg = section_from_inputs(ContactSheetConfig, kwargs)
-        sheet = contact_sheet(dataset, cfg.columns, cfg.tile_width, cfg.max_items)
-        return io.NodeOutput(sheet, ui=ui.PreviewImage(sheet, cls=cls))
+        failures: list[str] = []
+        sheet = contact_sheet(dataset, cfg.columns, cfg.tile_width, cfg.max_items, failures)
+        shown = ui.PreviewImage(sheet, cls=cls)
+        return io.NodeOutput(sheet, ui={**shown.as_dict(), "text": ("\n".join(failures),)} if failures else shown)
 
 
 NODES = [LoadDataset, TrimFrames, DatasetPreview]

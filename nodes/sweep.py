@@ -14,7 +14,7 @@ from comfy_api.latest import io, ui
 
 from ..trainer_core.config.sweep import SweepGridSettings, SweepSettings
 from ..trainer_core.plots import to_image_tensor
-from ..trainer_core.sweep.grid import as_audio, cell_videos, grid_image, grid_video
+from ..trainer_core.sweep.grid import as_audio, cell_videos, check_prefix, grid_image, grid_video
 from ..trainer_core.sweep.models import row_models
 from ..trainer_core.sweep.plan import (
     SweepPrompt,
@@ -170,10 +170,11 @@ class SweepGrid(io.ComfyNode):
     def execute(
         cls, images, labels, columns, fps, tile_height, filename_prefix, sweep=None, audio=None
     ) -> io.NodeOutput:
+        out_dir = folder_paths.get_output_directory()
+        prefix = check_prefix(filename_prefix[0], out_dir)
         report = sweep_report(images, labels, sweep[0] if sweep else None, columns[0])
         grid = to_image_tensor(grid_image(report.videos, report.layout, tile_height[0]))
-        out_dir = folder_paths.get_output_directory()
-        folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix[0], out_dir)
+        folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(prefix, out_dir)
         file = f"{name}_{counter:05}_.mp4"
         sounds = [as_audio(a) for a in audio] if audio else None
         path = grid_video(report.videos, report.layout, Path(folder) / file, fps[0], tile_height[0], sounds)

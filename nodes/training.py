@@ -194,9 +194,9 @@ class PlotLtxLoss(io.ComfyNode):
     def execute(cls, loss, smoothing) -> io.NodeOutput:
         losses = list(loss["loss"])
         image = to_image_tensor(loss_curve(losses, beta=smoothing))
-        shown = ui.PreviewImage(image, cls=cls).as_dict()
+        shown = ui.PreviewImage(image, cls=cls)
         note = non_finite_note(losses)  # also written on the chart
-        return io.NodeOutput(image, ui={**shown, "text": (note,)} if note else shown)
+        return io.NodeOutput(image, ui={**shown.as_dict(), "text": (note,)} if note else shown)
 
 
 NODES = [*SETTINGS_NODES, TrainLtxLora, PlotLtxLoss]

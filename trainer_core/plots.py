@@ -7,12 +7,39 @@ from PIL import Image, ImageDraw
 
 
 def smooth(values: list[float], beta: float = 0.9) -> list[float]:
-    """Bias-corrected exponential moving average (what TensorBoard shows as 'smoothed')."""
-    out, avg = [], 0.0
-    for i, v in enumerate(values, start=1):
+    """Bias-corrected exponential moving average (what TensorBoard shows as 'smoothed').
+
+    A NaN or Inf value (a diverged step) is given back as it is and left out of the average, so it does not turn
+    every later point into NaN."""
+    out, avg, n = [], 0.0, 0
+    for v in values:
+        if not np.isfinite(v):
+            out.append(v)
+            continue
+        n += 1
         avg = beta * avg + (1 - beta) * v
-        out.append(avg / (1 - beta**i))
+        out.append(avg / (1 - beta**n))
     return out
+
+
+def non_finite_note(losses: list[float]) -> str | None:
+    """A line naming the steps whose loss is NaN or Inf (not drawn), or None when every value is finite."""
+    bad = [i for i, v in enumerate(losses, start=1) if not np.isfinite(v)]
+    if not bad:
+        return None
+    shown = ", ".join(str(i) for i in bad[:5]) + (", ..." if len(bad) > 5 else "")
+    return f"{len(bad)} of {len(losses)} losses are NaN or Inf (step {shown}): not drawn; the run diverged there"
+
+
+def _finite_runs(values: list[float]) -> list[list[tuple[int, float]]]:
+    """``(index, value)`` stretches of consecutive finite values."""
+    runs: list[list[tuple[int, float]]] = [[]]
+    for i, v in enumerate(values):
+        if np.isfinite(v):
+            runs[-1].append((i, v))
+        elif runs[-1]:
+            runs.append([])
+    return [r for r in runs if r]
 
 
 def loss_curve(losses: list[float], width: int = 800, height: int = 400, beta: float = 0.9) -> Image.Image:
@@ -34,11 +61,15 @@ def loss_curve(losses: list[float], width: int = 800, height: int = 400, beta: f
         return x, y
 
     for series, colour, w in ((losses, (150, 190, 240), 1), (smooth(losses, beta), (20, 60, 160), 2)):
-        pts = [point(i, v) for i, v in enumerate(series)]
-        if len(pts) > 1:
-            draw.line(pts, fill=colour, width=w)
-        else:
-            draw.ellipse([pts[0][0] - 2, pts[0][1] - 2, pts[0][0] + 2, pts[0][1] + 2], fill=colour)
+        for run in _finite_runs(series):  # a non-finite value breaks the line instead of bending it off the chart
+            pts = [point(i, v) for i, v in run]
+            if len(pts) > 1:
+                draw.line(pts, fill=colour, width=w)
+            else:
+                draw.ellipse([pts[0][0] - 2, pts[0][1] - 2, pts[0][0] + 2, pts[0][1] + 2], fill=colour)
+    note = non_finite_note(losses)
+    if note:
+        draw.text((left + 10, top + 10), note, fill=(200, 0, 0))
     draw.text((5, top), f"{hi:.4g}", fill="black")
     draw.text((5, bottom - 10), f"{lo:.4g}", fill="black")
     draw.text((left, bottom + 8), "step 1", fill="black")

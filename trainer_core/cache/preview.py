@@ -24,7 +24,7 @@ def decode_items(data: CachedData, decoder: VideoDecoder, indices: list[int]) ->
             f"items {indices} have different resolutions (latent sizes {sorted(shapes)}); preview items of one "
             "bucket at a time"
         )
-    frames = [decoder.decode(data[i].video) for i in indices]
+    frames = [decoder.decode(_finite_video(data, i)) for i in indices]
     ids = ", ".join(f"{i}: {data.records[i].id} ({f.shape[0]} frames)" for i, f in zip(indices, frames, strict=True))
     note = f"decoded {ids}"
     vae = data.model.get("vae")
@@ -33,3 +33,17 @@ def decode_items(data: CachedData, decoder: VideoDecoder, indices: list[int]) ->
                  "connect the VAE used for caching")
         logger.warning("%s", note)
     return torch.cat(frames), note
+
+
+def _finite_video(data: CachedData, index: int) -> torch.Tensor:
+    """The cached video latent of item ``index``; NaN or Inf in it (a damaged file) raises ``CacheError`` naming it,
+    since decoding it would show a black or garbage frame as if that were the clip."""
+    video = data[index].video
+    if not torch.isfinite(video).all():
+        record = data.records[index]
+        raise CacheError(
+            f"cached item {index} ({record.id}) holds NaN or Inf values in {data.folder / record.latent}: the cache "
+            "file is damaged; delete that file and run Cache LTX Training Latents again on this folder (it "
+            "re-encodes missing items)"
+        )
+    return video

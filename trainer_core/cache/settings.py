@@ -8,11 +8,21 @@ from .encoders import CacheError
 
 
 def resolve_folder(folder: str, base: str | Path) -> Path:
-    """``folder`` as given when absolute, else under ``base`` (ComfyUI's output folder, or the working dir)."""
+    """``folder`` as given when absolute, else under ``base`` (ComfyUI's output folder, or the working dir).
+
+    A relative name must stay under ``base``: ``..`` that climbs out of it is a mistake (or a hostile prompt), while
+    a cache meant to live elsewhere is named by its absolute path."""
     if not folder.strip():
         raise CacheError("the cache folder is empty: give a name (e.g. ltx_lora_cache/my_dataset) or an absolute path")
     path = Path(folder.strip()).expanduser()
-    return path if path.is_absolute() else Path(base) / path
+    if path.is_absolute():
+        return path
+    if not (Path(base) / path).resolve().is_relative_to(Path(base).resolve()):
+        raise CacheError(
+            f"cache folder {folder.strip()!r} climbs out of {base}: give a name under it (e.g. "
+            "ltx_lora_cache/my_dataset), or an absolute path if the cache should live elsewhere"
+        )
+    return Path(base) / path
 
 
 def parse_items(spec: str, ids: list[str]) -> list[int]:

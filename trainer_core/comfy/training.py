@@ -143,10 +143,10 @@ def train_on_model(
     """
     from .backbone import ComfyBackbone
 
+    family = model_family_of(model_patcher)
+    check_cache_vae(data, model_patcher, vae)
     backbone = ComfyBackbone(model_patcher)
-    trainer = Trainer(
-        backbone, data, recorded_config(cfg, model_patcher, data, backbone), base_model=model_family_of(model_patcher)
-    )
+    trainer = Trainer(backbone, data, recorded_config(cfg, model_patcher, data, backbone), base_model=family)
     reserve_training_memory(backbone, trainer)
     if resume is not None:
         trainer.resume(resume)
@@ -169,6 +169,51 @@ def train_on_model(
     return result
 
 
+def checkpoint_file(model_patcher) -> Path | None:
+    """The file ComfyUI's checkpoint loader read the MODEL from (None: another loader made it)."""
+    import comfy.sd
+
+    # ComfyUI's loaders register how to reload the model they made: (loader, its arguments, ...).
+    init = getattr(model_patcher, "cached_patcher_init", None)
+    if init is None or init[0] is not comfy.sd.load_checkpoint_guess_config:
+        return None
+    return Path(init[1][0]).resolve()
+
+
+def check_cache_vae(data: TrainingData, model_patcher, vae=None) -> None:
+    """Refuse a cache whose latents another video VAE encoded than the one this run goes with.
+
+    The VAE wired into the Train node (it decodes the previews) and the video VAE inside the checkpoint file the
+    MODEL came from are compared with the identity the cache recorded: a latent of another VAE lives in another
+    latent space, and training on it gives a LoRA that produces garbage without any error. Either one that differs
+    is a ``CacheError`` naming the cache folder and both VAEs. A cache that recorded no VAE (imported), and a MODEL
+    from another loader than the checkpoint loader with no VAE wired, cannot be checked.
+    """
+    from ..cache.manifest import IMPORTED
+    from ..cache.encoders import CacheError
+    from ..ltxcore.checkpoint_file import vae_identity
+    from .cache_encoders import ComfyVideoVae
+
+    cached = (getattr(data, "model", None) or {}).get("vae")
+    if cached in (None, IMPORTED):
+        return
+    path = checkpoint_file(model_patcher)
+    candidates = [
+        ("the VAE wired into the Train node", lambda: ComfyVideoVae(vae).identity(), vae is not None),
+        (f"the video VAE inside the MODEL's checkpoint {path}", lambda: vae_identity(path),
+         path is not None and path.is_file()),
+    ]
+    for what, identity, known in candidates:
+        mine = identity() if known else None
+        if mine is not None and mine != cached:
+            raise CacheError(
+                f"cache {data.folder} was encoded by another video VAE (identity {cached}) than {what} (identity "
+                f"{mine}): its latents live in another latent space and a LoRA trained on them would give garbage. "
+                "Cache the dataset again with this model's VAE (into another folder), or train with the model and "
+                "VAE the cache was made with"
+            )
+
+
 def recorded_config(cfg: TrainConfig, model_patcher, data: TrainingData, backbone) -> TrainConfig:
     """``cfg`` with what ``python -m trainer_core train`` needs to rerun this run on this machine from its config.yaml.
 
@@ -176,16 +221,12 @@ def recorded_config(cfg: TrainConfig, model_patcher, data: TrainingData, backbon
     data came from (none for latents wired into the node), the device and weight dtype trained with, and the file
     ComfyUI's checkpoint loader read (other loaders leave ``cfg.model.checkpoint`` as it was).
     """
-    import comfy.sd
-
     from ..cache.reader import CachedData
 
-    # ComfyUI's loaders register how to reload the model they made: (loader, its arguments, ...).
-    init = getattr(model_patcher, "cached_patcher_init", None)
-    from_checkpoint = init is not None and init[0] is comfy.sd.load_checkpoint_guess_config
+    path = checkpoint_file(model_patcher)
     model = cfg.model.model_copy(
         update={
-            "checkpoint": str(Path(init[1][0]).resolve()) if from_checkpoint else cfg.model.checkpoint,
+            "checkpoint": str(path) if path is not None else cfg.model.checkpoint,
             "device": str(backbone.device),
             "dtype": "float32" if backbone.dtype == torch.float32 else "bfloat16",
         }

@@ -42,8 +42,14 @@ def _fit(frame: np.ndarray, width: int, height: int) -> Image.Image:
     return tile
 
 
-def contact_sheet(ds: PreparedDataset, columns: int = 6, tile_width: int = 256, max_items: int = 60) -> torch.Tensor:
-    """First frames of up to ``max_items`` items in a grid of ``columns``, each labelled: ``[1, H, W, 3]``."""
+def contact_sheet(
+    ds: PreparedDataset, columns: int = 6, tile_width: int = 256, max_items: int = 60,
+    failures: list[str] | None = None,
+) -> torch.Tensor:
+    """First frames of up to ``max_items`` items in a grid of ``columns``, each labelled: ``[1, H, W, 3]``.
+
+    An item whose frame cannot be read now (its file changed or vanished since the dataset was loaded) is labelled
+    with the error on the sheet, logged, and its message appended to ``failures`` for the node's text."""
     entries = [("ok" if i.status == "ok" else "adjusted", i) for i in ds.items]
     entries += [("excluded", e) for e in ds.excluded]
     shown = entries[:max_items] or [("excluded", None)]
@@ -66,6 +72,8 @@ def contact_sheet(ds: PreparedDataset, columns: int = 6, tile_width: int = 256, 
             except MediaError as err:
                 logger.warning("preview of %s failed: %s", entry.id, err)
                 status, text = "excluded", f"{entry.id}: preview failed: {err}"
+                if failures is not None:
+                    failures.append(text)
         _label(draw, x, y + tile_h, tile_width, status, text)
     if len(entries) > max_items:
         draw.text((4, 4), f"+{len(entries) - max_items} more not shown", fill=(255, 255, 255))

@@ -12,9 +12,13 @@ copy is on the device, which the headroom covers.
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
+import torch
+
+from ..backbone import linear_dims
 from ..config.training import TrainConfig
 from ..errors import UserError
 from .data import TrainingData
@@ -49,6 +53,62 @@ def training_memory_bytes(
     return int(lora_parameters * LORA_BYTES_PER_PARAM[mixed_precision] + activations + HEADROOM)
 
 
+def block_shape_of(backbone) -> tuple[int, int] | None:
+    """(transformer blocks, video hidden width) of ``backbone``: its own figure when it states one (ComfyUI's does),
+    else read off its LoRA targets (each block's video self-attention query); None when neither tells."""
+    shape = getattr(backbone, "block_shape", None)
+    if shape:
+        return shape
+    widths = {}
+    for name, module in backbone.lora_targets().items():
+        found = re.search(r"transformer_blocks\.(\d+)\.attn1\.to_q$", name)
+        if found:
+            widths[int(found[1])] = linear_dims(module)[0]
+    return (len(widths), max(widths.values())) if widths else None
+
+
+def free_device_memory(device: torch.device) -> int | None:
+    """Bytes free on ``device`` once the allocator's unused cache is returned (None: not a CUDA device)."""
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return None
+    torch.cuda.empty_cache()
+    return int(torch.cuda.mem_get_info(device)[0])
+
+
+def largest_fitting(
+    free_bytes: int, data: TrainingData, batch_size: int, blocks: int, width: int, checkpointing: bool,
+    pending_bytes: int = 0,
+) -> str:
+    """What the activation estimate (``training_memory_bytes``'s model) says fits into ``free_bytes``: the most
+    frames at the largest sample's resolution, the largest resolution at its frames, and the largest batch.
+
+    ``pending_bytes`` is LoRA state not allocated yet (the optimizer's moments before its first step). Audio and
+    reference tokens are scaled with the video's, and resolutions are rounded down to the VAE's 32 px."""
+    shape = max((data.shape_of(i) for i in range(len(data))), key=sample_tokens)
+    _, frames, height, wide = shape[:4]
+    per_token = blocks * width * 2 * ACTIVATION_VECTORS[checkpointing]
+    fit_tokens = max(0.0, (free_bytes - HEADROOM - pending_bytes) / per_token)
+    ratio = fit_tokens / (sample_tokens(shape) * batch_size)
+    size = f"{wide * 32}x{height * 32}"
+    head = f"estimate from the {free_bytes / 2**30:.1f} GiB free after the failed step (engine/memory.py, not a guarantee)"
+    if ratio >= 1:
+        return (f"{head}: the current {8 * (frames - 1) + 1} frames at {size}, batch {batch_size} should fit, so the "
+                "shortfall is elsewhere (the weights, another program on the GPU)")
+    options = []
+    fit_frames = math.floor(frames * ratio)
+    if fit_frames >= 1:
+        options.append(f"at most about {8 * (fit_frames - 1) + 1} frames at {size}")
+    scale = math.sqrt(ratio)
+    if math.floor(wide * scale) >= 1 and math.floor(height * scale) >= 1:
+        options.append(f"about {math.floor(wide * scale) * 32}x{math.floor(height * scale) * 32} at "
+                       f"{8 * (frames - 1) + 1} frames")
+    if batch_size > 1 and math.floor(ratio * batch_size) >= 1:
+        options.append(f"batch_size {math.floor(ratio * batch_size)}")
+    if not options:
+        return f"{head}: not even one latent frame at {size} fits; lower the other settings first"
+    return f"{head}: " + ", or ".join(options)
+
+
 class TrainingOutOfMemory(UserError, RuntimeError):
     """The device ran out of memory during a training step; the message says what to lower."""
 
@@ -56,8 +116,11 @@ class TrainingOutOfMemory(UserError, RuntimeError):
 _ASKED = re.compile(r"Tried to allocate ([\d.]+ [KMGT]i?B)")
 
 
-def out_of_memory_message(err: BaseException, step: int, last: Path | None, cfg: TrainConfig) -> str:
-    """What ran out, which settings to lower (the README's out-of-memory ladder, cheapest first) and what is saved."""
+def out_of_memory_message(
+    err: BaseException, step: int, last: Path | None, cfg: TrainConfig, fits: str | None = None
+) -> str:
+    """What ran out, which settings to lower (the README's out-of-memory ladder, cheapest first), what the estimate
+    says fits (``fits``, from ``largest_fitting``; None when the free memory is unknown) and what is saved."""
     asked = _ASKED.search(str(err))
     ladder = [
         "memory.gradient_checkpointing: on" if not cfg.memory.gradient_checkpointing else None,
@@ -73,4 +136,5 @@ def out_of_memory_message(err: BaseException, step: int, last: Path | None, cfg:
         f"the GPU ran out of memory in training step {step + 1} (it asked for "
         f"{asked.group(1) if asked else 'more than was free'}); training stopped and {saved}. Lower, cheapest first: "
         + "; ".join(s for s in ladder if s) + " (README: Speed and VRAM guide)"
+        + (f". Largest that fits, {fits}" if fits else "")
     )

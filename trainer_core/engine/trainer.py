@@ -10,6 +10,7 @@ import json
 import logging
 import math
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field, fields, replace
@@ -32,7 +33,13 @@ from .checkpoints import CheckpointWriter
 from .compiling import compile_wanted
 from .data import Sample, TrainingData, collate, epoch_batches
 from .distributed import SingleProcess
-from .memory import TrainingOutOfMemory, out_of_memory_message
+from .memory import (
+    TrainingOutOfMemory,
+    block_shape_of,
+    free_device_memory,
+    largest_fitting,
+    out_of_memory_message,
+)
 from .modes import resolve_modes, stream_targets
 from .optim import build_optimizer, build_scheduler
 from .recipe import FlowMatchingRecipe, Targets
@@ -308,6 +315,16 @@ class Trainer:
                 "(delete its files or change its caption, then run the cache step) or remove it from the dataset"
             )
 
+    def _what_fits(self) -> str | None:
+        """After an out-of-memory step: the largest frames / resolution / batch the memory estimate says fit into
+        the device memory free now (None when that cannot be measured: not CUDA, or the model's shape is unknown)."""
+        free, shape = free_device_memory(self.backbone.device), block_shape_of(self.backbone)
+        if free is None or shape is None:
+            return None
+        pending = 0 if self.optimizer.state else 8 * self.adapters.num_parameters()  # AdamW's moments, not made yet
+        return largest_fitting(free, self.data, self.cfg.optimization.batch_size, *shape,
+                               self.cfg.memory.gradient_checkpointing, pending)
+
     def _last_checkpoint(self) -> Path | str:
         return self.writer.written[-1] if self.writer.written else "none yet"
 
@@ -405,13 +422,16 @@ class Trainer:
             except DiskWriteError:
                 raise  # a checkpoint could not be written: saving another one would fail the same way
             except torch.cuda.OutOfMemoryError as err:
-                # The steps completed so far are saved as on a cancel, then the error says what to lower.
+                # The steps completed so far are saved as on a cancel, then the error says what to lower. The failed
+                # step's activations live on in its frames' locals: dropping them frees that memory for the save
+                # and lets the free memory measured for the estimate be what the next run would get.
+                traceback.clear_frames(err.__traceback__)
                 if self.run.step > saved_step:
                     self._set_rng_state(rng)
                     self._save(cb)
                 raise TrainingOutOfMemory(
                     out_of_memory_message(err, self.run.step, self.writer.written[-1] if self.writer.written else None,
-                                          self.cfg)
+                                          self.cfg, self._what_fits())
                 ) from err
             except BaseException:
                 # Cancelled from inside the model (ComfyUI's interrupt, Ctrl-C): keep what was learned so far,

@@ -28,6 +28,21 @@ LINE = 12  # px per text line of PIL's default bitmap font
 HEADER_WIDTH = 170  # left column with the row labels
 
 
+
+def check_prefix(prefix: str, out_dir: str | Path) -> str:
+    """``prefix`` (a file name prefix, may hold subfolders) when it stays inside ``out_dir``; else ``SweepError``.
+
+    ComfyUI refuses such a prefix too, but with a bare ``Exception``; this names the setting and the fix."""
+    from .plan import SweepError
+
+    base = Path(out_dir).resolve()
+    if Path(prefix).is_absolute() or not (base / prefix).resolve().is_relative_to(base):
+        raise SweepError(
+            f"filename_prefix {prefix!r} leaves ComfyUI's output folder ({base}): give a name, optionally with "
+            "subfolders under it, e.g. ltx_sweep/grid"
+        )
+    return prefix
+
 @dataclass(frozen=True)
 class GridLayout:
     """What to write around the tiles. ``cell_labels`` and ``notes`` go under each tile (one per cell)."""
