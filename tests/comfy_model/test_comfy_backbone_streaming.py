@@ -24,13 +24,14 @@ def model(comfy, tmp_path_factory):
     return load_comfy(path)
 
 
-def _step(model, streamed, watch=None, compiled=False, between=None) -> tuple[float, dict[str, torch.Tensor], object]:
+def _step(model, streamed, watch=None, compiled=False, between=None, resident_bytes=None
+          ) -> tuple[float, dict[str, torch.Tensor], object]:
     """One checkpointed LoRA step; returns (loss, LoRA gradients, (backbone, bytes streamed)).
 
     ``watch(backbone)`` runs when the session starts, ``between(backbone)`` between forward and backward."""
     from trainer_core.comfy import ComfyBackbone
 
-    backbone = ComfyBackbone(model, streamed_blocks=streamed)
+    backbone = ComfyBackbone(model, streamed_blocks=streamed, resident_bytes=resident_bytes)
     backbone.set_gradient_checkpointing(True)
     backbone.set_compiled_blocks(compiled)
     adapters = attention_lora(backbone, seed=1)
@@ -60,6 +61,26 @@ def test_streamed_blocks_give_the_resident_gradients(model):
     block_bytes = sum(p.nbytes for p in blocks[1].parameters())
     assert block_bytes * 6 <= copied < block_bytes * 6 * 1.1
     assert backbone.streamer is None  # released when the session ended
+
+
+def test_resident_blocks_are_copied_once_and_the_rest_rotate(model):
+    """With memory for two blocks (as under dynamic VRAM), the first two streamed blocks get slots of their own and
+    are copied once per session; the other two rotate through the two slots. Gradients stay exact."""
+    from trainer_core.comfy.streaming import block_bytes
+
+    blocks = model.model.diffusion_model.transformer_blocks
+    size = block_bytes(blocks[1])
+    loss, grads, _ = _step(model, streamed=())
+    resident: list[set[int]] = []
+    r_loss, r_grads, (backbone, copied) = _step(
+        model, streamed=STREAMED, resident_bytes=2 * size + size // 2,
+        between=lambda b: resident.append({s.block for s in b.streamer.resident_slots}))
+    assert resident == [{1, 2}]
+    assert r_loss == loss and grads.keys() == r_grads.keys()
+    for name in grads:
+        torch.testing.assert_close(r_grads[name], grads[name], rtol=0, atol=0, msg=name)
+    # Blocks 1, 2 once; 3, 4 into the two rotating slots, where the backward still finds them.
+    assert copied == 4 * size
 
 
 class LowVramFlags:

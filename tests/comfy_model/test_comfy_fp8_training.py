@@ -83,3 +83,37 @@ def test_fp8_layers_train_in_one_compiled_graph_with_the_dequantized_gradients(c
     assert before.keys() == after.keys()
     assert all(torch.equal(before[k], after[k]) for k in before)
     assert not any(m._full_precision_mm for m in _quantized_layers(model))
+
+
+def test_streamed_fp8_blocks_train_compiled_with_the_resident_gradients(comfy, fresh_compiler, tmp_path):
+    """Under dynamic VRAM every block is on the host and the streamer brings it in, scaled-fp8 weights included:
+    their inner tensors are copied into a slot and rewrapped. Forced through the streamer here (CPU: nothing is
+    offloaded), the blocks run in the resident blocks' compiled graph with the same loss and gradients, and the
+    MODEL has the same bits afterwards, its quantized weights still quantized."""
+    from torch._dynamo.utils import counters
+
+    from trainer_core.comfy import ComfyBackbone
+
+    model = _load_as_on_fp8_card(write_downloaded_layout(tmp_path / "fp8.safetensors", "fp8"))
+    blocks = model.model.diffusion_model.transformer_blocks
+    quantized = len(_quantized_layers(model))
+    assert quantized > 0
+    before = {k: v.clone() for k, v in model.model.diffusion_model.state_dict().items()}
+
+    def run(streamed, compiled):
+        backbone = ComfyBackbone(model, streamed_blocks=streamed, resident_bytes=0)
+        return _loss_and_grads(backbone, attention_lora(backbone, seed=1), av_input(backbone, seed=1),
+                               compiled=compiled, checkpointing=True)
+
+    loss, grads = run((), compiled=False)
+    counters.clear()
+    s_loss, s_grads = run(tuple(range(len(blocks))), compiled=True)
+    assert 1 <= counters["stats"]["unique_graphs"] <= 2
+    assert sum(counters["graph_break"].values()) == 0, dict(counters["graph_break"])
+    assert s_loss == pytest.approx(loss, rel=1e-5)
+    for got, want in zip(s_grads, grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
+
+    assert len(_quantized_layers(model)) == quantized
+    after = model.model.diffusion_model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)

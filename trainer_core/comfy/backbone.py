@@ -6,9 +6,12 @@ train through it, all of it undone when ``training_session()`` exits (normally, 
 - ``comfy.model_management.in_training = True``: ComfyUI's fused kernels (RMS-AdaLN, RoPE, FFN) have no backward;
   the flag makes the model use plain PyTorch ops.
 - The model is loaded through ``comfy.model_management.load_models_gpu`` like any sampler would, so ComfyUI's
-  memory manager decides what stays on the device. The blocks it leaves on the host are streamed by
-  ``streaming.BlockStreamer`` (prefetched one block ahead, overlapping the compute) when blocks are checkpointed,
-  else by ComfyUI's own per-layer copies; ComfyUI's dynamic VRAM mode (comfy-aimdo) keeps its own paging.
+  memory manager decides what stays on the device. With checkpointed blocks, ``streaming.BlockStreamer`` takes
+  over the blocks it left on the host (without checkpointing ComfyUI's own per-layer copies run them). Under
+  ComfyUI's dynamic VRAM mode (comfy-aimdo, its default on NVIDIA) that is every block: the streamer keeps as many
+  as the free device memory allows in slots of their own for the whole session (``device_budget``), after asking
+  aimdo to give back what it holds of the model, and rotates the rest through two slots from pinned host memory,
+  so the blocks run compiled instead of through aimdo's per-layer paging.
 - Every transformer block runs ``blocks.av_block_forward`` (out of place, reference video-to-audio order,
   optional per-block checkpointing), installed through ``patches_replace`` on a ``ModelPatcher.clone()``: the
   user's MODEL never sees it.
@@ -51,6 +54,10 @@ from .streaming import BlockStreamer, slot_reserve_bytes, uniform_cast_flag
 
 logger = logging.getLogger(__name__)
 
+# Device memory left beside the streamer's slots for what aimdo still pages in for the layers outside the blocks
+# (patchify, AdaLN, output projection) and its cast buffers.
+_AIMDO_HEADROOM = 1 << 30
+
 def _is_linear_like(module: nn.Module) -> bool:
     """nn.Linear and ComfyUI's Linear flavours, including the quantized ones that do not subclass nn.Linear."""
     if isinstance(module, nn.Linear):
@@ -74,10 +81,12 @@ class ComfyBackbone:
     ``engine.memory``'s estimate, see ``training.reserve_training_memory``). With checkpointing, ``load`` adds the
     two slots of the block streamer. ``streamed_blocks`` forces blocks through the streamer with all their
     weights (tests exercise it where nothing is offloaded); by default it streams what ComfyUI left on the host.
+    ``resident_bytes`` is the device memory the streamer may keep whole blocks in (None: ``device_budget()``
+    under dynamic VRAM, else 0, ComfyUI having already loaded what fits).
     """
 
-    def __init__(self, model_patcher: Any, memory_required: int = 0, streamed_blocks: Iterable[int] | None = None
-                 ) -> None:
+    def __init__(self, model_patcher: Any, memory_required: int = 0, streamed_blocks: Iterable[int] | None = None,
+                 resident_bytes: int | None = None) -> None:
         diffusion_model = getattr(getattr(model_patcher, "model", None), "diffusion_model", None)
         blocks = getattr(diffusion_model, "transformer_blocks", None)
         if blocks is None or not hasattr(diffusion_model, "audio_embeddings_connector"):
@@ -92,6 +101,7 @@ class ComfyBackbone:
         self._compile: str | None = None  # None, "resident" or "all" (see blocks.OutOfPlaceBlock)
         self._session_options: dict[str, Any] | None = None
         self._streamed_blocks = None if streamed_blocks is None else tuple(streamed_blocks)
+        self._resident_bytes = resident_bytes
         self._streamer: BlockStreamer | None = None  # planned at the first checkpointed block after a load
         self.streamed_bytes = 0  # weight bytes the streamer copied to the device, over all sessions (logged)
 
@@ -204,9 +214,9 @@ class ComfyBackbone:
         options = dict(self._session_options)
         checkpoint = self._checkpointing and torch.is_grad_enabled()
         settings: dict[str, Any] = {"checkpoint": checkpoint, "compile": self._compile}
-        if checkpoint and not self._patcher.is_dynamic():  # dynamic VRAM (comfy-aimdo) pages weights its own way
+        if checkpoint:
             if self._streamer is None:
-                self._streamer = BlockStreamer(self._dm.transformer_blocks, self.device, self._streamed_blocks)
+                self._streamer = self._plan_streamer()
             settings["streamer"] = self._streamer if self._streamer.plan else None
         if audio and inp.audio_sigma is not None and inp.video.shape[0] > 1:
             settings["cross_gates"] = self._reference_cross_gates(inp)
@@ -234,6 +244,36 @@ class ComfyBackbone:
             for name, module in self._dm.transformer_blocks.named_modules()
             if _is_linear_like(module)
         }
+
+    def _plan_streamer(self) -> BlockStreamer:
+        """The streamer for this load: under dynamic VRAM every block, as many kept resident as fit."""
+        dynamic = self._patcher.is_dynamic()
+        budget = self._resident_bytes if self._resident_bytes is not None else self.device_budget() if dynamic else 0
+        streamer = BlockStreamer(self._dm.transformer_blocks, self.device, self._streamed_blocks,
+                                 resident_bytes=budget, pin=dynamic)
+        if dynamic:
+            import comfy.model_management as mm
+
+            short = streamer.device_bytes - mm.get_free_memory(self.device)
+            if short > 0:  # aimdo holds pages of this model that the slots replace: have it give them back
+                self._patcher.partially_unload(self._patcher.offload_device, memory_to_free=short)
+        return streamer
+
+    def device_budget(self) -> int:
+        """Device bytes whole blocks may take beside training's reserve (``memory_required``), the two rotating
+        slots and ComfyUI's headroom: what ComfyUI says is free (aimdo's reclaimable pages included), within the
+        process's memory fraction if one is set."""
+        import comfy.model_management as mm
+
+        dev = self.device
+        free = self._patcher.get_free_memory(dev)
+        fraction = getattr(torch.cuda, "get_per_process_memory_fraction", lambda _d: 1.0)(dev) \
+            if dev.type == "cuda" else 1.0
+        if fraction < 1.0:
+            limit = int(torch.cuda.get_device_properties(dev).total_memory * fraction)
+            free = min(free, limit - torch.cuda.memory_allocated(dev))
+        headroom = mm.extra_reserved_memory() + _AIMDO_HEADROOM
+        return max(0, free - self.memory_required - slot_reserve_bytes(self._dm.transformer_blocks) - headroom)
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:
         self._checkpointing = bool(enabled)

@@ -143,7 +143,7 @@ def compiled_block_forward(checkpointed: bool) -> Callable[..., tuple[torch.Tens
 def compiles(mode: str | None, block: nn.Module, device: torch.device) -> bool:
     """Whether ``block`` runs compiled: every block for ``"all"``; for ``"resident"`` only blocks whose weights
     all live on ``device`` at the call, which includes blocks the streamer has just brought in. Blocks left to
-    ComfyUI's per-layer copies (no checkpointing, quantized host weights) run eagerly: compiled, their varying
+    ComfyUI's per-layer copies (no checkpointing, layers ComfyUI patches per call) run eagerly: compiled, their varying
     mix of resident and host layers means more graphs to compile, and one such run (fp8 weights, 24 GiB cap,
     before the streamer) did not finish its first step in four minutes."""
     if mode == "all":
