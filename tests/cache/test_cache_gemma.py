@@ -145,6 +145,156 @@ def test_cli_cache_with_text_encoder_equals_the_cache_node(tiny, tmp_path, monke
         torch.testing.assert_close(a.video, b.video, rtol=1e-4, atol=1e-4)  # ComfyUI's VAE vs ltx-core's
 
 
+def test_cli_cache_rerun_encodes_only_captions_it_lacks(tiny, tmp_path, monkeypatch, capsys):
+    """A re-run with the same Gemma files loads nothing; a changed caption is the only one encoded; a moved file is
+    loaded (its identity is unknown) but encodes nothing; other weights re-encode every caption."""
+    import re
+
+    import trainer_core.ltxcore.gemma_text as gemma_text
+    from trainer_core.cli import main
+
+    real_load, loads = gemma_text.load_gemma, []
+
+    def load_tiny(*args, **kwargs):
+        loads.append(args[0])
+        return real_load(*args, **{**kwargs, "text_config": TINY_LAYOUT})
+
+    monkeypatch.setattr(gemma_text, "load_gemma", load_tiny)
+    ds_root, out = make_dataset(tmp_path / "ds"), tmp_path / "cache"
+
+    def cache(gemma_file: Path) -> tuple[int, int, int]:
+        """(Gemma loads, captions encoded, clips encoded) of one `cache` run."""
+        loads.clear()
+        capsys.readouterr()
+        assert main(["cache", str(ds_root), "--checkpoint", str(tiny.ckpt_proj), "--text-encoder", str(gemma_file),
+                     "--out", str(out), "--buckets", BUCKETS, "--trigger", "sks", "--skip-audio"]) == 0
+        summary = capsys.readouterr().out
+        found = re.search(r"(\d+) clips encoded, (\d+) captions encoded", summary)
+        return len(loads), int(found[2]), int(found[1])
+
+    assert cache(tiny.gemma) == (1, 5, 4)  # 4 captions and the empty one
+    assert cache(tiny.gemma) == (0, 0, 0)  # Gemma not even loaded
+    (ds_root / "clip1.txt").write_text("a different caption")
+    assert cache(tiny.gemma) == (1, 1, 0)
+    data = CachedData(out)
+    headless = load_gemma(tiny.gemma, tiny.ckpt_proj, dtype=torch.float32, text_config=TINY_LAYOUT)
+    torch.testing.assert_close(data[data.index_of("clip1.mp4")].text, headless.encode("sks a different caption"))
+    assert cache(tiny.gemma) == (0, 0, 0)
+
+    moved = tmp_path / "elsewhere" / "gemma_tiny.safetensors"
+    moved.parent.mkdir()
+    moved.write_bytes(tiny.gemma.read_bytes())
+    assert cache(moved) == (1, 0, 0)  # same weights: loaded once to learn their identity, nothing re-encoded
+    assert cache(moved) == (0, 0, 0)
+
+    other = tmp_path / "gemma_other.safetensors"  # the same file with other final-norm weights
+    weights = {**tiny.weights, "model.norm.weight": tiny.weights["model.norm.weight"] + 0.5}
+    save_file({**weights, SPIECE: tiny.clip.tokenizer.state_dict()[SPIECE]}, str(other))
+    identity = CachedData(out).model["text_encoder"]
+    assert cache(other) == (1, 5, 0)
+    assert CachedData(out).model["text_encoder"] != identity
+    assert len(list((out / "text").glob("*.safetensors"))) == 5  # the first encoder's files collected
+
+
+FP8_MAX = 448.0  # largest float8_e4m3fn value
+
+
+def write_fp8_gemma(weights: dict[str, torch.Tensor], spm: torch.Tensor, out: Path, layout: str) -> dict:
+    """``weights`` as a ComfyUI fp8 Gemma file: each Linear weight of the layers in float8_e4m3fn with a per-tensor
+    scale (amax / 448), the rest as given. ``layout`` "comfy_quant": ``weight_scale`` and the
+    ``_quantization_metadata`` header; "scaled_fp8": the older ``scale_weight`` and ``scaled_fp8`` marker (both are
+    what ComfyUI's ``convert_old_quants`` reads). Returns the weights the file decodes to (fp8 value x scale)."""
+    import json
+
+    out_state, decoded, layers = {}, {}, {}
+    for key, w in weights.items():
+        if key.startswith("model.layers.") and key.endswith(".weight") and w.ndim == 2:
+            scale = (w.abs().amax() / FP8_MAX).float()
+            w8 = (w / scale).to(torch.float8_e4m3fn)
+            layer = key.removesuffix(".weight")
+            out_state[key] = w8
+            out_state[f"{layer}.weight_scale" if layout == "comfy_quant" else f"{layer}.scale_weight"] = scale.reshape(())
+            layers[layer] = {"format": "float8_e4m3fn"}
+            decoded[key] = w8.float() * scale
+        else:
+            out_state[key] = decoded[key] = w
+    metadata = None
+    if layout == "comfy_quant":
+        metadata = {"_quantization_metadata": json.dumps({"format_version": "1.0", "layers": layers})}
+    else:
+        out_state["scaled_fp8"] = torch.empty(0, dtype=torch.float8_e4m3fn)
+    save_file({**out_state, SPIECE: spm}, str(out), metadata=metadata)
+    return decoded
+
+
+@pytest.mark.parametrize("layout", ["comfy_quant", "scaled_fp8"])
+def test_fp8_gemma_through_comfyuis_loader(tiny, tmp_path, monkeypatch, layout):
+    """`cache --text-encoder` with a scaled-fp8 Gemma file: ComfyUI's loader reads it (the path taken for quantized
+    files), gives exactly the features of the weights the file decodes to, and features close to the full-precision
+    file's, as far as fp8 rounding allows. ComfyUI frees it before the VAE loads."""
+    from comfy import sd as comfy_sd
+    from comfy.text_encoders import llama
+
+    import trainer_core.ltxcore.encoders as encoders
+    import trainer_core.ltxcore.gemma_text as gemma_text
+    from trainer_core.cli import main
+
+    spm = tiny.clip.tokenizer.state_dict()[SPIECE]
+    fp8 = tmp_path / f"gemma_tiny_fp8_{layout}.safetensors"
+    decoded = write_fp8_gemma(tiny.weights, spm, fp8, layout)
+    dequantized = tmp_path / "gemma_tiny_dequantized.safetensors"
+    save_file({**decoded, SPIECE: spm}, str(dequantized))
+    # ComfyUI builds Gemma 3 12B's fixed config for any Gemma 3 file; the tiny file needs the tiny class.
+    monkeypatch.setattr(llama, "Gemma3_12B", type(tiny.clip.cond_stage_model.gemma3_12b.transformer))
+    real_headless, real_comfy = gemma_text.load_gemma, comfy_sd.load_clip
+    loaded: list[str] = []
+    alive: list[weakref.ref] = []
+
+    def headless(*args, **kwargs):
+        loaded.append("headless")
+        return real_headless(*args, **{**kwargs, "text_config": TINY_LAYOUT})
+
+    def comfy_loader(*args, **kwargs):
+        loaded.append("comfy")
+        clip = real_comfy(*args, **kwargs)
+        alive.append(weakref.ref(clip.cond_stage_model))
+        return clip
+
+    vae_init = encoders.LtxCoreVae.__init__
+    freed_before_vae: list[bool] = []
+
+    def vae_after_text(self, *args, **kwargs):
+        freed_before_vae.append(all(ref() is None for ref in alive))
+        vae_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(gemma_text, "load_gemma", headless)
+    monkeypatch.setattr(comfy_sd, "load_clip", comfy_loader)
+    monkeypatch.setattr(encoders.LtxCoreVae, "__init__", vae_after_text)
+    ds_root = make_dataset(tmp_path / "ds")
+    caches = {}
+    for name, gemma_file in [("fp8", fp8), ("dequantized", dequantized), ("full", tiny.gemma)]:
+        caches[name] = tmp_path / name
+        assert main(["cache", str(ds_root), "--checkpoint", str(tiny.ckpt_proj), "--text-encoder", str(gemma_file),
+                     "--out", str(caches[name]), "--buckets", BUCKETS, "--trigger", "sks", "--skip-audio"]) == 0
+    assert loaded == ["comfy", "headless", "headless"]
+    assert freed_before_vae[0] and len(alive) == 1
+
+    fp8_data, deq_data, full_data = (CachedData(caches[n]) for n in ("fp8", "dequantized", "full"))
+    assert fp8_data.model["text_family"] == full_data.model["text_family"] == "ltx-2.3-gemma"
+    pairs = [(fp8_data.empty_text, deq_data.empty_text, full_data.empty_text)]
+    for i in range(len(fp8_data)):
+        key = fp8_data[i].key
+        pairs.append((fp8_data[i].text, deq_data[deq_data.index_of(key)].text, full_data[full_data.index_of(key)].text))
+    for ours, decoded_ref, full_ref in pairs:
+        # ComfyUI computes with the fp8 weights times their scale (full-precision matmul for text encoders).
+        torch.testing.assert_close(ours, decoded_ref, rtol=1e-5, atol=1e-5)
+        # e4m3 keeps 3 mantissa bits: each weight moves by up to 1/16 of itself (about 3.6% RMS over the uniform
+        # rounding error); the features pass 7 quantized matmuls per layer in 2 layers, which here gives 6-8% in
+        # total. 15% leaves room for that while a scale applied twice or not at all is off by far more than 100%.
+        error = ((ours - full_ref).norm() / full_ref.norm()).item()
+        assert 0.0 < error < 0.15, error
+
+
 def test_quantized_gemma_without_comfyui_names_the_bf16_file(tmp_path):
     """An fp8 ComfyUI Gemma file where ComfyUI cannot be imported: one error line naming the bf16 file."""
     ckpt = write_tiny_checkpoint(tmp_path / "tiny.safetensors", seed=0)

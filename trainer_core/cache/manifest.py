@@ -6,7 +6,11 @@ One JSON file per cache folder::
      "model": {"video_family", "text_family", "text_width", "vae", "text_encoder", "audio_vae"},   # identities
      "dataset": {"root", "trigger", "settings"},
      "empty_text": {"file", "bytes", "sha256", "shape", "text_encoder"} | null,
-     "items": {id: ItemRecord as dict}, "failed": {id: reason}}
+     "items": {id: ItemRecord as dict}, "failed": {id: reason},
+     "text_source": {"files", "identity", "family", "width"} | null}   # headless cache only
+
+``text_source`` ties the text encoder files a headless run was given (path, size and mtime of each) to the identity
+their weights have, so a later run with the same files knows which captions are cached without loading Gemma.
 
 An item record names its source (path, size, mtime_ns, sha256), its preparation settings (``prep``), caption
 and trigger, the identities of the VAE and text encoder that made it, and its files (``latent``, ``text``,
@@ -102,6 +106,7 @@ class Manifest:
     empty_text: dict[str, Any] | None = None
     items: dict[str, ItemRecord] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
+    text_source: dict[str, Any] | None = None
 
     @staticmethod
     def path(folder: Path) -> Path:
@@ -133,6 +138,7 @@ class Manifest:
             empty_text=data.get("empty_text"),
             items={k: ItemRecord.from_dict(v, f"{path} item {k!r}") for k, v in (data.get("items") or {}).items()},
             failed=data.get("failed") or {},
+            text_source=data.get("text_source"),
         )
 
     def save(self, folder: Path) -> None:
@@ -145,8 +151,26 @@ class Manifest:
             "empty_text": self.empty_text,
             "items": {k: asdict(self.items[k]) for k in sorted(self.items)},
             "failed": dict(sorted(self.failed.items())),
+            "text_source": self.text_source,
         }
         write_atomic(self.path(folder), json.dumps(data, indent=1, ensure_ascii=False))
+
+    def text_files(self, folder: Path, text_id: str) -> dict[str, dict[str, Any]]:
+        """Caption -> ``{"file", "shape", "bytes", "sha256"}`` of every caption this manifest holds an intact text
+        file of (present, recorded size) made by the text encoder ``text_id``: any item's, or the empty caption's."""
+        entries = [(r.caption, r.text_encoder, {"file": r.text, "shape": r.text_shape, "bytes": r.text_bytes,
+                                                "sha256": r.text_sha256}) for r in self.items.values()]
+        if self.empty_text:
+            e = self.empty_text
+            entries.append(("", e.get("text_encoder"), {k: e.get(k) for k in ("file", "shape", "bytes", "sha256")}))
+        found: dict[str, dict[str, Any]] = {}
+        for caption, made_by, record in entries:
+            if made_by != text_id or caption in found:
+                continue
+            path = Path(folder) / record["file"]
+            if path.is_file() and path.stat().st_size == record["bytes"]:
+                found[caption] = record
+        return found
 
     def referenced_files(self) -> set[str]:
         """Relative paths of every tensor file the manifest points at."""

@@ -4,7 +4,8 @@
 the audio of exactly its kept frames' window (audio latent; when an audio encoder is given and audio is not
 skipped) and each caption (text features), plus the empty caption for caption dropout. Re-runs are incremental:
 a latent is re-encoded only if its source file, preparation, caption or the model that encoded it changed, or its
-file is missing; video and audio are decided separately, so turning audio on or off never re-encodes video. An
+file is missing; video and audio are decided separately, so turning audio on or off never re-encodes video. A
+caption is encoded once per text encoder: an intact text file of it from that encoder (any item's) is reused. An
 IC-LoRA reference video is encoded by the same VAE into ``reference/`` and decided separately too. Only one
 item's frames are in memory at a time. Every file is written atomically and the manifest is updated as items
 complete, so a cancelled or crashed run leaves a valid cache of the items done so far and the next run
@@ -189,6 +190,10 @@ class CacheRun:
         self.folder, self.manifest = folder, manifest
         self.report = CacheReport(folder)
         self._flushed = time.monotonic()
+        # The text files of the previous run, read before unlisted items are dropped: a caption that moved to
+        # another item, or an item's caption that another item had, is still found (and not encoded again).
+        self._previous = Manifest(items=dict(manifest.items), empty_text=manifest.empty_text)
+        self._texts: dict[str, dict[str, dict[str, Any]]] = {}  # text encoder identity -> caption -> record
 
     def file_ok(self, rel: str, size: int) -> bool:
         """Whether the cache file ``rel`` exists with the recorded size (else its item is written again)."""
@@ -210,13 +215,20 @@ class CacheRun:
             logger.info("cache %s: %s", self.folder, change)
         self.manifest.model = model
 
+    def text_file(self, caption: str, text: TextEncoder, text_id: str) -> dict[str, Any]:
+        """``caption``'s text file record: made earlier by the text encoder ``text_id`` (for any item, or as the
+        empty caption) and intact, or encoded now; each caption is encoded at most once per run."""
+        if text_id not in self._texts:
+            self._texts[text_id] = self._previous.text_files(self.folder, text_id)
+        made = self._texts[text_id]
+        if caption not in made:
+            made[caption] = encode_text_file(self.folder, caption, text, text_id)
+            self.report.encoded_texts.append(caption or "(empty caption)")
+        return made[caption]
+
     def empty_text(self, text: TextEncoder, text_id: str) -> None:
-        """Encode the empty caption (caption dropout) unless the folder has it from this text encoder."""
-        old = self.manifest.empty_text
-        if old and old.get("text_encoder") == text_id and self.file_ok(old["file"], old["bytes"]):
-            return
-        self.manifest.empty_text = {**encode_text_file(self.folder, "", text, text_id), "text_encoder": text_id}
-        self.report.encoded_texts.append("(empty caption)")
+        """The empty caption (caption dropout), encoded unless the folder has it from this text encoder."""
+        self.manifest.empty_text = {**self.text_file("", text, text_id), "text_encoder": text_id}
 
     def keep(self, record: ItemRecord) -> None:
         if record == self.manifest.items.get(record.id):
@@ -284,13 +296,16 @@ def write_cache(
     failed: Mapping[str, str] | None = None,
     no_audio_reason: str | None = None,
     on_progress: ProgressFn | None = None,
+    text_source: dict[str, Any] | None = None,
 ) -> CacheReport:
     """The loop every cache writer shares: write ``items`` (id -> item) into ``folder`` through ``record``.
 
     Refuses a folder holding other files; drops records of ids no longer listed; ``model`` (known up front) or
     ``record`` (through ``run.adopt_model``) sets the manifest's model; ``empty_text`` is ``(encoder, identity)``
     for the empty caption. ``failed`` lists items known to be unusable before the loop. ``no_audio_reason``
-    says why the run stores no audio at all (None: audio was asked for; the summary counts it). The manifest is saved as
+    says why the run stores no audio at all (None: audio was asked for; the summary counts it). ``text_source``
+    (``text_reuse.text_source``) ties the text encoder's files to its identity in the manifest; None keeps the one
+    recorded. The manifest is saved as
     items complete and whatever happens, so a stopped run leaves a valid cache of the items done; files no record
     points at are deleted at the end. Raises ``CacheError`` when every item failed.
     """
@@ -299,6 +314,8 @@ def write_cache(
     run = CacheRun(folder, _check_folder(folder) or Manifest())
     if model is not None:
         run.adopt_model(model)
+    if text_source is not None:
+        run.manifest.text_source = text_source
     run.manifest.dataset = dataset
     folder.mkdir(parents=True, exist_ok=True)
     run.remove_unlisted(set(items) | set(failed))
@@ -356,19 +373,6 @@ class _Encoder:
                  trigger: str) -> None:
         self.video, self.text, self.audio, self.trigger = video, text, audio, trigger
         self.vae_id, self.text_id, self.audio_id = model["vae"], model["text_encoder"], model["audio_vae"]
-        self.texts: dict[str, dict[str, Any]] = {}  # caption -> text file record made or verified this run
-
-    def text_for(self, run: CacheRun, caption: str, old: ItemRecord | None) -> dict[str, Any]:
-        if caption in self.texts:
-            return self.texts[caption]
-        if (old and old.caption == caption and old.text_encoder == self.text_id
-                and run.file_ok(old.text, old.text_bytes)):
-            rec = {"file": old.text, "shape": old.text_shape, "bytes": old.text_bytes, "sha256": old.text_sha256}
-        else:
-            rec = encode_text_file(run.folder, caption, self.text, self.text_id)
-            run.report.encoded_texts.append(caption)
-        self.texts[caption] = rec
-        return rec
 
     def __call__(self, run: CacheRun, item_id: str, item: CacheItem, old: ItemRecord | None) -> ItemRecord:
         try:
@@ -390,7 +394,7 @@ class _Encoder:
         else:
             audio = self._encode_audio(run, item, source_sha, prep)
         reference = self._reference(run, item, old)
-        text = self.text_for(run, item.caption, old)
+        text = run.text_file(item.caption, self.text, self.text_id)
         return ItemRecord(
             id=item_id, source=str(item.source), source_size=item.source_size,
             source_mtime_ns=item.source_mtime_ns, source_sha256=source_sha, prep=prep, caption=item.caption,
@@ -470,10 +474,13 @@ def build_cache(
     dataset_info: dict[str, Any] | None = None,
     on_progress: ProgressFn | None = None,
     model_family: str | None = None,
+    text_source: dict[str, Any] | None = None,
 ) -> CacheReport:
     """Encode ``items`` into ``folder`` (created if needed); return what was done.
 
     ``model_family``: the family of the model whose VAE encodes (recorded; training on another family is refused).
+    ``text_source``: the headless text encoder's files and identity (``text_reuse.text_source``), recorded so the
+    next run knows which captions are cached without loading the text encoder.
 
     ``audio``: the audio VAE encoding each clip's audio track (None, or ``skip_audio``: the cache holds no audio,
     and audio latents of an earlier run are dropped; the video latents are kept either way).
@@ -494,5 +501,5 @@ def build_cache(
         dataset={"trigger": trigger, "reference_downscale_factor": reference_downscale_factor,
                  **(dataset_info or {})},
         model=model, empty_text=(text, model["text_encoder"]),
-        no_audio_reason=reason, on_progress=on_progress,
+        no_audio_reason=reason, on_progress=on_progress, text_source=text_source,
     )

@@ -6,6 +6,8 @@ clips with ltx-core's video VAE read from the checkpoint and, when the checkpoin
 the captions with Gemma 3 12B and the checkpoint's text projection (``trainer_core.ltxcore.gemma_text``: the same
 features as ComfyUI's LTX-2.3 text encoder), all of them before the VAE loads, freeing Gemma in between. Without
 it the captions get the STAND-IN text encoder (``trainer_core.cache.standin_text``): for tests and the demo only.
+A re-run encodes only the captions the folder lacks for that text encoder, and does not load Gemma when it lacks
+none (``trainer_core.cache.text_reuse``).
 ``cache import-ltx-trainer PRECOMPUTED_DIR --out DIR`` converts an ltx-trainer ``.precomputed`` folder (no model
 needed). Exit status 0 on success, 1 when items failed.
 """
@@ -62,22 +64,36 @@ def has_audio_vae(checkpoint: str) -> bool:
         return any(key.startswith("audio_vae.") for key in f.keys())  # noqa: SIM118 - safe_open is not a dict
 
 
-def _text_encoder(args: argparse.Namespace, captions: list[str], dtype: Any) -> TextEncoder:
-    """Every caption (and the empty one, for caption dropout) through Gemma, which is then freed; or the stand-in."""
+def _text_encoder(args: argparse.Namespace, captions: list[str], dtype: Any) -> tuple[TextEncoder, dict | None]:
+    """(the text encoder for the cache, its ``text_source`` record or None): the captions the folder does not
+    hold yet (and the empty one, for caption dropout) through Gemma, which is then freed; Gemma is not loaded when
+    every caption is cached for these files. Without ``--text-encoder``, the stand-in."""
     from ..cache.encoders import EncodedTexts
     from ..cache.standin_text import StandinTextEncoder, text_width_for
+    from ..cache.text_reuse import CachedTextEncoder, plan_texts, source_record, text_source
     from ..ltxcore.model import read_checkpoint_config
 
     if not args.text_encoder:
         logger.warning("captions are encoded with the stand-in text encoder (not Gemma): for tests and demos only; "
                        "give --text-encoder for a cache to train real LoRAs on")
-        return StandinTextEncoder(text_width_for(read_checkpoint_config(args.checkpoint)))
+        return StandinTextEncoder(text_width_for(read_checkpoint_config(args.checkpoint))), None
     from ..ltxcore.gemma_text import load_text_encoder
 
-    gemma = load_text_encoder(args.text_encoder, args.checkpoint, device=args.device, dtype=dtype)
-    logger.info("encoding %d distinct captions with %s", len(set(captions)) + 1, args.text_encoder)
+    source = text_source(args.text_encoder, args.checkpoint)
+    wanted = list(dict.fromkeys([*captions, ""]))
+    gemma, missing = plan_texts(
+        args.out, source, wanted,
+        lambda: load_text_encoder(args.text_encoder, args.checkpoint, device=args.device, dtype=dtype),
+    )
+    record = source_record(source, gemma)
+    if isinstance(gemma, CachedTextEncoder):
+        logger.info("all %d distinct captions are cached for %s: the text encoder is not loaded",
+                    len(wanted), args.text_encoder)
+        return gemma, record
+    logger.info("encoding %d of %d distinct captions with %s (the rest are cached)", len(missing), len(wanted),
+                args.text_encoder)
     try:
-        return EncodedTexts(gemma, [*captions, ""])
+        return EncodedTexts(gemma, missing), record
     finally:
         close = getattr(gemma, "close", None)  # ComfyUI's loader frees its CLIP through its own model management
         if close is not None:
@@ -117,7 +133,8 @@ def _cache(args: argparse.Namespace):
     ds = load_dataset(cfg)
     ds.require_items()
     dtype = torch.float32 if args.device == "cpu" else torch.bfloat16
-    text = _text_encoder(args, [item.caption for item in ds.items], dtype)  # before the VAE: Gemma is freed first
+    # Before the VAE: Gemma is freed first.
+    text, source = _text_encoder(args, [item.caption for item in ds.items], dtype)
     vae = LtxCoreVae(args.checkpoint, device=args.device, dtype=dtype, tiled=cache_cfg.tiled_vae, decoder=False)
     audio = None
     if not cfg.skip_audio and has_audio_vae(args.checkpoint):
@@ -126,4 +143,5 @@ def _cache(args: argparse.Namespace):
         logger.warning("%s has no audio VAE (audio_vae.*): the cache holds video only", args.checkpoint)
     return build_cache(ds.items, args.out, vae, text, trigger=cfg.trigger, dataset_info={"root": str(ds.root)},
                        audio=audio, skip_audio=cfg.skip_audio, on_progress=_progress,
-                       reference_downscale_factor=cfg.reference_downscale_factor, model_family=family)
+                       reference_downscale_factor=cfg.reference_downscale_factor, model_family=family,
+                       text_source=source)
