@@ -119,7 +119,9 @@ def model_family_of(model_patcher) -> str:
     from ..lorafile.metadata import FAMILIES, FAMILY_LTX23
     from .lora import model_weight_shapes
 
-    guess = model_family(model_weight_shapes(model_patcher))
+    # unet_config: the header config ComfyUI built the model from (LTX-2.5's ff_bias=false is read from there).
+    config = getattr(getattr(model_patcher.model, "model_config", None), "unet_config", None)
+    guess = model_family(model_weight_shapes(model_patcher), config)
     refuse_unsupported(guess, "ComfyUI's MODEL")
     return guess.family if guess.family in FAMILIES else FAMILY_LTX23
 

@@ -8,9 +8,12 @@ LoRA files (what their modules and shapes show):
 The signatures found are intersected; what is left when they cannot decide is an "unknown family" (the attention
 and FFN layers of LTX-2, 2.3 and 2.5 share names and widths, so a q/k/v/out LoRA without metadata is one).
 
-Checkpoints also show LTX-2.5's own signatures: no FFN biases (``ff_bias=false``), a keyframe position embedding,
-and a Gemma 4 text encoder pack (``gemma_config`` / ``tokenizer_json``) carrying the projection. LTX-2.5 is refused
-with ``UnsupportedModelError`` until it is supported.
+Checkpoints also show LTX-2.5's own signatures: no FFN biases (``ff_bias=false`` in the header's transformer config,
+and no ``ff.net.*.bias`` weights), a keyframe position embedding, and a Gemma 4 text encoder pack (``gemma_config`` /
+``tokenizer_json``) carrying the projection. ComfyUI builds its MODEL from that header config (``unet_config``), so
+a loaded LTX-2.5 MODEL shows ``ff_bias`` false there and has no FFN bias parameters; a file that lacks the biases
+without saying so in its header is built with them (reported missing in ComfyUI's log) and reads as 2.3.
+LTX-2.5 is refused with ``UnsupportedModelError`` until it is supported.
 """
 
 from __future__ import annotations
@@ -135,9 +138,14 @@ def detect_family(parsed: ParsedLora, metadata: Mapping[str, str]) -> FamilyGues
     return family_from_structure(parsed)
 
 
-def model_family(weights: Mapping[str, torch.Size] | Iterable[str]) -> FamilyGuess:
+def model_family(
+    weights: Mapping[str, torch.Size] | Iterable[str], config: Mapping[str, object] | None = None
+) -> FamilyGuess:
     """The family of a model from its diffusion-model weight names (no ``diffusion_model.`` prefix); given their
-    shapes too (a mapping), the AdaLN width is read as well."""
+    shapes too (a mapping), the AdaLN width is read as well. ``config`` is the transformer config the model was
+    built from (the checkpoint header's ``transformer`` section; for ComfyUI's MODEL its ``unet_config``, which
+    holds that section): ``ff_bias`` or ``audio_ff_bias`` false there is LTX-2.5 (no FFN biases) even where the
+    weights are not at hand."""
     shapes = weights if isinstance(weights, Mapping) else {}
     names = set(weights)
     if not any(n.startswith("transformer_blocks.") for n in names) or "patchify_proj.weight" not in names:
@@ -145,7 +153,9 @@ def model_family(weights: Mapping[str, torch.Size] | Iterable[str]) -> FamilyGue
     if "audio_adaln_single.linear.weight" not in names:
         return FamilyGuess((md.FAMILY_LTXV09,), "structure", "no audio stream")
     ffn = "transformer_blocks.0.ff.net.0.proj"
-    ltx25 = ["keyframe position embedding"] * ("keyframes_abs_pos_embedding" in names)
+    no_bias = [k for k in ("ff_bias", "audio_ff_bias") if (config or {}).get(k) is False]
+    ltx25 = [f"{' and '.join(no_bias)} false in its config"] if no_bias else []
+    ltx25 += ["keyframe position embedding"] * ("keyframes_abs_pos_embedding" in names)
     ltx25 += ["no FFN biases"] * (f"{ffn}.weight" in names and f"{ffn}.bias" not in names)
     if ltx25:
         return FamilyGuess((md.FAMILY_LTX25,), "structure", " and ".join(ltx25) + " (LTX-2.5)")

@@ -8,6 +8,7 @@ any problem unless forced. A LoRA that is "2.3 or 2.5" is taken as 2.3: 2.5 mode
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -124,8 +125,16 @@ def refuse_unsupported_checkpoint(path: str | os.PathLike) -> None:
     """``UnsupportedModelError`` for a checkpoint of an unsupported family (LTX-2.5), read from its header only."""
     from .family import refuse_unsupported
 
+    from safetensors import safe_open
+
     try:
         shapes = checkpoint_weight_shapes(path)
     except LoraFileError:  # not a single file with model.diffusion_model.*: the model loader names that problem
         return
-    refuse_unsupported(model_family(shapes), str(path))
+    with safe_open(str(path), framework="pt") as fh:
+        header = fh.metadata() or {}
+    try:
+        config = json.loads(header.get("config") or "{}").get("transformer")
+    except (json.JSONDecodeError, AttributeError):  # a damaged header config: the model loader names that problem
+        config = None
+    refuse_unsupported(model_family(shapes, config if isinstance(config, dict) else None), str(path))
