@@ -115,6 +115,7 @@ class Row:
     mode: str  # "default" | "no-dynamic" | "inprocess"
     dtype: str  # "fp8" | "bf16"
     cap_gib: float | None = None
+    audio: bool = True  # audio+video where the cache has audio; False: the video-only cache (":video" rows)
     s_per_step: float | None = None
     s_per_step_wall: float | None = None
     peak_vram_gib: float | None = None  # torch's counters (max_memory_allocated) in the training process
@@ -268,7 +269,7 @@ def _child_inprocess(args, dtype: str, out: Path) -> None:
 
 
 def run_inprocess(args, dtype: str) -> Row:
-    row = Row("inprocess", dtype)
+    row = Row("inprocess", dtype, audio=args.audio)
     out = args.work / f"inprocess_{dtype}.json"
     t0 = time.perf_counter()
     extra = ["--_inprocess", dtype, str(out)] + ([] if args.audio else ["--no-audio"])
@@ -345,6 +346,7 @@ def _wait_up(url: str, proc: subprocess.Popen, log: Path, deadline: float) -> No
 
 
 def run_server_row(args, row: Row, ckpt: Path, cache: Path, total_gib: float | None) -> None:
+    cache = cache if row.audio else args.video_cache
     base = make_base(args.work)
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
@@ -358,7 +360,7 @@ def run_server_row(args, row: Row, ckpt: Path, cache: Path, total_gib: float | N
         cmd += ["--front-end-root", str(args.front_end_root)]
     if row.cap_gib is not None and total_gib:
         cmd += ["--reserve-vram", f"{max(0.0, total_gib - row.cap_gib):.2f}"]
-    log = args.out / f"server_{row.dtype}_{row.mode}_{row.cap_gib or 'nocap'}.log"
+    log = args.out / f"server_{row.dtype}_{row.mode}_{row.cap_gib or 'nocap'}{'' if row.audio else '_video'}.log"
     t0 = time.perf_counter()
     row_deadline = min(args.deadline, time.monotonic() + args.row_timeout)
     with log.open("w") as out:
@@ -368,7 +370,7 @@ def run_server_row(args, row: Row, ckpt: Path, cache: Path, total_gib: float | N
     try:
         _wait_up(url, proc, log, row_deadline)
         steps = args.warmup + args.steps
-        prompt = build_prompt(url, ckpt.name, cache, steps, f"bench_{row.dtype}_{row.mode}")
+        prompt = build_prompt(url, ckpt.name, cache, steps, f"bench_{row.dtype}_{row.mode}_{uuid.uuid4().hex[:6]}")
         queued = _get_json(f"{url}/prompt", {"prompt": prompt, "client_id": uuid.uuid4().hex})
         pid = queued["prompt_id"]
         seen: dict[int, float] = {}
@@ -432,10 +434,11 @@ def _rows(args) -> list[Row]:
     rows = []
     for dtype in args.dtypes:
         for spec in args.rows:
+            spec, _, streams = spec.partition(":")
             mode, _, cap = spec.partition("@")
-            if mode not in ("default", "no-dynamic"):
-                raise SystemExit(f"--rows: unknown mode {mode!r} in {spec!r} (default, no-dynamic, with @GIB)")
-            rows.append(Row(mode, dtype, float(cap) if cap else None))
+            if mode not in ("default", "no-dynamic") or streams not in ("", "video"):
+                raise SystemExit(f"--rows: unknown row {spec!r} (default or no-dynamic, then @GIB and/or :video)")
+            rows.append(Row(mode, dtype, float(cap) if cap else None, audio=args.audio and streams != "video"))
     return rows
 
 
@@ -444,12 +447,13 @@ def print_table(rows: list[Row], device: str) -> None:
         return "n/a" if v is None else fmt.format(v)
 
     print(f"\nreal-path benchmark on {device}")
-    print("| mode | dtype | cap GiB | s/step | wall s/step | peak torch GiB | node GiB (source) | smi GiB | device GiB "
+    print("| mode | dtype | streams | cap GiB | s/step | wall s/step | peak torch GiB | node GiB (source) | smi GiB | device GiB "
           "| host RSS GiB | x in-process | status |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         node = f"{f(r.peak_vram_node_gib, '{:.2f}')} ({r.peak_vram_node_source or '-'})"
-        print(f"| {r.mode} | {r.dtype} | {f(r.cap_gib, '{:g}')} | {f(r.s_per_step)} | {f(r.s_per_step_wall)} | "
+        streams = "audio+video" if r.audio else "video"
+        print(f"| {r.mode} | {r.dtype} | {streams} | {f(r.cap_gib, '{:g}')} | {f(r.s_per_step)} | {f(r.s_per_step_wall)} | "
               f"{f(r.peak_vram_gib, '{:.2f}')} | {node} | {f(r.peak_vram_smi_gib, '{:.2f}')} | "
               f"{f(r.peak_device_used_gib, '{:.2f}')} | {f(r.host_rss_gib, '{:.2f}')} | "
               f"{f(r.ratio_to_inprocess, '{:.2f}')} | {r.status} |")
@@ -463,7 +467,12 @@ def main() -> int:
     p.add_argument("--dtypes", nargs="+", choices=["fp8", "bf16"], default=["fp8", "bf16"])
     p.add_argument("--front-end-root", type=Path, default=None,
                    help="serve this placeholder folder as the web UI (where comfyui-frontend-package is absent)")
-    p.add_argument("--rows", nargs="+", default=DEFAULT_ROWS, help="server rows in order: default|no-dynamic[@GIB]")
+    p.add_argument("--rows", nargs="+", default=DEFAULT_ROWS,
+                   help="server rows in order: default|no-dynamic, then @GIB (a capped card) and/or :video (video-only)")
+    p.add_argument("--baseline-dtype", choices=["fp8", "bf16"], default=None,
+                   help="dtype of the in-process row the ratios divide by (default: the rows' own dtype)")
+    p.add_argument("--keep-checkpoint", action="store_true",
+                   help="leave the written checkpoint in --work for a later call on the same machine")
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--steps", type=int, default=8, help="timed steps after the warm-up")
     p.add_argument("--no-inprocess", action="store_true", help="skip the in-process rows (ratio left null)")
@@ -510,6 +519,10 @@ def main() -> int:
 
     args.audio = args.audio and CachedData(cache)[0].audio is not None
     print(f"cache {cache}: {cache_info}; the trainer reads audio from it: {args.audio}", flush=True)
+    args.video_cache = cache
+    if args.audio and any(spec.endswith(":video") for spec in args.rows):
+        args.video_cache = args.work / "cache_video"
+        write_cache(args.video_cache, geo["video"], geo["text_tokens"], width, None)
 
     results: list[Row] = []
     planned = _rows(args)
@@ -522,9 +535,9 @@ def main() -> int:
             ckpt = prepare_files(args, args.work, dtype)
             base_row = None
             if not args.no_inprocess:
-                base_row = run_inprocess(args, dtype)
+                base_row = run_inprocess(args, args.baseline_dtype or dtype)
                 results.append(base_row)
-                print(f"in-process {dtype}: {base_row.s_per_step} s/step ({base_row.status}) {base_row.note}",
+                print(f"in-process {base_row.dtype}: {base_row.s_per_step} s/step ({base_row.status}) {base_row.note}",
                       flush=True)
             for row in (r for r in planned if r.dtype == dtype):
                 left = args.deadline - time.monotonic()
@@ -534,12 +547,13 @@ def main() -> int:
                     print(f"DROPPED {row.mode} {dtype} cap {row.cap_gib}: {row.note}", flush=True)
                 else:
                     run_server_row(args, row, ckpt, cache, total)
-                    print(f"{row.mode} {dtype} cap {row.cap_gib}: {row.s_per_step} s/step, {row.seconds:.0f} s, "
+                    print(f"{row.mode} {dtype} cap {row.cap_gib}{'' if row.audio else ' video-only'}: {row.s_per_step} s/step, {row.seconds:.0f} s, "
                           f"{row.status}", flush=True)
-                if base_row and base_row.s_per_step and row.s_per_step:
+                if base_row and base_row.s_per_step and row.s_per_step and base_row.audio == row.audio:
                     row.ratio_to_inprocess = row.s_per_step / base_row.s_per_step
                 results.append(row)
-            ckpt.unlink(missing_ok=True)  # the device's disk holds one 22-43 GB file at a time
+            if not args.keep_checkpoint:
+                ckpt.unlink(missing_ok=True)  # the device's disk holds one 22-43 GB file at a time
     finally:
         record = {"device": device, "total_gib": total, "tiny": args.tiny, "geometry": geo, "audio": args.audio,
                   "warmup": args.warmup, "steps": args.steps, "rows": [asdict(r) for r in results]}
