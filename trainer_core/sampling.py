@@ -40,6 +40,49 @@ class AudioPlan:
     condition: torch.Tensor | None = None
 
 
+@dataclass
+class _Stream:
+    """One stream's latent ``[1, C, L, ...]`` while sampling; ``generated`` ``[L]`` is 1 where the sampler denoises
+    and 0 where a conditioning latent is held clean at timestep 0 (None: all generated)."""
+
+    x: torch.Tensor
+    tokens_per_step: int  # model tokens per step along dim 2: H*W for a video frame, 1 for an audio step
+    generated: torch.Tensor | None = None
+
+    @classmethod
+    def start(cls, noise: torch.Tensor, condition: torch.Tensor | None, tokens_per_step: int) -> _Stream:
+        """``noise`` with ``condition`` ``[C, L_c, ...]`` over its first ``min(L, L_c)`` steps, held clean; the
+        rest (a tail past a shorter clip) is generated, as ComfyUI's Concat AV Latent fits a shorter clip."""
+        if condition is None:
+            return cls(noise, tokens_per_step)
+        if condition.shape[0] != noise.shape[1] or condition.shape[2:] != noise.shape[3:]:
+            raise ValueError(f"a conditioning latent {tuple(condition.shape)} does not fit the sampled latent "
+                             f"{tuple(noise.shape[1:])} (only its length may differ)")
+        kept = min(noise.shape[2], condition.shape[1])
+        x = noise.clone()
+        x[0, :, :kept] = condition[:, :kept].to(x.device, x.dtype)
+        generated = torch.ones(noise.shape[2], device=noise.device)
+        generated[:kept] = 0.0
+        return cls(x, tokens_per_step, generated)
+
+    def timesteps(self, s: float) -> torch.Tensor:
+        """Per-token timesteps ``[1, L * tokens_per_step]`` at sigma ``s`` (0 on held steps)."""
+        if self.generated is None:
+            return torch.full((1, self.x.shape[2] * self.tokens_per_step), s, device=self.x.device)
+        return (s * self.generated).repeat_interleave(self.tokens_per_step)[None]
+
+    def sigma(self, sigma: torch.Tensor) -> torch.Tensor:
+        """The stream's sigma: a stream that is all conditioning is at sigma 0, as training feeds it."""
+        return sigma if self.generated is None or bool(self.generated.any()) else torch.zeros_like(sigma)
+
+    def step(self, velocity: torch.Tensor, ds: float) -> None:
+        """One Euler step on the generated steps; held steps keep their clean latent exactly."""
+        update = ds * velocity.float()
+        if self.generated is not None:
+            update = update * self.generated.view(1, 1, -1, *([1] * (self.x.ndim - 3)))
+        self.x = self.x + update
+
+
 @torch.no_grad()
 def sample_video(
     backbone: Backbone,
@@ -71,12 +114,17 @@ def sample_av(
     audio: AudioPlan | None = None,
     reference: torch.Tensor | None = None,
     reference_factors: tuple[int, int] = (1, 1),
+    video: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Video ``[1, C, F, H, W]`` and, with ``audio``, the audio latent ``[1, 8, T, 16]`` denoised together.
 
     The video noise is drawn first, so without ``audio`` this is ``sample_video``. Both streams follow one schedule
     (the video's token count), as ComfyUI samples a joint latent; conditioning audio steps keep timestep 0.
-    
+
+    With a ``video`` condition (a clean video latent ``[C, F_c, H, W]``, e.g. a training clip's, for video-to-audio)
+    the video is held at it the way ``AudioPlan`` holds audio: its first ``min(F, F_c)`` latent frames stay clean at
+    timestep 0 (sigma 0 when that is all of them) and only a tail past a shorter clip is generated.
+
     With a ``reference`` ``[1, 128, F_r, H/N, W/N]`` (IC-LoRA) every step is guided by it, clean at timestep 0, with
     ``reference_factors`` (spatial N, temporal S) placing it as training did.
     """
@@ -84,33 +132,27 @@ def sample_av(
         raise ValueError("guidance > 1 needs a negative text context")
     c, f, h, w = latent_shape
     device = backbone.device
-    x = torch.randn(1, c, f, h, w, generator=generator).to(device)
-    xa = generated = None
+    v = _Stream.start(torch.randn(1, c, f, h, w, generator=generator).to(device), video, h * w)
+    a = None
     if audio is not None:
-        xa = torch.randn(1, AUDIO_LATENT_CHANNELS, audio.steps, AUDIO_LATENT_BINS, generator=generator).to(device)
-        generated = torch.ones(audio.steps, device=device)
-        if audio.condition is not None:
-            kept = min(audio.steps, audio.condition.shape[1])
-            xa[0, :, :kept] = audio.condition[:, :kept].to(device, xa.dtype)
-            generated[:kept] = 0.0
+        noise = torch.randn(1, AUDIO_LATENT_CHANNELS, audio.steps, AUDIO_LATENT_BINS, generator=generator)
+        a = _Stream.start(noise.to(device), audio.condition, 1)
     sigmas = sigma_schedule(steps, f * h * w)
     for s, s_next in zip(sigmas[:-1].tolist(), sigmas[1:].tolist(), strict=True):
         sigma = torch.full((1,), s, device=device)
-        inp = ModelInput(x, sigma.view(1, 1).expand(1, f * h * w), sigma, text, frame_rate)
+        inp = ModelInput(v.x, v.timesteps(s), v.sigma(sigma), text, frame_rate)
         if reference is not None:  # IC-LoRA: the clean reference beside the video at timestep 0, as in training
             inp = replace(inp, reference=reference.to(device), reference_factor=reference_factors[0],
                           reference_temporal_factor=reference_factors[1])
-        if xa is not None and generated is not None:
-            # A stream that is all conditioning is at sigma 0, as training feeds it.
-            audio_sigma = sigma if bool(generated.any()) else torch.zeros_like(sigma)
-            inp = replace(inp, audio=xa, audio_timesteps=(s * generated)[None], audio_sigma=audio_sigma)
+        if a is not None:
+            inp = replace(inp, audio=a.x, audio_timesteps=a.timesteps(s), audio_sigma=a.sigma(sigma))
         velocity, audio_velocity = backbone.velocity(inp)
         if guidance > 1:
             uncond, audio_uncond = backbone.velocity(replace(inp, text=negative))
             velocity = uncond + guidance * (velocity - uncond)
             if audio_velocity is not None and audio_uncond is not None:
                 audio_velocity = audio_uncond + guidance * (audio_velocity - audio_uncond)
-        x = x + (s_next - s) * velocity.float()
-        if xa is not None and generated is not None and audio_velocity is not None:
-            xa = xa + (s_next - s) * audio_velocity.float() * generated.view(1, 1, -1, 1)
-    return x, xa
+        v.step(velocity, s_next - s)
+        if a is not None and audio_velocity is not None:
+            a.step(audio_velocity, s_next - s)
+    return v.x, None if a is None else a.x

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -73,6 +73,18 @@ def audio_count(data: TrainingData) -> int:
     """``data.audio_count()``; data that cannot tell (an older ``TrainingData``) counts as having no audio."""
     counter = getattr(data, "audio_count", None)
     return int(counter()) if counter is not None else 0
+
+
+def first_latents(data: TrainingData, count: int, pick: Callable[[Sample], torch.Tensor | None]) -> list[torch.Tensor]:
+    """The first ``count`` latents ``pick`` finds in the samples, in order, as float32, skipping samples without
+    one and loading only as many samples as it takes (previews conditioned or guided by training clips)."""
+    found: list[torch.Tensor] = []
+    for i in range(len(data)):
+        if len(found) == count:
+            break
+        if (latent := pick(data[i])) is not None:
+            found.append(latent.float())
+    return found
 
 
 def batch_shape(video: Sequence[int], audio: Sequence[int] | None, reference: Sequence[int] | None) -> tuple[int, ...]:
