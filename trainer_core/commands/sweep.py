@@ -11,6 +11,12 @@ Audio LoRAs are swept with sound, following the files' own ``ltxlora.audio``: ``
 video, ``condition`` conditions each prompt column on a training clip's audio (``--data`` or the run's cache). The
 checkpoint's audio VAE and vocoder decode it; the grid video then plays the cells in turn, each with its sound, and
 every cell is also written as ``<out>_cell_NN.mp4`` with its sound, as the Sweep Grid node does.
+
+IC-LoRAs (files with ``reference_downscale_factor`` in their metadata) are swept guided by ``--reference CLIP``, as the
+Sweep node's graph guides them: the clip's first frames at the sweep's frame rate are decoded at the sweep's size
+(scaled to cover it, centre crop), and each row gets them ``encode_reference``d by the checkpoint's VAE at its own
+factors (an IC-LoRA's from its metadata; the base row's at 1, as Get IC-LoRA Parameters gives a model without one).
+Every sampling step of every cell then sees the reference clean at timestep 0, as the headless previews do.
 """
 
 from __future__ import annotations
@@ -39,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "`cache --text-encoder`); not needed when the cache used the stand-in")
     parser.add_argument("--out", help="grid video path (.mp4; the .png goes beside it); default <run>/sweep.mp4")
     parser.add_argument("--device", help="torch device (default: the run's model.device, else cpu)")
+    parser.add_argument("--reference", metavar="CLIP", help="IC-LoRAs: the reference (control) video that guides "
+                        "every cell (depth, pose, edges ...; at least --frames long); required for IC-LoRAs, refused "
+                        "for other LoRAs")
     add_section_arguments(parser, SweepSettings, exclude=("loras",))
     exclude = tuple(name for name in PreviewSettings.model_fields if name not in SIZE_FIELDS)
     add_section_arguments(parser, PreviewSettings, exclude=exclude)
@@ -84,19 +93,78 @@ def _size(args: argparse.Namespace, cfg: Any) -> PreviewSettings:
     return parse_section(PreviewSettings, {**run, **given}, where="option ")
 
 
-def _audio_mode(files: list[Path]) -> str | None:
+def _audio_mode(metadata: dict[Path, dict[str, str]]) -> str | None:
     """The audio mode the LoRA files were trained with (their ``ltxlora.audio``): generate, condition or None."""
     from ..lorafile import metadata as md
-    from ..lorafile.read import read_lora_file
     from ..sweep.plan import SweepError
 
-    modes = {f.name: read_lora_file(f)[1].get(md.AUDIO, "") for f in files}
+    modes = {f.name: meta.get(md.AUDIO, "") for f, meta in metadata.items()}
     found = {m for m in modes.values() if m in ("generate", "condition")}
     if len(found) > 1:
         listed = ", ".join(f"{name}: {mode or 'none'}" for name, mode in modes.items())
         raise SweepError(f"the LoRA files were trained with different recipe.audio modes ({listed}); a sweep "
                          "samples every row alike, so sweep the audio-generating and audio-conditioned LoRAs apart")
     return found.pop() if found else None
+
+
+def _ic_factors(metadata: dict[Path, dict[str, str]], reference: str | None) -> dict[Path, tuple[int, int]]:
+    """Each IC-LoRA file's (spatial N, temporal S) reference factors. ``SweepError`` when IC-LoRAs and other LoRAs
+    are mixed, IC-LoRAs come without ``--reference``, or ``--reference`` comes with LoRAs that are not IC-LoRAs."""
+    from ..lorafile.read import reference_factors
+    from ..sweep.plan import SweepError
+
+    factors = {f: fs for f, meta in metadata.items() if (fs := reference_factors(meta, f.name)) is not None}
+    plain = ", ".join(f.name for f in metadata if f not in factors)
+    ic = ", ".join(f.name for f in factors)
+    if factors and plain:
+        raise SweepError(f"{ic} are IC-LoRAs and {plain} are not: IC-LoRA cells are guided by --reference and the "
+                         "others cannot be; sweep them apart")
+    if factors and reference is None:
+        raise SweepError(f"{ic}: IC-LoRAs (reference_downscale_factor in the file's metadata) follow a reference "
+                         "clip; give --reference CLIP, a video of the control they were trained on (depth, pose, "
+                         "edges ...), to guide every cell")
+    if reference is not None and not factors:
+        raise SweepError(f"--reference {reference} was given, but {plain} are not IC-LoRAs (no "
+                         "reference_downscale_factor in their metadata), so nothing would follow it; leave out "
+                         "--reference")
+    return factors
+
+
+def _reference_frames(path: str, size: PreviewSettings, fps: float) -> Any:
+    """``--reference``'s first ``size.frames`` frames at ``fps``, scaled to cover ``size`` and centre-cropped (as the
+    dataset cuts a clip): float32 ``[F, H, W, 3]``. ``SweepError`` naming the file when it is missing, not a video,
+    too short or cannot be decoded."""
+    import random
+
+    from ..dataset.buckets import Bucket
+    from ..dataset.media import MediaError, probe
+    from ..dataset.prepare import load_planned_frames, plan_item
+    from ..sweep.plan import SweepError
+
+    try:
+        info = probe(Path(path))
+        if info.kind != "video":
+            raise SweepError(f"--reference {path} is an image; give a video clip of at least {size.frames} frames")
+        if info.frames_at(fps) < size.frames:
+            raise SweepError(f"--reference {path} has {info.frames_at(fps)} frames at {fps:g} fps; the sweep's cells "
+                             f"have {size.frames}: give a longer clip or lower --frames")
+        plan = plan_item(info, (Bucket(size.width, size.height, size.frames),), target_fps=fps, crop="center",
+                         trim_start="start", rng=random.Random(0))
+        return load_planned_frames(Path(path), info, plan)
+    except MediaError as err:
+        raise SweepError(f"--reference {path} cannot be used: {err}") from None
+
+
+def _guides(frames: Any, factors: dict[Path, tuple[int, int]], vae: Any, size: PreviewSettings
+            ) -> dict[Path | None, tuple[Any, tuple[int, int]]]:
+    """Each row's reference latent and factors, by LoRA file (None: the base row, at factors 1)."""
+    from ..dataset.prepare import keep_reference_frames
+    from ..ltxcore.previews import encode_reference
+
+    latents: dict[tuple[int, int], Any] = {}
+    for pair in {(1, 1), *factors.values()}:
+        latents[pair] = encode_reference(keep_reference_frames(frames, pair[1]), vae, size, *pair)
+    return {None: (latents[1, 1], (1, 1)), **{f: (latents[pair], pair) for f, pair in factors.items()}}
 
 
 def _sound(mode: str | None, backbone: Any, checkpoint: str, device: str, prompts: list[Any], data: Any) -> Any:
@@ -113,13 +181,35 @@ def _sound(mode: str | None, backbone: Any, checkpoint: str, device: str, prompt
     return sound
 
 
+def _render(plan: Any, backbone: Any, decoder: Any, size: PreviewSettings, fps: float, sound: Any,
+            guides: dict[Path | None, tuple[Any, tuple[int, int]]]) -> list[Any]:
+    """Every cell's (video, sound), row by row, each row with its LoRA hooked in at its strength and, for an IC-LoRA
+    sweep, guided by the row's reference latent."""
+    from dataclasses import replace
+
+    from ..ltxcore.previews import lora_applied, render_clip
+
+    clips = []
+    for row, variant in enumerate(plan.variants):
+        applied = nullcontext() if variant.lora is None else lora_applied(backbone, variant.lora, variant.strength)
+        latent, factors = guides.get(variant.lora, (None, (1, 1)))
+        with applied:
+            for cell in (c for c in plan.cells if c.row == row):
+                prompt = plan.prompts[cell.prompt].conditioning
+                if latent is not None:
+                    prompt = replace(prompt, reference=latent)
+                clips.append(render_clip(backbone, decoder, prompt, size, cell.seed, fps, sound, factors))
+    return clips
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
     from ..cache.reader import CachedData
+    from ..lorafile.read import read_lora_file
     from ..ltxcore.backbone import LtxCoreBackbone
     from ..ltxcore.encoders import LtxCoreVae
-    from ..ltxcore.previews import MIN_SIDE, lora_applied, render_clip, save_grid
+    from ..ltxcore.previews import MIN_SIDE, check_reference_size, save_grid
     from ..sweep.grid import cell_videos
     from ..sweep.plan import SweepError, parse_numbers, parse_seeds, plan_sweep, resolve_lora_files
     from ..sweep.report import sweep_report
@@ -138,11 +228,17 @@ def run(args: argparse.Namespace) -> int:
     device = args.device or (cfg.model.device if cfg else "cpu")
     data_folder = args.data or (cfg.data if cfg else None)
     data = CachedData(data_folder) if data_folder else None
+    fps = float(data.frame_rate_of(0)) if data is not None and len(data) else 24.0
     files = resolve_lora_files(settings.loras, (Path.cwd(),))
-    audio_mode = _audio_mode(files)  # before the model loads, as the checks below
+    metadata = {f: read_lora_file(f)[1] for f in files}
+    audio_mode = _audio_mode(metadata)  # before the model loads, as the checks below
     if audio_mode == "condition" and data is None:
         raise SweepError("the LoRAs were trained with recipe.audio condition: the cells are conditioned on the "
                          "training clips' audio, so give --data (the cache) or sweep the run folder")
+    factors = _ic_factors(metadata, args.reference)
+    for pair in set(factors.values()):
+        check_reference_size(size, *pair, "sweep", "change --width/--height/--frames")
+    reference = _reference_frames(args.reference, size, fps) if factors else None
     prompts = _prompts(args, settings, data, checkpoint, device, cfg.preview.count if cfg else 1)
     plan = plan_sweep(files, parse_numbers(settings.strengths, "strengths"), prompts, parse_seeds(settings.seeds),
                       settings.max_cells)
@@ -151,13 +247,12 @@ def run(args: argparse.Namespace) -> int:
     backbone = LtxCoreBackbone.from_checkpoint(checkpoint, dtype=dtype, device=device)
     decoder = LtxCoreVae(checkpoint, device=device, dtype=dtype)
     sound = _sound(audio_mode, backbone, checkpoint, device, plan.prompts, data)
-    fps = float(data.frame_rate_of(0)) if data is not None and len(data) else 24.0
-    clips = []
-    for row, variant in enumerate(plan.variants):
-        applied = nullcontext() if variant.lora is None else lora_applied(backbone, variant.lora, variant.strength)
-        with applied:
-            clips += [render_clip(backbone, decoder, plan.prompts[c.prompt].conditioning, size, c.seed, fps, sound)
-                      for c in plan.cells if c.row == row]
+    guides = _guides(reference, factors, decoder, size) if reference is not None else {}
+    if guides:
+        spatial = ", ".join(str(n) for n in sorted({n for n, _ in factors.values()}))
+        sys.stdout.write(f"IC-LoRA: every cell is guided by {args.reference} (reference_downscale_factor {spatial}; "
+                         "the base row at 1)\n")
+    clips = _render(plan, backbone, decoder, size, fps, sound, guides)
     labels = [c.label for c in plan.cells]
     report = sweep_report([video for video, _ in clips], labels, plan)
     sounds = [track for _, track in clips if track is not None]

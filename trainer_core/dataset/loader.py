@@ -22,7 +22,7 @@ from ..config.dataset import DatasetConfig
 from .buckets import Bucket, parse_buckets
 from .captions import VocabularyFinding, apply_trigger, caption_findings, vocabulary_findings
 from .media import MEDIA_EXTENSIONS, AudioClip, MediaError, MediaInfo, probe, read_audio_window
-from .prepare import ClipPlan, describe_changes, load_planned_frames, plan_item, plan_reference
+from .prepare import ClipPlan, describe_changes, keep_reference_frames, load_planned_frames, plan_item, plan_reference
 from .sources import SourceEntry, list_sources
 
 logger = logging.getLogger(__name__)
@@ -95,8 +95,7 @@ class PreparedItem:
         if self.reference is None or self.reference_info is None or self.reference_plan is None:
             raise ValueError(f"{self.id} has no reference video")
         frames = load_planned_frames(self.reference, self.reference_info, self.reference_plan)
-        s = self.reference_temporal
-        return frames if s == 1 else frames[[0, *range(1, frames.shape[0], s)]]
+        return keep_reference_frames(frames, self.reference_temporal)
 
     def first_frame(self) -> torch.Tensor:
         """Only the first prepared frame, ``[1, H, W, 3]`` (for previews)."""

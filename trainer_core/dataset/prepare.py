@@ -119,6 +119,12 @@ def plan_reference(info: MediaInfo, ref: MediaInfo, plan: ClipPlan, factor: int)
                     available)
 
 
+def keep_reference_frames(frames: torch.Tensor, temporal: int) -> torch.Tensor:
+    """Frames 0, 1, 1+S, 1+2S, ... of a reference's cut for ``temporal`` S (ltx-trainer's VAE-aligned subsampling:
+    (F - 1) / S + 1 of an 8n+1 cut's F frames); all of them for S = 1."""
+    return frames if temporal == 1 else frames[[0, *range(1, frames.shape[0], temporal)]]
+
+
 def describe_changes(info: MediaInfo, plan: ClipPlan, *, target_fps: float | None, crop: str, trim: str) -> list[str]:
     """Plain-English list of what preparation changes relative to the source (empty: used as is)."""
     changes = list(info.notes)

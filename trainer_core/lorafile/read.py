@@ -11,6 +11,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from ..errors import UserError
+from .metadata import REFERENCE_DOWNSCALE_FACTOR, REFERENCE_TEMPORAL_SCALE_FACTOR
 
 # Tensor-name endings that mark a key as part of a LoRA (or LyCORIS) adapter, in any of the layouts we read.
 _LORA_MARKERS = (
@@ -88,3 +89,23 @@ def read_lora_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], di
             f"{len(tensors)} tensors such as {sample}). Is it a model checkpoint rather than a LoRA?"
         )
     return tensors, metadata
+
+
+def reference_factors(metadata: dict[str, str], where: str) -> tuple[int, int] | None:
+    """An IC-LoRA's (spatial N, temporal S) reference factors from its bare metadata keys (S is 1 when the file has
+    no ``reference_temporal_scale_factor``, as ltx-pipelines reads it); None for a LoRA that is not an IC-LoRA (no
+    ``reference_downscale_factor``). ``LoraFileError`` naming ``where`` when a value is not a whole number >= 1."""
+    if REFERENCE_DOWNSCALE_FACTOR not in metadata:
+        return None
+    out = []
+    for key, default in ((REFERENCE_DOWNSCALE_FACTOR, None), (REFERENCE_TEMPORAL_SCALE_FACTOR, "1")):
+        raw = metadata.get(key, default)
+        try:
+            number = float(raw)
+        except (TypeError, ValueError):
+            number = 0.0
+        if number < 1 or not number.is_integer():
+            raise LoraFileError(f"{where}: metadata {key} is {raw!r}, not a whole number >= 1; re-save the IC-LoRA "
+                                "with its training factor")
+        out.append(int(number))
+    return out[0], out[1]

@@ -196,17 +196,36 @@ def attach_conditioning_audio(prompts: Sequence[PromptFeatures], data: Any) -> N
         prompt.audio = clips[n % len(clips)]
 
 
+def check_reference_size(settings: PreviewSettings, factor: int, temporal: int, what: str, fix: str) -> None:
+    """``ConfigError`` unless an IC-LoRA clip of ``settings``' size divides by the reference factors: width and
+    height by 32 x ``factor``, frames - 1 by 8 x ``temporal``. ``what`` names the clips, ``fix`` the settings."""
+    if settings.width % (32 * factor) or settings.height % (32 * factor) or (settings.frames - 1) % (8 * temporal):
+        raise ConfigError(
+            f"{what} {settings.width}x{settings.height}x{settings.frames}: an IC-LoRA {what}'s width and height "
+            f"must be multiples of 32 x reference_downscale_factor ({32 * factor}) and its frames - 1 a multiple of "
+            f"8 x reference_temporal_scale_factor ({8 * temporal}); {fix}"
+        )
+
+
+def encode_reference(pixels: torch.Tensor, vae: Any, settings: PreviewSettings, factor: int,
+                     temporal: int = 1) -> torch.Tensor:
+    """A reference clip's frames ``[F, H, W, 3]`` in 0..1 (already kept 0, 1, 1+S, ... for ``temporal`` S) as the
+    reference latent of a clip of ``settings``' size: cut to its (frames - 1) / S + 1 frames (a shorter reference:
+    its whole 8n+1 frames), resized to width and height / ``factor`` (what LTXV Add Guide does with a guide clip)
+    and encoded by ``vae``."""
+    pixels = pixels[: (settings.frames - 1) // temporal + 1]
+    pixels = pixels[: (pixels.shape[0] - 1) // 8 * 8 + 1]
+    size = (settings.height // factor, settings.width // factor)
+    resized = torch.nn.functional.interpolate(pixels.permute(0, 3, 1, 2), size=size, mode="bilinear",
+                                              antialias=True, align_corners=False).clamp(0, 1)
+    return vae.encode(resized.permute(0, 2, 3, 1))
+
+
 def attach_references(prompts: Sequence[PromptFeatures], data: Any, vae: Any, settings: PreviewSettings,
                       factor: int, temporal: int = 1) -> None:
     """Prompt i gets the reference of the i-th training clip that has one (cycling), at the preview's size: decoded
-    by ``vae``, resized to the preview's width and height / ``factor``, cut to the preview's (subsampled) frames and
-    encoded again. ``ConfigError`` when the preview size does not divide by the factors."""
-    if settings.width % (32 * factor) or settings.height % (32 * factor) or (settings.frames - 1) % (8 * temporal):
-        raise ConfigError(
-            f"preview {settings.width}x{settings.height}x{settings.frames}: an IC-LoRA preview's width and height "
-            f"must be multiples of 32 x reference_downscale_factor ({32 * factor}) and its frames - 1 a multiple of "
-            f"8 x reference_temporal_scale_factor ({8 * temporal}); change preview.width/height/frames"
-        )
+    by ``vae`` and ``encode_reference``d. ``ConfigError`` when the preview size does not divide by the factors."""
+    check_reference_size(settings, factor, temporal, "preview", "change preview.width/height/frames")
     latents: list[torch.Tensor] = []
     for i in range(len(data)):  # loads only as many clips as it takes
         if len(latents) == len(prompts):
@@ -215,15 +234,7 @@ def attach_references(prompts: Sequence[PromptFeatures], data: Any, vae: Any, se
             latents.append(reference.float())
     if not latents:
         raise CacheError("recipe.reference_p > 0, but no training clip has a reference latent to guide previews")
-    size = (settings.height // factor, settings.width // factor)
-    frames = (settings.frames - 1) // temporal + 1
-    clips = []
-    for latent in latents:
-        pixels = vae.decode(latent)[:frames]  # [F, H, W, 3]
-        pixels = pixels[: (pixels.shape[0] - 1) // 8 * 8 + 1]  # a shorter reference: its whole 8n+1 frames
-        resized = torch.nn.functional.interpolate(pixels.permute(0, 3, 1, 2), size=size, mode="bilinear",
-                                                  antialias=True, align_corners=False).clamp(0, 1)
-        clips.append(vae.encode(resized.permute(0, 2, 3, 1)))
+    clips = [encode_reference(vae.decode(latent), vae, settings, factor, temporal) for latent in latents]
     for n, prompt in enumerate(prompts):
         prompt.reference = clips[n % len(clips)]
 
