@@ -12,6 +12,7 @@ import av
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from tests.engine_support import config, synthetic_data, tiny_backbone, write_cache
 from trainer_core.cli import main
@@ -59,8 +60,9 @@ def setup(tmp_path_factory) -> dict[str, Path]:
     return out
 
 
-def sweep(setup: dict[str, Path], lora: str, out: Path, *extra: str) -> int:
-    return main(["sweep", str(setup[lora]), "--checkpoint", str(setup["ckpt"]), "--data", str(setup["cache"]),
+def sweep(setup: dict[str, Path], loras: str, out: Path, *extra: str) -> int:
+    """``loras``: the fixture's LoRA names, space-separated."""
+    return main(["sweep", *(str(setup[name]) for name in loras.split()), "--checkpoint", str(setup["ckpt"]), "--data", str(setup["cache"]),
                  "--out", str(out), *SIZE, *extra])
 
 
@@ -149,27 +151,31 @@ def _corrupt(path: Path) -> Path:
 
 
 @pytest.mark.parametrize(
-    ("lora", "reference", "extra", "message"),
+    ("loras", "reference", "extra", "message"),
     [
         ("ic", None, [], "ic_step_00002.safetensors: IC-LoRAs (reference_downscale_factor in the file's metadata) "
                          "follow a reference clip; give --reference CLIP"),
         ("plain", "ref_a", [], "but plain_step_00002.safetensors are not IC-LoRAs"),
+        ("ic plain", "ref_a", [], "ic_step_00002.safetensors are IC-LoRAs and plain_step_00002.safetensors are not"),
+        ("ic", "image", [], "--reference {path} is an image; give a video clip"),
         ("ic", "missing", [], "--reference {path} cannot be used: missing.mp4: file not found"),
         ("ic", "corrupt", [], "--reference {path} cannot be used: corrupt.mp4"),
         ("ic", "ref_a", ["--frames", "17"], "--reference {path} has 12 frames at 24 fps; the sweep's cells have 17"),
         ("ic", "ref_a", ["--width", "96"], "multiples of 32 x reference_downscale_factor (64)"),
     ],
 )
-def test_reference_errors_are_one_line_before_the_model_loads(setup, tmp_path, monkeypatch, capsys, lora, reference,
+def test_reference_errors_are_one_line_before_the_model_loads(setup, tmp_path, monkeypatch, capsys, loras, reference,
                                                               extra, message):
     def no_model(*_args, **_kwargs):
         raise AssertionError("the model must not load")
 
     monkeypatch.setattr(LtxCoreBackbone, "from_checkpoint", no_model)
-    paths = {"missing": tmp_path / "missing.mp4", "corrupt": _corrupt(tmp_path / "corrupt.mp4")}
+    paths = {"missing": tmp_path / "missing.mp4", "corrupt": _corrupt(tmp_path / "corrupt.mp4"),
+             "image": tmp_path / "edges.png"}
+    Image.new("RGB", (128, 128), (200, 10, 10)).save(paths["image"])
     path = paths.get(reference) or setup.get(reference)
     given = [] if reference is None else ["--reference", str(path)]
-    assert sweep(setup, lora, tmp_path / "g.mp4", *given, *extra) == 2
+    assert sweep(setup, loras, tmp_path / "g.mp4", *given, *extra) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1
     assert message.format(path=path) in err
