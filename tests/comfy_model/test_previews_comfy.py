@@ -264,3 +264,106 @@ def test_condition_run_previews_carry_the_conditioning_clips_audio(comfy, tiny_a
     seconds = 2 * 17 / 24  # two cells playing in turn
     assert seconds <= wave.shape[1] / rate <= seconds + 1024 / rate + 0.01
     assert np.sqrt((wave**2).mean()) > 1e-4 and np.abs(wave).max() > 1e-3  # not silent
+
+
+@pytest.mark.parametrize("frames", [3, 2])
+def test_conditioning_video_is_held_clean_and_the_audio_generated(comfy, tiny_av, frames):
+    """sample_preview with a prompt's conditioning video (video-to-audio): the sampled video latent is that clip's
+    exactly, at the clip's height and width (a tail past a shorter clip is generated); the audio is generated from
+    noise and changes with the seed."""
+    from comfy_extras.nodes_lt import LTXVSeparateAVLatent
+
+    ckpt, _, audio_vae = tiny_av
+    model = load_comfy(ckpt)
+    previews_mod = importlib.import_module(comfy.__name__ + ".trainer_core.comfy.previews")
+    settings_cls = sys.modules[comfy.__name__ + ".trainer_core.config.training"].PreviewSettings
+    clip = torch.randn(128, frames, 2, 2, generator=torch.Generator().manual_seed(3))
+
+    def sample(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        settings = settings_cls(every=1, width=128, height=96, frames=17, steps=3, seed=seed)
+        prompt = previews_mod.preview_prompts(settings, _audio_data(18))[0]
+        prompt.video = clip
+        with torch.inference_mode():
+            joint = previews_mod.sample_preview(model, prompt, settings, audio_vae)
+            video, audio = LTXVSeparateAVLatent.execute({"samples": joint}).result
+        return video["samples"], audio["samples"]
+
+    video, audio = sample(5)
+    assert tuple(video.shape) == (1, 128, 3, 2, 2) and tuple(audio.shape) == (1, 8, 18, 16)
+    torch.testing.assert_close(video[0, :, :frames].float(), clip, rtol=0, atol=1e-6)
+    if frames < 3:
+        assert video[0, :, frames:].abs().max() > 1e-3  # generated from noise, not the zero padding
+    assert audio.abs().max() > 1e-2  # generated, not the empty latent's zeros
+    other_video, other_audio = sample(6)
+    torch.testing.assert_close(other_video[0, :, :frames].float(), clip, rtol=0, atol=1e-6)
+    assert (other_audio - audio).abs().max() > 1e-3
+
+
+def _train_with_spies(comfy, tiny_av, tmp_path, monkeypatch, recipe: dict, name: str):
+    """The Train node on 2 clips (3 latent frames, 18 audio steps) with previews of 128x96x17 and an audio VAE:
+    (the data, the video latents the VAE decoded, the audio latents LTXV Audio VAE Decode decoded, the run folder)."""
+    import dataclasses
+
+    import folder_paths
+    from comfy_extras.nodes_lt_audio import LTXVAudioVAEDecode
+
+    ckpt, vae, audio_vae = tiny_av
+    videos: list[torch.Tensor] = []
+    audios: list[torch.Tensor] = []
+    real_audio = LTXVAudioVAEDecode.execute
+
+    def audio_spy(cls, samples, audio_vae):
+        audios.append(samples["samples"].clone())
+        return real_audio(samples, audio_vae)
+
+    class VaeSpy:
+        def decode(self, latent):
+            videos.append(latent.clone())
+            return vae.decode(latent)
+
+    monkeypatch.setattr(LTXVAudioVAEDecode, "execute", classmethod(audio_spy))
+    loras = tmp_path / "loras"
+    loras.mkdir()
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "loras", ([str(loras)], {".safetensors"}))
+    mod = sys.modules[comfy.__name__ + ".trainer_core.config.training"]
+    settings = {
+        "lora": mod.LoraSettings(rank=4, alpha=4),
+        "optimization": mod.OptimizationSettings(steps=2, learning_rate=1e-2),
+        "recipe": mod.RecipeSettings(**recipe),
+        "memory": mod.MemorySettings(gradient_checkpointing=False, mixed_precision="no"),
+        "preview": mod.PreviewSettings(every=2, width=128, height=96, frames=17, steps=3, seed=5, count=2),
+    }
+    widgets = {"seed": 0, "name": name, "every": 2, "keep_last": 0, "config_yaml": "", "resume_from": ""}
+    data = synthetic_data(n=2, frames=3)
+    g = torch.Generator().manual_seed(7)
+    data.samples = [dataclasses.replace(s, audio=torch.randn(8, 18, 16, generator=g)) for s in data.samples]
+    with torch.inference_mode():
+        comfy.NODE_CLASS_MAPPINGS["LtxLoraTrain"].execute(model=load_comfy(ckpt), training_data=data, vae=VaeSpy(),
+                                                          audio_vae=audio_vae, **settings, **widgets)
+    return data, videos, audios, loras / name
+
+
+def test_video_condition_run_previews_show_the_clips_video_with_generated_sound(comfy, tiny_av, tmp_path,
+                                                                               monkeypatch):
+    """recipe.video condition on the Train node: preview i decodes training clip i's video latent exactly (at the
+    clip's size, not the preview's) and its mp4 plays generated audio (no clip's latent, not the empty zeros)."""
+    data, videos, audios, run = _train_with_spies(comfy, tiny_av, tmp_path, monkeypatch,
+                                                  {"video": "condition", "audio": "generate"}, "v2a")
+    assert len(videos) == 2 and len(audios) == 2
+    for i in range(2):
+        torch.testing.assert_close(videos[i][0].float(), data.samples[i].video, rtol=0, atol=1e-6)
+        assert audios[i].abs().max() > 1e-2
+        assert all((audios[i][0].float() - s.audio).abs().max() > 1e-3 for s in data.samples)
+    with av.open(str(run / "previews" / "v2a_step_00002.mp4")) as container:
+        (sound,) = container.streams.audio
+        wave = np.concatenate([f.to_ndarray() for f in container.decode(audio=0)], axis=1)
+    assert np.sqrt((wave**2).mean()) > 1e-4 and np.abs(wave).max() > 1e-3  # not silent
+
+
+@pytest.mark.parametrize("audio", ["generate", "condition"])
+def test_runs_that_generate_video_still_sample_it_on_the_train_node(comfy, tiny_av, tmp_path, monkeypatch, audio):
+    """Audio+video and audio-to-video runs: the previews' video is sampled at the preview's size, not a clip's."""
+    data, videos, audios, _ = _train_with_spies(comfy, tiny_av, tmp_path, monkeypatch, {"audio": audio}, audio)
+    assert len(videos) == 2 and all(tuple(x.shape) == (1, 128, 3, 3, 4) for x in videos)
+    conditioned = [bool((audios[i][0].float() - data.samples[i].audio).abs().max() < 1e-6) for i in range(2)]
+    assert conditioned == [audio == "condition"] * 2

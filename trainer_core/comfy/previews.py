@@ -25,7 +25,10 @@ With sound: when the run generates audio (``recipe.audio`` resolved to generate)
 condition (``recipe.audio: condition``), preview i is conditioned on the cached audio latent of the i-th training
 clip instead of an empty one: fitted to the preview's length (cut, or a tail zero-padded to be generated, as Concat
 AV Latent fits a clip) with a zero noise mask over the clip's part, so the sampler keeps it clean at timestep 0 (as
-training feeds it) and the mp4 carries the sound the video was conditioned on.
+training feeds it) and the mp4 carries the sound the video was conditioned on. The mirror case, video as the
+condition (``recipe.video: condition``, video-to-audio), holds the i-th training clip's cached video latent the same
+way (fitted to the preview's frames, zero noise mask, at the clip's own height and width) and generates only the
+audio: the mp4 shows the clip's decoded frames with the generated sound.
 
 IC-LoRA runs (``recipe.reference_p`` > 0): preview i is guided by the reference clip of the i-th training clip that
 has one, as the stock graph guides a generation: the reference latent decoded by the Train node's VAE ->
@@ -49,7 +52,7 @@ from PIL import Image
 
 from ..atomic import save_png
 from ..config.training import PreviewSettings, TrainConfig
-from ..engine.data import TrainingData
+from ..engine.data import TrainingData, first_latents
 from ..engine.trainer import Callbacks, StepInfo, Trainer
 from ..sweep.grid import AudioTrack, GridLayout, as_audio, as_video, grid_image, grid_video
 from ..sweep.plan import short
@@ -66,6 +69,7 @@ class PreviewPrompt:
     conditioning: list
     reference: torch.Tensor | None = None  # IC-LoRA: a training clip's reference latent [1, 128, F', H'/N, W'/N]
     audio: torch.Tensor | None = None  # recipe.audio condition: a training clip's audio latent [8, T, 16]
+    video: torch.Tensor | None = None  # recipe.video condition: a training clip's video latent [128, F', H', W']
 
 
 def preview_prompts(settings: PreviewSettings, data: TrainingData, clip: Any = None) -> list[PreviewPrompt]:
@@ -156,17 +160,20 @@ def sample_preview(
 ) -> torch.Tensor:
     """One preview latent ``[1, 128, F', H', W']`` from ComfyUI's sampler on ``model`` (a MODEL); with ``audio_vae``
     a joint audio+video latent (ComfyUI's NestedTensor), built by the stock LTXV audio latent nodes. A prompt with a
-    ``reference`` is guided by it (decoded with ``vae``) as the stock IC-LoRA graph does, guide frames cropped."""
+    ``reference`` is guided by it (decoded with ``vae``) as the stock IC-LoRA graph does, guide frames cropped; a
+    prompt's conditioning ``audio`` or ``video`` is held clean (zero noise mask) while the other stream is sampled."""
     import comfy.sample
     import comfy.samplers
     from comfy_extras.nodes_lt import LTXVAddGuide, LTXVCropGuides
 
     frames = (settings.frames - 1) // 8 + 1
-    shape = [1, 128, frames, settings.height // 32, settings.width // 32]
-    video = empty = comfy.sample.fix_empty_latent_channels(model, torch.zeros(shape), 32)
+    size = (settings.height // 32, settings.width // 32) if prompt.video is None else tuple(prompt.video.shape[2:])
+    video = empty = comfy.sample.fix_empty_latent_channels(model, torch.zeros([1, 128, frames, *size]), 32)
     positive = prompt.conditioning
     negative = [[torch.zeros_like(c[0]), dict(c[1])] for c in positive] if settings.cfg > 1 else positive
     noise_mask = None
+    if prompt.video is not None:  # video-to-audio: the clip is the video, only its length fitted to the preview's
+        video, noise_mask = held_latent(prompt.video, empty)
     if prompt.reference is not None:
         # The reference clip as far as the preview lasts, in pixels, for the stock node to resize and encode.
         image = vae.decode(prompt.reference[:, :, :frames])[0]
@@ -182,7 +189,8 @@ def sample_preview(
 
         audio = LTXVEmptyLatentAudio.execute(settings.frames, frame_rate(prompt), 1, audio_vae).result[0]
         if prompt.audio is not None:
-            audio = conditioning_audio(prompt.audio, audio["samples"])
+            samples, mask = held_latent(prompt.audio, audio["samples"])
+            audio = {"samples": samples, "noise_mask": mask, "type": "audio"}
         joint = LTXVConcatAVLatent.execute({"samples": video, "noise_mask": noise_mask}, audio).result[0]
         latent, noise_mask = joint["samples"], joint.get("noise_mask")
     noise = comfy.sample.prepare_noise(latent, settings.seed)
@@ -202,15 +210,19 @@ def sample_preview(
     return LTXVCropGuides.execute(positive, negative, {"samples": sampled}).result[2]["samples"]
 
 
-def conditioning_audio(clip: torch.Tensor, empty: torch.Tensor) -> dict[str, Any]:
-    """An audio LATENT shaped like ``empty`` ``[1, 8, T, 16]`` holding ``clip`` ``[8, T_c, 16]``: cut to T, or
-    zero-padded with the tail left to be generated; the noise mask is 0 (keep clean) over the clip's steps."""
+def held_latent(clip: torch.Tensor, empty: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Samples and noise mask shaped like ``empty`` ``[1, C, L, ...]`` holding ``clip`` ``[C, L_c, ...]`` (an audio
+    latent ``[8, T, 16]`` or a video latent ``[128, F', H', W']``): cut to L, or zero-padded with the tail left to
+    be generated, as Concat AV Latent fits a clip; the mask is 0 (keep clean) over the clip's steps."""
+    if clip.shape[0] != empty.shape[1] or clip.shape[2:] != empty.shape[3:]:
+        raise ValueError(f"a conditioning latent {tuple(clip.shape)} does not fit the preview's latent "
+                         f"{tuple(empty.shape[1:])} (only its length may differ)")
     kept = min(clip.shape[1], empty.shape[2])
     samples = torch.zeros_like(empty)
     samples[0, :, :kept] = clip[:, :kept].to(samples)
     mask = torch.ones_like(empty)
     mask[:, :, :kept] = 0.0
-    return {"samples": samples, "noise_mask": mask, "type": "audio"}
+    return samples, mask
 
 
 def decode_audio(latent: torch.Tensor, audio_vae: Any) -> tuple[torch.Tensor, AudioTrack]:
@@ -283,28 +295,23 @@ class PreviewRunner:
 
 def _attach_references(prompts: list[PreviewPrompt], data: TrainingData) -> None:
     """Preview i gets the reference latent of the i-th training clip that has one (cycling over them)."""
-    references: list[torch.Tensor] = []
-    for i in range(len(data)):  # loads only as many clips as it takes
-        if len(references) == len(prompts):
-            break
-        reference = data[i].reference
-        if reference is not None:
-            references.append(reference[None].float())
+    references = first_latents(data, len(prompts), lambda s: s.reference)
     for n, prompt in enumerate(prompts):
-        prompt.reference = references[n % len(references)]
+        prompt.reference = references[n % len(references)][None]
 
 
 def _attach_audio(prompts: list[PreviewPrompt], data: TrainingData) -> None:
     """Preview i is conditioned on the audio latent of the i-th training clip that has one (cycling over them)."""
-    clips: list[torch.Tensor] = []
-    for i in range(len(data)):  # loads only as many clips as it takes
-        if len(clips) == len(prompts):
-            break
-        audio = data[i].audio
-        if audio is not None:
-            clips.append(audio.float())
+    clips = first_latents(data, len(prompts), lambda s: s.audio)
     for n, prompt in enumerate(prompts):
         prompt.audio = clips[n % len(clips)] if clips else None
+
+
+def _attach_video(prompts: list[PreviewPrompt], data: TrainingData) -> None:
+    """Preview i holds the video latent of the i-th training clip (cycling over them) and generates the audio."""
+    clips = first_latents(data, len(prompts), lambda s: s.video)
+    for n, prompt in enumerate(prompts):
+        prompt.video = clips[n % len(clips)]
 
 
 def attach_previews(
@@ -328,6 +335,10 @@ def attach_previews(
     prompts = preview_prompts(cfg.preview, data, clip)
     if trainer.modes.audio == "condition" and audio_vae is not None and cfg.preview.every > 0:
         _attach_audio(prompts, data)
+    if trainer.modes.video == "condition" and cfg.preview.every > 0:
+        # Video-to-audio never learned to generate video: show the clips' own, with or without sound.
+        _attach_video(prompts, data)
+        log.info("previews hold the training clips' video and generate the audio (recipe.video condition)")
     if trainer.modes.reference_factor and cfg.preview.every > 0:
         if vae is None:
             log.info("IC-LoRA previews are unguided: connect the VAE to the Train node to guide them with the "
