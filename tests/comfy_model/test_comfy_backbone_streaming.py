@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tests.comfy_models import attention_lora, av_input, flow_loss, load_comfy
+from tests.comfy_models import attention_lora, av_input, flow_loss, load_comfy, text_embeds
 from trainer_core.ltxcore.tiny import write_tiny_checkpoint
 
 LAYERS = 5
@@ -81,6 +81,23 @@ def test_resident_blocks_are_copied_once_and_the_rest_rotate(model):
         torch.testing.assert_close(r_grads[name], grads[name], rtol=0, atol=0, msg=name)
     # Blocks 1, 2 once; 3, 4 into the two rotating slots, where the backward still finds them.
     assert copied == 4 * size
+
+
+def test_a_new_caption_in_a_session_keeps_the_resident_blocks(model):
+    """The engine prepares each caption's text context when it first meets it, mid-session: that must not send the
+    resident blocks back to the host (a re-copy of every block per new caption)."""
+    from trainer_core.comfy.streaming import block_bytes
+
+    size = block_bytes(model.model.diffusion_model.transformer_blocks[1])
+    kept: list[bool] = []
+
+    def new_caption(backbone) -> None:
+        streamer = backbone.streamer
+        backbone.prepare_text(text_embeds(backbone, seed=9))
+        kept.append(backbone.streamer is streamer and {s.block for s in streamer.resident_slots} == {1, 2})
+
+    _step(model, streamed=STREAMED, resident_bytes=2 * size, between=new_caption)
+    assert kept == [True]
 
 
 class LowVramFlags:

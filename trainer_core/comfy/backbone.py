@@ -132,7 +132,8 @@ class ComfyBackbone:
         """Run the frozen connectors on ComfyUI's LTX-2.x text-encoder output ``[1, T, D]`` once, without autograd."""
         import comfy.model_management as mm
 
-        self.load()
+        if self._session_options is None:  # in a session the model is loaded: keep the streamer's resident blocks
+            self.load()
         dm = self._dm
         previous_flag = mm.in_training
         try:
