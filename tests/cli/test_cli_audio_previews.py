@@ -18,7 +18,7 @@ from trainer_core.cli import main
 pytest.importorskip("ltx_core", reason="ltx-core (optional dependency) is the headless backbone")
 
 from trainer_core.cache.reader import CachedData  # noqa: E402
-from trainer_core.ltxcore.encoders import LtxCoreAudioVae  # noqa: E402
+from trainer_core.ltxcore.encoders import LtxCoreAudioVae, LtxCoreVae  # noqa: E402
 from trainer_core.ltxcore.tiny import write_tiny_checkpoint  # noqa: E402
 
 FRAMES, FPS = 17, 24  # preview length: round(17 / 24 * 25) = 18 audio latent steps, as the cached clips have
@@ -71,15 +71,16 @@ def runs(av_cache, tmp_path_factory) -> dict[str, tuple[Path, list[torch.Tensor]
     return out
 
 
-def train(root: Path, av_cache: tuple[Path, Path], name: str, audio: str) -> Path:
+def train(root: Path, av_cache: tuple[Path, Path], name: str, audio: str, video: str = "generate",
+          size: tuple[int, int] = (64, 64)) -> Path:
     ckpt, cache = av_cache
     cfg = {
         "name": name, "seed": 0, "output_dir": str(root / name), "data": str(cache),
         "model": {"checkpoint": str(ckpt), "device": "cpu", "dtype": "float32"},
         "lora": {"rank": 4, "alpha": 4}, "optimization": {"steps": 2, "learning_rate": 1e-3},
         "checkpoints": {"every": 2}, "memory": {"mixed_precision": "no", "gradient_checkpointing": False},
-        "recipe": {"audio": audio},
-        "preview": {"every": 2, "width": 64, "height": 64, "frames": FRAMES, "steps": 2, "count": 2},
+        "recipe": {"audio": audio, "video": video},
+        "preview": {"every": 2, "width": size[0], "height": size[1], "frames": FRAMES, "steps": 2, "count": 2},
     }  # fmt: skip
     (root / f"{name}.yaml").write_text(yaml.safe_dump(cfg))
     assert main(["train", str(root / f"{name}.yaml")]) == 0
@@ -196,3 +197,69 @@ def test_sampler_holds_conditioning_audio_and_generates_the_tail(av_cache):
     alone = sample_video(backbone, text, shape, 24.0, 3, torch.Generator().manual_seed(0))
     assert torch.equal(sample_av(backbone, text, shape, 24.0, 3, torch.Generator().manual_seed(0))[0], alone)
     assert (video - alone).abs().max() > 1e-6
+
+
+@pytest.mark.parametrize("frames", [3, 2])
+def test_sampler_holds_a_conditioning_video_and_generates_the_audio(av_cache, frames):
+    """sample_av with a video condition (video-to-audio): the sampled video latent is the clip's exactly (a tail past
+    a shorter clip is generated); the audio is denoised from noise and differs from seed to seed."""
+    from trainer_core.ltxcore.backbone import LtxCoreBackbone
+    from trainer_core.sampling import AudioPlan, sample_av
+
+    backbone = LtxCoreBackbone.from_checkpoint(av_cache[0], dtype=torch.float32, device="cpu")
+    text = backbone.prepare_text(CachedData(av_cache[1])[0].text.float())
+    clip = torch.randn(128, frames, 2, 2, generator=torch.Generator().manual_seed(1))
+    shape = (128, 3, 2, 2)
+
+    def sample(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        video, audio = sample_av(backbone, text, shape, 24.0, 3, torch.Generator().manual_seed(seed),
+                                 audio=AudioPlan(9), video=clip)
+        assert audio is not None
+        return video, audio
+
+    video, audio = sample(0)
+    assert torch.equal(video[0, :, :frames], clip)
+    if frames < 3:
+        g = torch.Generator().manual_seed(0)
+        tail_noise = torch.randn(1, *shape, generator=g)[:, :, frames:]
+        assert (video[:, :, frames:] - tail_noise).abs().max() > 1e-3  # denoised, not left as noise
+    assert tuple(audio.shape) == (1, 8, 9, 16) and audio.abs().max() > 1e-2
+    other_video, other_audio = sample(1)
+    assert torch.equal(other_video[0, :, :frames], clip) and (other_audio - audio).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="does not fit"):  # another height and width than the preview's
+        sample_av(backbone, text, (128, 3, 3, 2), 24.0, 1, torch.Generator(), audio=AudioPlan(9), video=clip)
+
+
+def test_video_condition_run_previews_show_the_clips_video_with_generated_sound(av_cache, tmp_path, monkeypatch):
+    """recipe.video condition: preview i decodes training clip i's cached video latent exactly (at the clip's size,
+    not preview.width x height) and the audio it decodes into the mp4's sound is generated, not a clip's."""
+    audio_seen = DecodeSpy(monkeypatch).seen
+    video_seen: list[torch.Tensor] = []
+    real = LtxCoreVae.decode
+
+    def spy(vae, latent):
+        video_seen.append(latent.clone())
+        return real(vae, latent)
+
+    monkeypatch.setattr(LtxCoreVae, "decode", spy)
+    run = train(tmp_path, av_cache, "v2a", "generate", video="condition", size=(128, 96))
+    check_sound(run / "previews" / "v2a_step_00002.mp4", cells=2)
+    data = CachedData(av_cache[1])
+    assert len(video_seen) == 2 and all(torch.equal(video_seen[i], data[i].video) for i in range(2))
+    assert len(audio_seen) == 2 and all(x.abs().max() > 1e-2 for x in audio_seen)
+    assert not any(torch.equal(x, data[i].audio) for i in range(2) for x in audio_seen)
+
+
+@pytest.mark.parametrize("audio", ["generate", "condition", "off"])
+def test_runs_that_generate_video_still_sample_it(av_cache, tmp_path, monkeypatch, audio):
+    """Audio+video, audio-to-video and video-only runs: the previews' video is sampled at the preview's size."""
+    seen: list[torch.Tensor] = []
+    real = LtxCoreVae.decode
+
+    def spy(vae, latent):
+        seen.append(latent.clone())
+        return real(vae, latent)
+
+    monkeypatch.setattr(LtxCoreVae, "decode", spy)
+    train(tmp_path, av_cache, audio, audio, size=(128, 96))
+    assert len(seen) == 2 and all(tuple(x.shape) == (128, 3, 3, 4) for x in seen)

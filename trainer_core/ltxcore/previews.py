@@ -14,7 +14,10 @@ together; when audio is its condition (``recipe.audio: condition``) preview i is
 the i-th training clip, held clean as training feeds it. The audio is decoded by the checkpoint's audio VAE and
 vocoder (``audio_vae.*``, ``vocoder.*``) and the mp4 gets it as its sound (cells play in turn, as the Train node's
 previews do). A checkpoint without them, or an ltx-core whose audio VAE cannot be imported, gives silent previews
-and a log line saying why. The sweep command does the same for the LoRAs' own ``ltxlora.audio`` mode.
+and a log line saying why. The sweep command does the same for the LoRAs' own ``ltxlora.audio`` mode. When video is
+the run's condition (``recipe.video: condition``, video-to-audio), preview i holds the cached video latent of the
+i-th training clip the same way (clean at timestep 0, fitted to the preview's frames; its spatial size is the
+clip's) and generates only the audio: the mp4 shows the clip's decoded frames with the generated sound.
 
 IC-LoRA runs (``recipe.reference_p`` > 0): preview i is guided by the reference of the i-th training clip that has
 one, as the Train node's previews are: the cached reference latent is decoded, resized to the preview's size / N
@@ -39,6 +42,7 @@ from ..cache.encoders import AUDIO_LATENTS_PER_SECOND, AudioDecoder, CacheError,
 from ..cache.standin_text import STANDIN_FAMILY, StandinTextEncoder
 from ..config import ConfigError
 from ..config.training import PreviewSettings, TrainConfig
+from ..engine.data import first_latents
 from ..engine.trainer import Callbacks, StepInfo, Trainer
 from ..sampling import AudioPlan, sample_av
 from ..sweep.grid import AudioTrack, GridLayout, grid_image, grid_video
@@ -56,6 +60,7 @@ class PromptFeatures:
     label: str
     features: torch.Tensor
     audio: torch.Tensor | None = None  # recipe.audio condition: a training clip's audio latent [8, T, 16]
+    video: torch.Tensor | None = None  # recipe.video condition: a training clip's video latent [128, F', H', W']
     reference: torch.Tensor | None = None  # IC-LoRA: a training clip's reference at the preview's size [128, F_r, h, w]
 
 
@@ -140,7 +145,8 @@ def render_clip(
 ) -> tuple[torch.Tensor, AudioTrack | None]:
     """One clip ``[F, H, W, 3]`` sampled with the adapters currently attached and decoded by the checkpoint's VAE;
     with ``sound`` the audio stream is sampled beside it (or held at the prompt's conditioning audio) and decoded
-    when ``sound.decoder`` is there; guided by the prompt's ``reference`` (IC-LoRA) at ``reference_factors``."""
+    when ``sound.decoder`` is there; guided by the prompt's ``reference`` (IC-LoRA) at ``reference_factors``. A
+    prompt's conditioning ``video`` is held clean instead of sampled, at its own height and width."""
     device = backbone.device
     text = backbone.prepare_text(prompt.features.to(device))
     negative = backbone.prepare_text(torch.zeros_like(prompt.features).to(device)) if settings.cfg > 1 else None
@@ -148,10 +154,14 @@ def render_clip(
     if sound is not None:
         condition = prompt.audio if sound.mode == "condition" else None
         plan = AudioPlan(audio_steps(settings.frames, frame_rate), condition)
+    shape = latent_shape(settings.width, settings.height, settings.frames)
+    if prompt.video is not None:  # the clip is the video: its own size, only its length fitted to the preview's
+        shape = (shape[0], shape[1], *prompt.video.shape[2:])
     latent, audio = sample_av(
-        backbone, text, latent_shape(settings.width, settings.height, settings.frames), frame_rate, settings.steps,
-        torch.Generator().manual_seed(seed), guidance=settings.cfg, negative=negative, audio=plan,
+        backbone, text, shape, frame_rate, settings.steps, torch.Generator().manual_seed(seed),
+        guidance=settings.cfg, negative=negative, audio=plan,
         reference=None if prompt.reference is None else prompt.reference[None], reference_factors=reference_factors,
+        video=prompt.video,
     )
     video = decoder.decode(latent[0])
     if audio is None or sound is None or sound.decoder is None:
@@ -183,17 +193,18 @@ def load_audio_decoder(checkpoint: str | Path, device: str, dtype: torch.dtype) 
 
 def attach_conditioning_audio(prompts: Sequence[PromptFeatures], data: Any) -> None:
     """Prompt i gets the audio latent of the i-th training clip that has one (cycling), to be conditioned on."""
-    clips: list[torch.Tensor] = []
-    for i in range(len(data)):  # loads only as many clips as it takes
-        if len(clips) == len(prompts):
-            break
-        audio = data[i].audio
-        if audio is not None:
-            clips.append(audio.float())
+    clips = first_latents(data, len(prompts), lambda s: s.audio)
     if not clips:
         raise CacheError("recipe.audio is condition, but no training clip has audio latents to condition on")
     for n, prompt in enumerate(prompts):
         prompt.audio = clips[n % len(clips)]
+
+
+def attach_conditioning_video(prompts: Sequence[PromptFeatures], data: Any) -> None:
+    """Prompt i gets the video latent of the i-th training clip (cycling), held as its video (video-to-audio)."""
+    clips = first_latents(data, len(prompts), lambda s: s.video)
+    for n, prompt in enumerate(prompts):
+        prompt.video = clips[n % len(clips)]
 
 
 def check_reference_size(settings: PreviewSettings, factor: int, temporal: int, what: str, fix: str) -> None:
@@ -226,12 +237,7 @@ def attach_references(prompts: Sequence[PromptFeatures], data: Any, vae: Any, se
     """Prompt i gets the reference of the i-th training clip that has one (cycling), at the preview's size: decoded
     by ``vae`` and ``encode_reference``d. ``ConfigError`` when the preview size does not divide by the factors."""
     check_reference_size(settings, factor, temporal, "preview", "change preview.width/height/frames")
-    latents: list[torch.Tensor] = []
-    for i in range(len(data)):  # loads only as many clips as it takes
-        if len(latents) == len(prompts):
-            break
-        if (reference := data[i].reference) is not None:
-            latents.append(reference.float())
+    latents = first_latents(data, len(prompts), lambda s: s.reference)
     if not latents:
         raise CacheError("recipe.reference_p > 0, but no training clip has a reference latent to guide previews")
     clips = [encode_reference(vae.decode(latent), vae, settings, factor, temporal) for latent in latents]
@@ -330,6 +336,9 @@ def attach_previews(callbacks: Callbacks, trainer: Trainer, prompts: list[Prompt
                           dtype, "previews")
     if sound is not None and sound.mode == "condition":
         attach_conditioning_audio(prompts, trainer.data)
+    if trainer.modes.video == "condition":
+        attach_conditioning_video(prompts, trainer.data)
+        log.info("previews hold the training clips' video and generate the audio (recipe.video condition)")
     factors = (trainer.modes.reference_factor, trainer.modes.reference_temporal_factor)
     if factors[0]:
         attach_references(prompts, trainer.data, decoder, cfg.preview, *factors)
