@@ -102,6 +102,7 @@ class ComfyBackbone:
         self._session_options: dict[str, Any] | None = None
         self._streamed_blocks = None if streamed_blocks is None else tuple(streamed_blocks)
         self._resident_bytes = resident_bytes
+        self._pinned: dict[tuple[int, int], torch.Tensor] = {}  # pinned host copies, kept across streamer plans
         self._streamer: BlockStreamer | None = None  # planned at the first checkpointed block after a load
         self.streamed_bytes = 0  # weight bytes the streamer copied to the device, over all sessions (logged)
 
@@ -251,7 +252,7 @@ class ComfyBackbone:
         dynamic = self._patcher.is_dynamic()
         budget = self._resident_bytes if self._resident_bytes is not None else self.device_budget() if dynamic else 0
         streamer = BlockStreamer(self._dm.transformer_blocks, self.device, self._streamed_blocks,
-                                 resident_bytes=budget, pin=dynamic)
+                                 resident_bytes=budget, pinned=self._pinned if dynamic else None)
         if dynamic:
             import comfy.model_management as mm
 
@@ -267,14 +268,14 @@ class ComfyBackbone:
         import comfy.model_management as mm
 
         dev = self.device
-        free = self._patcher.get_free_memory(dev)
+        free = self._patcher.get_free_memory(dev) - mm.extra_reserved_memory()  # ComfyUI's --reserve-vram
         fraction = getattr(torch.cuda, "get_per_process_memory_fraction", lambda _d: 1.0)(dev) \
             if dev.type == "cuda" else 1.0
-        if fraction < 1.0:
+        if fraction < 1.0:  # torch's own cap: what its allocator may still hand out
             limit = int(torch.cuda.get_device_properties(dev).total_memory * fraction)
             free = min(free, limit - torch.cuda.memory_allocated(dev))
-        headroom = mm.extra_reserved_memory() + _AIMDO_HEADROOM
-        return max(0, free - self.memory_required - slot_reserve_bytes(self._dm.transformer_blocks) - headroom)
+        slots = slot_reserve_bytes(self._dm.transformer_blocks)
+        return max(0, free - self.memory_required - slots - _AIMDO_HEADROOM)
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:
         self._checkpointing = bool(enabled)

@@ -172,12 +172,13 @@ class BlockStreamer:
     offloaded); by default the blocks with parameters off ``device``, as ComfyUI's partial load or its dynamic
     VRAM mode left them. ``resident_bytes``: device memory for blocks that, once copied, stay in slots of their own
     until ``release()`` (the first blocks in order that fit); only the others rotate through the two slots.
-    ``pin``: copy the rotating blocks' host weights into pinned memory once, so their copies overlap the compute
-    (ComfyUI's dynamic VRAM mode leaves them in the memory-mapped checkpoint file).
+    ``pinned``: copy the rotating blocks' host weights into pinned memory, so their copies overlap the compute
+    (ComfyUI's dynamic VRAM mode leaves them in the memory-mapped checkpoint file); the dict keeps those copies
+    (by host address and size) for the next streamer, which a preview or a reload makes.
     """
 
     def __init__(self, blocks: nn.ModuleList, device: torch.device, streamed: Iterable[int] | None = None,
-                 resident_bytes: int = 0, pin: bool = False) -> None:
+                 resident_bytes: int = 0, pinned: dict[tuple[int, int], torch.Tensor] | None = None) -> None:
         forced = None if streamed is None else set(streamed)
         self.device = device
         self.plan: dict[int, _Block] = {}
@@ -201,7 +202,7 @@ class BlockStreamer:
         self.resident_slots: list[_Slot] = []
         cuda = device.type == "cuda" and bool(self.plan)
         self._copy_stream = torch.cuda.Stream(device) if cuda else None
-        pinned = _pin_sources(rotating) if pin and cuda else 0
+        pinned = _pin_sources(rotating, pinned) if pinned is not None and cuda else 0
         if self.plan:
             unpinned = sum(s.nbytes for b in rotating for t in b.tensors for s in t.sources if not s.is_pinned()) \
                 if cuda else 0
@@ -327,23 +328,30 @@ class BlockStreamer:
         return slot.buffer[offset : offset + like.nbytes].view(like.dtype).view(like.shape)
 
 
-def _pin_sources(blocks: list[_Block]) -> int:
-    """Copy the host sources of ``blocks`` into pinned memory (one buffer per block); return the bytes pinned.
-
-    Only the copy sources change: eviction still restores each parameter's original host tensor."""
+def _pin_sources(blocks: list[_Block], cache: dict[tuple[int, int], torch.Tensor]) -> int:
+    """Point the host sources of ``blocks`` at pinned copies (``cache``'s, else new ones, one buffer per block);
+    return the bytes newly pinned. Only the copy sources change: eviction still restores each parameter's own
+    host tensor."""
     pinned = 0
     for block in blocks:
-        todo = [(t, k) for t in block.tensors for k, s in enumerate(t.sources) if not s.is_pinned()]
+        todo = []
+        for t in block.tensors:
+            for k, source in enumerate(t.sources):
+                key = (source.data_ptr(), source.nbytes)
+                if key in cache:
+                    t.sources[k] = cache[key]
+                elif not source.is_pinned():
+                    todo.append((t, k, key))
         if not todo:
             continue
-        size = sum(_aligned(t.sources[k].nbytes) for t, k in todo)
+        size = sum(_aligned(t.sources[k].nbytes) for t, k, _ in todo)
         buffer = torch.empty(size, dtype=torch.uint8, pin_memory=True)
         offset = 0
-        for t, k in todo:
+        for t, k, key in todo:
             source = t.sources[k]
             view = buffer[offset : offset + source.nbytes].view(source.dtype).view(source.shape)
             view.copy_(source)
-            t.sources[k] = view
+            t.sources[k] = cache[key] = view
             offset += _aligned(source.nbytes)
         pinned += size
     return pinned
