@@ -123,7 +123,8 @@ class Row:
     peak_vram_node_source: str | None = None
     peak_vram_smi_gib: float | None = None  # nvidia-smi, this process
     peak_device_used_gib: float | None = None  # nvidia-smi, whole device
-    host_rss_gib: float | None = None
+    host_rss_gib: float | None = None  # the server and its children (torch.compile's workers) summed
+    host_rss_server_gib: float | None = None  # the server process alone
     ratio_to_inprocess: float | None = None
     steps_timed: int = 0
     first_step_s: float | None = None
@@ -177,6 +178,7 @@ class Sampler:
 
         self.proc, self.cuda = psutil.Process(pid), cuda
         self.rss = 0
+        self.rss_server = 0
         self.smi_pid: float | None = None
         self.device_used: float | None = None
         self._next_smi = 0.0
@@ -185,8 +187,9 @@ class Sampler:
         import psutil
 
         try:
-            rss = self.proc.memory_info().rss + sum(c.memory_info().rss for c in self.proc.children(recursive=True))
-            self.rss = max(self.rss, rss)
+            own = self.proc.memory_info().rss
+            rss = own + sum(c.memory_info().rss for c in self.proc.children(recursive=True))
+            self.rss, self.rss_server = max(self.rss, rss), max(self.rss_server, own)
         except psutil.Error:
             pass
         if not self.cuda or time.monotonic() < self._next_smi:
@@ -410,7 +413,7 @@ def run_server_row(args, row: Row, ckpt: Path, cache: Path, total_gib: float | N
             proc.kill()
             proc.wait()
     row.seconds = time.perf_counter() - t0
-    row.host_rss_gib = sampler.rss / GIB
+    row.host_rss_gib, row.host_rss_server_gib = sampler.rss / GIB, sampler.rss_server / GIB
     row.peak_vram_smi_gib, row.peak_device_used_gib = sampler.smi_pid, sampler.device_used
 
 
@@ -448,14 +451,14 @@ def print_table(rows: list[Row], device: str) -> None:
 
     print(f"\nreal-path benchmark on {device}")
     print("| mode | dtype | streams | cap GiB | s/step | wall s/step | peak torch GiB | node GiB (source) | smi GiB | device GiB "
-          "| host RSS GiB | x in-process | status |")
+          "| host RSS GiB (server alone) | x in-process | status |")
     print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         node = f"{f(r.peak_vram_node_gib, '{:.2f}')} ({r.peak_vram_node_source or '-'})"
         streams = "audio+video" if r.audio else "video"
         print(f"| {r.mode} | {r.dtype} | {streams} | {f(r.cap_gib, '{:g}')} | {f(r.s_per_step)} | {f(r.s_per_step_wall)} | "
               f"{f(r.peak_vram_gib, '{:.2f}')} | {node} | {f(r.peak_vram_smi_gib, '{:.2f}')} | "
-              f"{f(r.peak_device_used_gib, '{:.2f}')} | {f(r.host_rss_gib, '{:.2f}')} | "
+              f"{f(r.peak_device_used_gib, '{:.2f}')} | {f(r.host_rss_gib, '{:.2f}')} ({f(r.host_rss_server_gib, '{:.2f}')}) | "
               f"{f(r.ratio_to_inprocess, '{:.2f}')} | {r.status} |")
 
 
