@@ -94,14 +94,15 @@ def _rank(rank: int, tmp: str) -> None:
         parallel.close()
 
 
-def _spawn(tmp: Path, limit_s: float = 120) -> None:
-    ctx = mp.start_processes(_rank, args=(str(tmp),), nprocs=RANKS, join=False, start_method="spawn")
+def _spawn(tmp: Path, limit_s: float = 120, rank_fn=None, waiting: str = "a rank waits for another") -> None:
+    """Run ``rank_fn(rank, tmp)`` (default ``_rank``) in RANKS fresh processes; fail the test past ``limit_s``."""
+    ctx = mp.start_processes(rank_fn or _rank, args=(str(tmp),), nprocs=RANKS, join=False, start_method="spawn")
     deadline = time.monotonic() + limit_s
     while not ctx.join(timeout=1):
         if time.monotonic() > deadline:
             for p in ctx.processes:
                 p.kill()
-            pytest.fail(f"the {RANKS} processes did not finish in {limit_s} s (a rank waits for another)")
+            pytest.fail(f"the {RANKS} processes did not finish in {limit_s} s ({waiting})")
 
 
 def _assert_same_lora(got: Path, want: Path) -> None:

@@ -13,16 +13,15 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
 import yaml
 from safetensors.torch import load_file
 
-from tests.distributed.test_data_parallel import STEPS, _assert_same_lora, _data, _losses
+from tests.distributed.test_data_parallel import STEPS, _assert_same_lora, _data, _losses, _spawn
+from tests.distributed.test_torchrun_cli import _config
 from tests.engine_support import config, tiny_backbone, write_cache
 from trainer_core.cli import main
 from trainer_core.config import ConfigError
@@ -72,23 +71,13 @@ def _rank(rank: int, tmp: str) -> None:
         parallel.close()
 
 
-def _spawn(tmp: Path, limit_s: float = 180) -> None:
-    ctx = mp.start_processes(_rank, args=(str(tmp),), nprocs=RANKS, join=False, start_method="spawn")
-    deadline = time.monotonic() + limit_s
-    while not ctx.join(timeout=1):
-        if time.monotonic() > deadline:
-            for p in ctx.processes:
-                p.kill()
-            pytest.fail(f"the {RANKS} processes did not finish in {limit_s} s (a rank waits in a weight gather)")
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("fsdp")
     torch.set_num_threads(1)
     backbone = tiny_backbone(tmp / "tiny.safetensors")
     _train(tmp, "single", 2, backbone)
-    _spawn(tmp)
+    _spawn(tmp, 180, _rank, "a rank waits in a weight gather")
     _train(tmp, "single_resumed", 2, backbone, checkpoint_path(tmp / "sharded", "t", 2))
     return tmp
 
@@ -115,28 +104,10 @@ def test_resume_between_one_process_and_sharded_ranks_continues_exactly(runs, na
     assert _losses(resumed) == pytest.approx(_losses(ref), rel=1e-5)
 
 
-def _cli_config(tmp: Path, name: str, batch: int, **extra) -> Path:
-    cfg = {
-        "name": "cli",
-        "output_dir": str(tmp / name),
-        "data": str(tmp / "cache"),
-        "model": {"checkpoint": str(tmp / "tiny.safetensors"), "device": "cpu", "dtype": "float32"},
-        "lora": {"rank": 4, "alpha": 4},
-        "optimization": {"steps": 2, "learning_rate": 1e-2, "batch_size": batch},
-        "recipe": {"caption_dropout": 0.0},
-        "checkpoints": {"every": 1},
-        "memory": {"mixed_precision": "no"},
-        **extra,
-    }
-    path = tmp / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
 def test_torchrun_with_strategy_fsdp_shards_and_trains_like_one_process(tmp_path):
     write_tiny_checkpoint(tmp_path / "tiny.safetensors")
     write_cache(tmp_path / "cache", [24.0, 24.0, 24.0])
-    sharded = _cli_config(tmp_path, "ranks", 1, distributed={"strategy": "fsdp"})
+    sharded = _config(tmp_path, "ranks", 1, distributed={"strategy": "fsdp"})
     out = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "trainer_core",
          "train", str(sharded)],
@@ -148,7 +119,7 @@ def test_torchrun_with_strategy_fsdp_shards_and_trains_like_one_process(tmp_path
     ranks = dict(list_checkpoints(tmp_path / "ranks", "cli"))
     assert yaml.safe_load((tmp_path / "ranks" / "config.yaml").read_text())["distributed"] == {"strategy": "fsdp"}
 
-    assert main(["train", str(_cli_config(tmp_path, "single", 2))]) == 0
+    assert main(["train", str(_config(tmp_path, "single", 2))]) == 0
     single = load_file(str(dict(list_checkpoints(tmp_path / "single", "cli"))[2]))
     got = load_file(str(ranks[2]))
     assert got.keys() == single.keys()
@@ -159,7 +130,7 @@ def test_torchrun_with_strategy_fsdp_shards_and_trains_like_one_process(tmp_path
 
 def test_fsdp_with_previews_is_refused_before_the_model_loads(tmp_path, capsys):
     # No checkpoint and no cache exist: the refusal comes before either is looked at.
-    path = _cli_config(tmp_path, "run", 1, distributed={"strategy": "fsdp"}, preview={"every": 2})
+    path = _config(tmp_path, "run", 1, distributed={"strategy": "fsdp"}, preview={"every": 2})
     assert main(["train", str(path)]) == 2
     err = capsys.readouterr().err
     assert "distributed.strategy is fsdp and preview.every is 2" in err

@@ -19,7 +19,7 @@ from trainer_core.ltxcore.tiny import write_tiny_checkpoint
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _config(tmp: Path, name: str, batch: int) -> Path:
+def _config(tmp: Path, name: str, batch: int, **extra) -> Path:
     cfg = {
         "name": "cli",
         "output_dir": str(tmp / name),
@@ -30,6 +30,7 @@ def _config(tmp: Path, name: str, batch: int) -> Path:
         "recipe": {"caption_dropout": 0.0},  # the cache's empty caption is shorter than its captions: no batch of 2
         "checkpoints": {"every": 1},
         "memory": {"mixed_precision": "no"},
+        **extra,
     }
     path = tmp / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
