@@ -142,7 +142,6 @@ class TrainLtxLora(io.ComfyNode):
         from ..trainer_core.comfy.training import direct_data, train_on_model
         from ..trainer_core.engine.checkpoints import resolve_resume
         from ..trainer_core.engine.data_folder import training_folder
-        from ..trainer_core.engine.modes import refuse_temporal_reference_in_comfyui
         from ..trainer_core.engine.trainer import NonFiniteLossError
 
         out_dir = Path(folder_paths.get_folder_paths("loras")[0]) / kwargs["name"]
@@ -156,7 +155,6 @@ class TrainLtxLora(io.ComfyNode):
                     "give a config_yaml whose data: names a cache folder."
                 )
             training_data = direct_data(latent, conditioning)
-        refuse_temporal_reference_in_comfyui(cfg.recipe, training_data)
         resume_from = kwargs.get("resume_from", "").strip()
         resume = resolve_resume(resume_from, out_dir, cfg.name, within=out_dir.parent) if resume_from else None
         with torch.inference_mode(False):

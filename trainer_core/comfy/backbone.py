@@ -256,7 +256,8 @@ class ComfyBackbone:
         if dynamic:
             import comfy.model_management as mm
 
-            short = streamer.device_bytes - mm.get_free_memory(self.device)
+            # What the slots take, and training and aimdo still need beside them (device_budget's terms).
+            short = streamer.device_bytes + self.memory_required + _AIMDO_HEADROOM - mm.get_free_memory(self.device)
             if short > 0:  # aimdo holds pages of this model that the slots replace: have it give them back
                 self._patcher.partially_unload(self._patcher.offload_device, memory_to_free=short)
         return streamer
@@ -331,6 +332,7 @@ class ComfyBackbone:
                         yield
                     finally:  # before the aliases go: they must find the weights where ComfyUI put them
                         self.release_streamed_blocks()
+                        self._pinned.clear()  # the pinned host copies live as long as the session
         finally:
             self._session_options = None
             mm.in_training = previous_flag

@@ -331,7 +331,11 @@ class BlockStreamer:
 def _pin_sources(blocks: list[_Block], cache: dict[tuple[int, int], torch.Tensor]) -> int:
     """Point the host sources of ``blocks`` at pinned copies (``cache``'s, else new ones, one buffer per block);
     return the bytes newly pinned. Only the copy sources change: eviction still restores each parameter's own
-    host tensor."""
+    host tensor. Copies no longer streamed (a new plan keeps more blocks on the device) leave the cache; where
+    the host cannot pin more, the rest is copied from where it is, without overlap."""
+    wanted = {(s.data_ptr(), s.nbytes) for b in blocks for t in b.tensors for s in t.sources}
+    for key in [k for k in cache if k not in wanted]:
+        del cache[key]
     pinned = 0
     for block in blocks:
         todo = []
@@ -345,7 +349,12 @@ def _pin_sources(blocks: list[_Block], cache: dict[tuple[int, int], torch.Tensor
         if not todo:
             continue
         size = sum(_aligned(t.sources[k].nbytes) for t, k, _ in todo)
-        buffer = torch.empty(size, dtype=torch.uint8, pin_memory=True)
+        try:
+            buffer = torch.empty(size, dtype=torch.uint8, pin_memory=True)
+        except RuntimeError as err:  # the host's pinnable memory is spent: stream the rest unpinned
+            log.warning("could not pin %.2f GiB more host memory (%s): the remaining streamed blocks are copied "
+                        "without overlap, slower", size / 2**30, err)
+            break
         offset = 0
         for t, k, key in todo:
             source = t.sources[k]

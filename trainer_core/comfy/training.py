@@ -145,7 +145,10 @@ def train_on_model(
     """
     from .backbone import ComfyBackbone
 
+    from ..engine.modes import refuse_temporal_reference_in_comfyui
+
     family = model_family_of(model_patcher)
+    refuse_temporal_reference_in_comfyui(cfg.recipe, data)  # ComfyUI's guide nodes cannot place such a LoRA
     check_cache_vae(data, model_patcher, vae)
     backbone = ComfyBackbone(model_patcher)
     trainer = Trainer(backbone, data, recorded_config(cfg, model_patcher, data, backbone), base_model=family)
@@ -200,10 +203,10 @@ def check_cache_vae(data: TrainingData, model_patcher, vae=None) -> None:
     if cached in (None, IMPORTED):
         return
     path = checkpoint_file(model_patcher)
+    readable = path is not None and path.suffix == ".safetensors" and path.is_file()  # .ckpt: not ours to open
     candidates = [
         ("the VAE wired into the Train node", lambda: ComfyVideoVae(vae).identity(), vae is not None),
-        (f"the video VAE inside the MODEL's checkpoint {path}", lambda: vae_identity(path),
-         path is not None and path.is_file()),
+        (f"the video VAE inside the MODEL's checkpoint {path}", lambda: vae_identity(path), readable),
     ]
     for what, identity, known in candidates:
         mine = identity() if known else None
