@@ -242,6 +242,29 @@ def test_import_infers_the_temporal_factor_and_the_import_trains_with_it(tmp_pat
         import_ltx_trainer(root, tmp_path / "c2")
 
 
+def test_a_cache_without_a_recorded_temporal_factor_infers_it_by_the_imports_rule(tmp_path):
+    """A cache whose manifest does not record the factor gets it from its first reference, checked as the import
+    checks it: a frame count that is no whole factor names the cache and the item instead of rounding."""
+    import json
+
+    root = tmp_path / "ltx"
+    _ltx_trainer_latents(root, "a", (128, 5, 4, 4), "latents")
+    _ltx_trainer_latents(root, "a", (128, 3, 2, 2), "reference_latents")
+    _ltx_trainer_conditions(root, "a")
+    import_ltx_trainer(root, tmp_path / "c")
+    manifest = tmp_path / "c" / "manifest.json"
+    state = json.loads(manifest.read_text())
+    del state["dataset"]["reference_temporal_scale_factor"]
+    manifest.write_text(json.dumps(state))
+    assert CachedData(tmp_path / "c").reference_temporal_scale_factor == 2
+
+    for record in state["items"].values():
+        record["reference_shape"] = [128, 4, 2, 2]  # (5 - 1) / (4 - 1): no whole factor
+    manifest.write_text(json.dumps(state))
+    with pytest.raises(CacheError, match=r"cache .*c, item .*: reference latent has 4 latent frames, the video 5"):
+        CachedData(tmp_path / "c")
+
+
 def test_cli_cache_with_references(tmp_path, checkpoint):
     from trainer_core.cli import main
 

@@ -44,7 +44,7 @@ class CachedData:
         self.trigger: str = manifest.dataset.get("trigger", "")
         self.reference_downscale_factor: int = int(manifest.dataset.get("reference_downscale_factor") or 1)
         self.reference_temporal_scale_factor: int = int(
-            manifest.dataset.get("reference_temporal_scale_factor") or _temporal_factor(self.records)
+            manifest.dataset.get("reference_temporal_scale_factor") or _temporal_factor(self.records, self.folder)
         )
         self.fingerprint: str = self._fingerprint()
         self._empty_text: torch.Tensor | None = None
@@ -166,11 +166,13 @@ class CachedData:
         return f"CachedData({str(self.folder)!r}, {len(self)} items, fingerprint {self.fingerprint})"
 
 
-def _temporal_factor(records: list[ItemRecord]) -> int:
+def _temporal_factor(records: list[ItemRecord], folder: Path) -> int:
     """The reference_temporal_scale_factor of a cache that did not record one, from its first reference's latent
-    frame count, as ltx-trainer infers it: (F' - 1) / (f' - 1); 1 without a reference or for stills."""
+    frame count, as ltx-trainer infers it ((F' - 1) / (f' - 1), checked as the import checks it); 1 without a
+    reference."""
+    from .ltx_trainer_import import reference_factors  # the import's rule; imported here, it imports the writer
+
     for r in records:
         if r.reference_shape is not None:
-            f, rf = r.latent_shape[1], r.reference_shape[1]
-            return (f - 1) // (rf - 1) if rf > 1 and f != rf else 1
+            return reference_factors(r.latent_shape, r.reference_shape, f"cache {folder}, item {r.id} ({r.source})")[1]
     return 1
