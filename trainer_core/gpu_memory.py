@@ -96,3 +96,16 @@ class PeakGpuMemory:
             current, source = (reserved + extra, "torch+aimdo") if extra else (reserved, "torch")
         self.peak = max(self.peak, current, reserved)
         return self.peak / GIB, source
+
+
+def within_memory_fraction(device: torch.device, free: int) -> int:
+    """``free`` bytes, lowered to what torch's allocator may still hand out when a per-process memory fraction is
+    set (``torch.cuda.set_per_process_memory_fraction``: how a smaller card is emulated); the driver's free figure
+    does not know that cap."""
+    if device.type != "cuda":
+        return free
+    fraction = getattr(torch.cuda, "get_per_process_memory_fraction", lambda _d: 1.0)(device)
+    if fraction >= 1.0:
+        return free
+    limit = int(torch.cuda.get_device_properties(device).total_memory * fraction)
+    return min(free, limit - torch.cuda.memory_allocated(device))

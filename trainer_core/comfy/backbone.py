@@ -47,6 +47,7 @@ import torch
 from torch import nn
 
 from ..backbone import ModelInput, TextContext
+from ..gpu_memory import within_memory_fraction
 from .blocks import OPTIONS_KEY, install_out_of_place_blocks
 from .inference import trainable_aliases
 from .quantized import dequantized_matmuls
@@ -269,12 +270,7 @@ class ComfyBackbone:
         import comfy.model_management as mm
 
         dev = self.device
-        free = self._patcher.get_free_memory(dev) - mm.extra_reserved_memory()  # ComfyUI's --reserve-vram
-        fraction = getattr(torch.cuda, "get_per_process_memory_fraction", lambda _d: 1.0)(dev) \
-            if dev.type == "cuda" else 1.0
-        if fraction < 1.0:  # torch's own cap: what its allocator may still hand out
-            limit = int(torch.cuda.get_device_properties(dev).total_memory * fraction)
-            free = min(free, limit - torch.cuda.memory_allocated(dev))
+        free = within_memory_fraction(dev, self._patcher.get_free_memory(dev) - mm.extra_reserved_memory())
         slots = slot_reserve_bytes(self._dm.transformer_blocks)
         return max(0, free - self.memory_required - slots - _AIMDO_HEADROOM)
 

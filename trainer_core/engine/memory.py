@@ -21,6 +21,7 @@ import torch
 from ..backbone import linear_dims
 from ..config.training import TrainConfig
 from ..errors import UserError
+from ..gpu_memory import within_memory_fraction
 from .data import TrainingData
 
 # fp32 master + fp32 grad + AdamW's two fp32 moments; bf16 working copies and their grads add 2 + 2.
@@ -72,7 +73,7 @@ def free_device_memory(device: torch.device) -> int | None:
     if device.type != "cuda" or not torch.cuda.is_available():
         return None
     torch.cuda.empty_cache()
-    return int(torch.cuda.mem_get_info(device)[0])
+    return within_memory_fraction(device, int(torch.cuda.mem_get_info(device)[0]))
 
 
 def largest_fitting(
