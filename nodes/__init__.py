@@ -1,7 +1,8 @@
 """All nodes of the pack, listed in one place.
 
-Each module below defines ``NODES``, a list of V3 ``io.ComfyNode`` classes. Node ids carry our ``LtxLora``
-prefix (``LTXV...`` belongs to ComfyUI core and Lightricks).
+Each module below defines ``NODES``, a list of V3 node classes derived from ``_node.PackNode`` (a user error a node
+raises reaches ComfyUI without the frames below the node). Node ids carry our ``LtxLora`` prefix (``LTXV...``
+belongs to ComfyUI core and Lightricks).
 """
 
 from . import cache, dataset, lora, sweep, training

@@ -11,6 +11,7 @@ from comfy_api.latest import io, ui
 
 from ..trainer_core.cache.settings import parse_items, resolve_folder
 from ..trainer_core.config.cache import CacheConfig, PreviewConfig
+from ._node import PackNode
 from ._sockets import TRAINING_DATA, TRAINING_DATASET
 from ._validate import validation_result
 from ._widgets import category, section_from_inputs, section_inputs
@@ -32,7 +33,7 @@ def _progress(node_id: str | None):
     return update
 
 
-class CacheLatents(io.ComfyNode):
+class CacheLatents(PackNode):
     """Dataset + VAE + CLIP (+ audio VAE) in; cached training data out."""
 
     @classmethod
@@ -90,7 +91,7 @@ class CacheLatents(io.ComfyNode):
         return io.NodeOutput(data, text, ui=ui.PreviewText(text))
 
 
-class PreviewCachedLatents(io.ComfyNode):
+class PreviewCachedLatents(PackNode):
     """Cached training data + VAE in; decoded frames out."""
 
     @classmethod

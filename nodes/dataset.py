@@ -14,12 +14,13 @@ from ..trainer_core.dataset.contact_sheet import contact_sheet
 from ..trainer_core.dataset.report import summary_line
 from ..trainer_core.dataset.sources import check_dataset_path, dataset_fingerprint
 from ..trainer_core.frames import trim_to_8n1
+from ._node import PackNode
 from ._sockets import TRAINING_DATASET
 from ._validate import validation_result
 from ._widgets import category, section_from_inputs, section_inputs
 
 
-class LoadDataset(io.ComfyNode):
+class LoadDataset(PackNode):
     """Folder or manifest in; the prepared dataset and its report out (nothing is decoded in full here)."""
 
     @classmethod
@@ -53,7 +54,7 @@ class LoadDataset(io.ComfyNode):
         return io.NodeOutput(ds, report_text(ds), ui=ui.PreviewText(summary_line(ds)))
 
 
-class TrimFrames(io.ComfyNode):
+class TrimFrames(PackNode):
     """IMAGE batch in, the largest 8n+1 frames of it out."""
 
     @classmethod
@@ -74,7 +75,7 @@ class TrimFrames(io.ComfyNode):
         return io.NodeOutput(trim_to_8n1(images, cfg.policy))
 
 
-class DatasetPreview(io.ComfyNode):
+class DatasetPreview(PackNode):
     """A contact sheet of the dataset's first frames, labelled with each item's status."""
 
     @classmethod

@@ -15,6 +15,7 @@ from ..trainer_core.config.lorafile import ConvertLoraSettings, InspectLoraSetti
 from ..trainer_core.lorafile import LoraFileError
 from ..trainer_core.lorafile.inspect import inspect_file, report_text
 from ..trainer_core.lorafile.layouts import convert_file, converted_name
+from ._node import PackNode
 from ._widgets import category, section_inputs
 
 
@@ -43,7 +44,7 @@ def _output_path(source: Path, output_name: str, overwrite: bool) -> Path:
     return out
 
 
-class ConvertLora(io.ComfyNode):
+class ConvertLora(PackNode):
     """Any supported LoRA layout in, a ComfyUI-layout file in models/loras out."""
 
     @classmethod
@@ -72,7 +73,7 @@ class ConvertLora(io.ComfyNode):
         return io.NodeOutput(out.name, report, ui=ui.PreviewText(report))
 
 
-class InspectLora(io.ComfyNode):
+class InspectLora(PackNode):
     """A LoRA file in (and optionally the MODEL it is meant for); a text report out."""
 
     @classmethod
@@ -100,7 +101,7 @@ class InspectLora(io.ComfyNode):
         return io.NodeOutput(text, ui=ui.PreviewText(text))
 
 
-class LoadLoraChecked(io.ComfyNode):
+class LoadLoraChecked(PackNode):
     """MODEL and LoRA in; a patched MODEL (with separate video and audio strengths) and a report out."""
 
     @classmethod

@@ -28,6 +28,7 @@ from ..trainer_core.sweep.plan import (
     short,
 )
 from ..trainer_core.sweep.report import sweep_report
+from ._node import PackNode
 from ._sockets import SWEEP
 from ._validate import validation_result
 from ._widgets import category, section_inputs
@@ -55,7 +56,7 @@ def _prompts(with_trigger, without_trigger, clip, prompts: str, trigger: str) ->
     return out
 
 
-class LoraSweep(io.ComfyNode):
+class LoraSweep(PackNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(
@@ -136,7 +137,7 @@ class LoraSweep(io.ComfyNode):
         )
 
 
-class SweepGrid(io.ComfyNode):
+class SweepGrid(PackNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(

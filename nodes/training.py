@@ -11,6 +11,7 @@ from comfy_api.latest import io, ui
 from ..trainer_core.config import ConfigError, parse_section
 from ..trainer_core.config.base import Section
 from ..trainer_core.config.foreign import load_train_config
+from ..trainer_core.config.train_node import LossPlotSettings, TrainNodeFiles
 from ..trainer_core.config.training import (
     CheckpointSettings,
     LoraSettings,
@@ -20,9 +21,9 @@ from ..trainer_core.config.training import (
     RecipeSettings,
     TrainConfig,
 )
-from ..trainer_core.config.train_node import LossPlotSettings, TrainNodeFiles
 from ..trainer_core.plots import loss_curve, non_finite_note, to_image_tensor
 from . import _sockets as sockets
+from ._node import PackNode
 from ._widgets import category, section_from_inputs, section_inputs
 
 log = logging.getLogger(__name__)
@@ -45,10 +46,10 @@ _SETTINGS = (
 
 def _settings_node(
     section: type[Section], socket: type[io.ComfyTypeIO], node_id: str, display: str
-) -> type[io.ComfyNode]:
+) -> type[PackNode]:
     """A node whose widgets are one config section and whose output is that section, validated."""
 
-    class SettingsNode(io.ComfyNode):
+    class SettingsNode(PackNode):
         @classmethod
         def define_schema(cls) -> io.Schema:
             return io.Schema(
@@ -86,7 +87,7 @@ def _train_config(kwargs: dict, output_dir: Path) -> TrainConfig:
     return parse_section(TrainConfig, base)
 
 
-class TrainLtxLora(io.ComfyNode):
+class TrainLtxLora(PackNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         top = section_inputs(TrainConfig)
@@ -172,7 +173,7 @@ class TrainLtxLora(io.ComfyNode):
         )
 
 
-class PlotLtxLoss(io.ComfyNode):
+class PlotLtxLoss(PackNode):
     @classmethod
     def define_schema(cls) -> io.Schema:
         return io.Schema(

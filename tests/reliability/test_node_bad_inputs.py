@@ -9,6 +9,10 @@ Each case runs a small graph on a tiny LTX-2.3 checkpoint; the node under test i
 in for a user's mistakes mid-graph: ``TestBreak`` deletes, overwrites or fills with NaN a file of a dataset or cache
 after the node that made it (a clip replaced while the graph runs, a cache file lost), ``TestValue`` gives any
 value (a loss history) and the tiny text encoder stands in for Gemma (12B).
+
+A user error raised while a node runs reaches ComfyUI's error report as its message with a traceback that holds no
+frame of ``trainer_core`` (the node cuts it, ``nodes/_node.py``); the full traceback goes to the log. A bug keeps its
+frames.
 """
 
 from __future__ import annotations
@@ -16,9 +20,12 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
+import logging
 import math
+import os
 import shutil
 import sys
+import traceback
 import types
 import uuid
 from collections.abc import Callable
@@ -509,6 +516,7 @@ class Answer:
     message: str
     exception_type: str = ""
     node: str = ""
+    traceback: tuple[str, ...] = ()  # ComfyUI's error report: traceback.format_tb of the raised exception
 
 
 def build(case_id: str, env) -> dict:
@@ -545,7 +553,12 @@ def answer(prompt: dict) -> Answer:
         ui = (executor.history_result or {}).get("outputs", {})
         return Answer("ok", json.dumps({k: ui[k] for k in ("t", "show") if k in ui}, default=str))
     (err,) = [m[1] for m in executor.status_messages if m[0] == "execution_error"]
-    return Answer("error", err["exception_message"], err["exception_type"], err["node_id"])
+    return Answer("error", err["exception_message"], err["exception_type"], err["node_id"], tuple(err["traceback"]))
+
+
+def core_frames(got: Answer) -> list[str]:
+    """The frames of ComfyUI's error report that lie in ``trainer_core``."""
+    return [f for f in got.traceback if f"{os.sep}trainer_core{os.sep}" in f.splitlines()[0]]
 
 
 def is_user_error(comfy, exception_type: str) -> bool:
@@ -568,11 +581,38 @@ def test_bad_input_gives_a_clear_message(comfy, env, case_id):
     elif got.how == "error":
         assert got.node == "t", f"{case_id}: another node failed first: {got}"
         assert is_user_error(comfy, got.exception_type), f"{case_id}: not a user error: {got}"
+        assert not got.message.startswith(("Traceback", "\n")), f"{case_id}: the message is not first: {got}"
+        assert core_frames(got) == [], f"{case_id}: trainer_core frames in ComfyUI's report: {got.traceback}"
     else:
         assert got.how == "refused", f"{case_id}: the bad input was accepted: {got.message[:2000]}"
         assert '"t"' in got.message, f"{case_id}: another node was refused: {got.message[:2000]}"
     for text in case.expect:
         assert text in got.message, f"{case_id}: {text!r} not in the answer: {got.message[:3000]}"
+
+
+def test_a_user_errors_full_traceback_goes_to_the_log(comfy, env, caplog):
+    with caplog.at_level(logging.INFO):
+        got = answer(build("preview-cache-bad-items", env))
+    assert got.how == "error" and core_frames(got) == []
+    (logged,) = [r for r in caplog.records if r.exc_info and r.exc_info[1] is not None
+                 and "item 7 does not exist" in str(r.exc_info[1])]
+    assert logged.levelno == logging.INFO and "LtxLoraPreviewCachedLatents" in logged.getMessage()
+    frames = [f.filename for f in traceback.extract_tb(logged.exc_info[2])]
+    assert any(f"{os.sep}trainer_core{os.sep}" in f for f in frames), frames
+
+
+def test_a_bug_in_a_node_keeps_its_frames(comfy, env):
+    """Trim Frames given a list instead of an IMAGE (a wiring no user can make; here an any-type test node does):
+    the AttributeError inside trainer_core is a bug, and ComfyUI's report keeps the frame where it happened."""
+    got = answer({"v": {"class_type": "LtxLoraTestValue", "inputs": {"text": "[1, 2, 3]"}},
+                  "t": n("LtxLoraTrimFrames", images=["v", 0]), **show()})
+    assert got.how == "error" and got.node == "t" and got.exception_type == "AttributeError", got
+    assert any("frames.py" in f for f in core_frames(got)), got.traceback
+
+
+def test_every_node_cuts_its_user_errors(comfy):
+    pack_node = importlib.import_module(f"{comfy.__name__}.nodes._node").PackNode
+    assert [k for k, cls in comfy.NODE_CLASS_MAPPINGS.items() if not issubclass(cls, pack_node)] == []
 
 
 def test_every_node_has_cases(comfy):
