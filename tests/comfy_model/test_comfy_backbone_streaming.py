@@ -194,3 +194,32 @@ def test_streamed_weights_live_in_the_slots_while_their_block_runs(model):
     for n, p in blocks.named_parameters():
         assert p.data_ptr() == before[n][0] and torch.equal(p, before[n][1]), n
     assert flags == {n: m.comfy_cast_weights for n, m in blocks.named_modules() if hasattr(m, "comfy_cast_weights")}
+
+
+def test_comfyui_block_prefetch_is_off_while_the_streamer_runs_the_blocks(model, monkeypatch):
+    """Under dynamic VRAM ComfyUI's block loop faults each block's weights into aimdo's pages just before the block
+    runs (``prefetch_dynamic_vbars``). Where the streamer has put the blocks on the device that is a second copy of
+    the model and a wait per block, so the streamer's steps turn it off; ComfyUI's own per-layer path (no
+    checkpointing, no streamer) keeps it. (On the CPU ComfyUI never prefetches, so the option is what is checked.)"""
+    import comfy.model_prefetch
+
+    seen: list[bool] = []
+    make_queue = comfy.model_prefetch.make_prefetch_queue
+
+    def spy(queue, device, transformer_options):
+        seen.append(bool(transformer_options.get("prefetch_dynamic_vbars", False)))
+        return make_queue(queue, device, transformer_options)
+
+    monkeypatch.setattr(comfy.model_prefetch, "make_prefetch_queue", spy)
+    monkeypatch.setattr(model, "is_dynamic", lambda: True)  # as ComfyUI's default mode on NVIDIA loads it
+    _step(model, streamed=STREAMED, resident_bytes=0)
+    assert seen == [False]
+
+    from trainer_core.comfy import ComfyBackbone
+
+    seen.clear()
+    backbone = ComfyBackbone(model)  # no checkpointing: ComfyUI's own path runs the blocks and keeps its prefetch
+    inp = av_input(backbone, seed=3)
+    with backbone.training_session():
+        flow_loss(backbone, inp, seed=5)
+    assert seen == [True]

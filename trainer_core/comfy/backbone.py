@@ -221,6 +221,11 @@ class ComfyBackbone:
             if self._streamer is None:
                 self._streamer = self._plan_streamer()
             settings["streamer"] = self._streamer if self._streamer.plan else None
+            if settings["streamer"] is not None:
+                # The streamer puts each block it plans on the device itself. ComfyUI's per-block prefetch (dynamic
+                # VRAM) would fault the same weights into aimdo's pages as well before every block, a second copy
+                # of the blocks on the device, and make each block's compute wait for that copy.
+                options["prefetch_dynamic_vbars"] = False
         if audio and inp.audio_sigma is not None and inp.video.shape[0] > 1:
             settings["cross_gates"] = self._reference_cross_gates(inp)
         options[OPTIONS_KEY] = settings
