@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -47,7 +48,14 @@ def run(args: argparse.Namespace) -> int:
 
     from ..config import ConfigError
     from ..config.foreign import load_train_config
-    from ..engine.distributed import DataParallel, ShardedDataParallel, SingleProcess, launched, local_rank
+    from ..engine.distributed import (
+        DataParallel,
+        ShardedDataParallel,
+        SingleProcess,
+        launched,
+        local_rank,
+        tell_launcher,
+    )
 
     translation = load_train_config(args.config)
     cfg = translation.config
@@ -71,6 +79,12 @@ def run(args: argparse.Namespace) -> int:
             logging.getLogger().setLevel(logging.ERROR)  # logs on rank 0 only; errors from every rank
     try:
         return _train(args, translation, device, parallel)
+    except Exception as err:
+        if launched():
+            from ..cli import user_error
+
+            tell_launcher(user_error(err) or traceback.format_exc())
+        raise
     finally:
         parallel.close()
 

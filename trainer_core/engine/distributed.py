@@ -20,11 +20,14 @@ block's gather is a collective, so every process runs the model at every micro-s
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -174,6 +177,7 @@ class ShardedDataParallel(DataParallel):
     """``DataParallel`` whose processes also split the frozen base weights (FSDP2); see the module docstring."""
 
     every_rank_runs_model = True
+    stranded = False  # set by a failure inside the model: the others wait in a gather this process will not join
 
     @contextmanager
     def together(self, what: str, model_runs: bool = False) -> Iterator[None]:
@@ -187,10 +191,18 @@ class ShardedDataParallel(DataParallel):
         try:
             yield
         except Exception as err:
-            # Logged here, before the process group is left: leaving may wait on gathers the others started.
+            self.stranded = True
             log.error("rank %d of %d failed %s: %s: %s (the other processes wait in a weight gather until the "
-                      "launcher stops them)", self.rank, self.world_size, what, type(err).__name__, err)
+                      "launcher stops them, once this one has exited)", self.rank, self.world_size, what,
+                      type(err).__name__, err)
             raise
+
+    def close(self) -> None:
+        """As ``DataParallel.close``, except after a failure inside the model: the others wait in a weight gather
+        this process will never join, so a barrier or a teardown would wait for them too (seen: the gloo barrier
+        hung past its own timeout); the process then leaves at once and its exit stops the run."""
+        if not self.stranded:
+            super().close()
 
     def shard(self, blocks: list[torch.nn.Module], root: torch.nn.Module, device: torch.device | str) -> None:
         """Split the weights of each of ``blocks`` (one gather each, freed after its forward and its backward) and
@@ -225,6 +237,15 @@ def _all_reduce_flat(tensors: list[torch.Tensor]) -> None:
 def launched() -> bool:
     """Whether this process was started by ``torchrun`` (or another launcher setting ``WORLD_SIZE``) with N > 1."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def tell_launcher(message: str) -> None:
+    """Leave ``message`` where ``torchrun`` (torchelastic, also under ``accelerate launch``) looks for a failed
+    process's error (``TORCHELASTIC_ERROR_FILE``), so its summary of the failure shows that message instead of a
+    link to its docs: with several processes writing to one terminal, the summary is what the user reads last."""
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if path:  # a plain string message is shown as it is
+        Path(path).write_text(json.dumps({"message": message, "timestamp": int(time.time())}), encoding="utf-8")
 
 
 def local_rank() -> int:
