@@ -1,10 +1,11 @@
 """FSDP2 sharding of the frozen base weights (``distributed.strategy: fsdp``) on the CPU: 2 gloo processes.
 
-One process with batch 2 is the reference, as in ``test_data_parallel``. One spawn of 2 processes shards the tiny
-model's transformer (``ShardedDataParallel.shard``), trains with batch 1 each from scratch with per-block gradient
-checkpointing (each block's weights are gathered again for its recompute), then resumes from the reference's
-step-2 checkpoint; the reference process then resumes from the sharded run's step-2 checkpoint. 3 clips in
-batches of 2 make every epoch end in a batch of 1, where rank 1 has no rows and still has to run the model.
+One process with batch 2 is the reference, as in ``test_data_parallel``. One spawn of 2 processes loads the tiny
+model as the CLI does (the transformer split on the meta device by ``ShardedDataParallel.shard``, then each rank's
+rows read from the file), trains with batch 1 each from scratch with per-block gradient checkpointing (each block's
+weights are gathered again for its recompute), then resumes from the reference's step-2 checkpoint; the
+reference process then resumes from the sharded run's step-2 checkpoint. 3 clips in batches
+of 2 make every epoch end in a batch of 1, where rank 1 has no rows and still has to run the model.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ import os
 import re
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
+import safetensors
 import torch
 import yaml
 from safetensors.torch import load_file
@@ -30,6 +33,8 @@ from trainer_core.engine.checkpoints import checkpoint_path, list_checkpoints
 from trainer_core.engine.distributed import ShardedDataParallel
 from trainer_core.engine.state import checkpoint_problem
 from trainer_core.engine.trainer import Trainer
+from trainer_core.ltxcore.backbone import LtxCoreBackbone
+from trainer_core.ltxcore.model import TRANSFORMER_PREFIX
 from trainer_core.ltxcore.tiny import write_tiny_checkpoint
 
 RANKS = 2
@@ -51,20 +56,64 @@ def _train(tmp: Path, name: str, batch: int, backbone, resume: Path | None = Non
     trainer.train()
 
 
+class _CountingReads:
+    """``safetensors.safe_open`` that counts the elements this process reads of each key."""
+
+    def __init__(self, read: Counter, *args, **kwargs) -> None:
+        self.read, self.file = read, _SAFE_OPEN(*args, **kwargs)
+
+    def __enter__(self) -> _CountingReads:
+        self.file.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.file.__exit__(*exc)
+
+    def __getattr__(self, name: str):
+        return getattr(self.file, name)
+
+    def get_tensor(self, key: str) -> torch.Tensor:
+        tensor = self.file.get_tensor(key)
+        self.read[key] += tensor.numel()
+        return tensor
+
+    def get_slice(self, key: str):
+        whole, read = self.file.get_slice(key), self.read
+
+        class Rows:
+            def __getitem__(self, index) -> torch.Tensor:
+                tensor = whole[index]
+                read[key] += tensor.numel()
+                return tensor
+
+        return Rows()
+
+
+_SAFE_OPEN = safetensors.safe_open
+
+
 def _rank(rank: int, tmp: str) -> None:
     torch.set_num_threads(1)
     tmp_path = Path(tmp)
     parallel = ShardedDataParallel.start("cpu", f"file://{tmp}/rendezvous", rank, RANKS)
     try:
-        backbone = tiny_backbone(tmp_path / "tiny.safetensors")
-        backbone.transformer.requires_grad_(False)
-        parallel.shard(*backbone.shard_units(), "cpu")
-        params = list(backbone.transformer.parameters())
+        # Loaded as the CLI loads it: split on the meta device, then this rank's rows read from the file.
+        read: Counter = Counter()
+        safetensors.safe_open = lambda *args, **kwargs: _CountingReads(read, *args, **kwargs)
+        try:
+            backbone = LtxCoreBackbone.from_checkpoint(tmp_path / "tiny.safetensors", dtype=torch.float32,
+                                                       split=lambda blocks, root: parallel.shard(blocks, root, "cpu"))
+        finally:
+            safetensors.safe_open = _SAFE_OPEN
+        whole = dict(tiny_backbone(tmp_path / "tiny.safetensors").transformer.named_parameters())
+        params = dict(backbone.transformer.named_parameters())
         held = {
-            "dtensors": sum(type(p).__name__ == "DTensor" for p in params),
+            "dtensors": sum(type(p).__name__ == "DTensor" for p in params.values()),
             "params": len(params),
-            "local": sum(p.to_local().numel() for p in params),
-            "total": sum(p.numel() for p in params),
+            "local": sum(p.to_local().numel() for p in params.values()),
+            "total": sum(p.numel() for p in params.values()),
+            "read": sum(read[TRANSFORMER_PREFIX + name] for name in params),
+            "as_file": all(torch.equal(p.full_tensor(), whole[name]) for name, p in params.items()),  # gathers
         }
         (tmp_path / f"held_{rank}.json").write_text(json.dumps(held))
         _train(tmp_path, "sharded", 1, backbone, parallel=parallel)
@@ -84,11 +133,13 @@ def runs(tmp_path_factory) -> Path:
     return tmp
 
 
-def test_each_rank_holds_half_of_the_frozen_base_weights(runs):
+def test_each_rank_loads_and_holds_only_its_half_of_the_frozen_base_weights(runs):
     held = [json.loads((runs / f"held_{r}.json").read_text()) for r in range(RANKS)]
     for h in held:
         assert h["dtensors"] == h["params"]  # every transformer weight, blocks and the rest, is sharded
         assert h["local"] <= h["total"] / RANKS + h["params"]  # dim-0 chunks: at most one row over half
+        assert h["read"] == h["local"]  # read from the file: its own rows, nothing of the other rank's
+        assert h["as_file"]  # the shards put together are the checkpoint's weights
     assert sum(h["local"] for h in held) == held[0]["total"]
 
 

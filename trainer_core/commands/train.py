@@ -137,10 +137,11 @@ def _train(args: argparse.Namespace, translation: Translation, device: str, para
     check_cache_for_model(data.model, data.folder, family, vae_identity(cfg.model.checkpoint), cfg.model.checkpoint)
     # Gemma (if any) is freed before the transformer loads; rank 0 alone renders previews
     prompts = preview_prompts(cfg, data, args.text_encoder) if main else []
+    sharded = isinstance(parallel, ShardedDataParallel)
+    split = (lambda blocks, root: parallel.shard(blocks, root, device)) if sharded else None
     backbone = LtxCoreBackbone.from_checkpoint(cfg.model.checkpoint, dtype=getattr(torch, cfg.model.dtype),
-                                               device=device)
-    if isinstance(parallel, ShardedDataParallel):
-        parallel.shard(*backbone.shard_units(), device)
+                                               device=device, split=split)
+    if sharded:
         log.info("frozen base weights split over %d processes (FSDP2)", parallel.world_size)
     elif cfg.distributed.strategy == "fsdp":
         log.warning("distributed.strategy is fsdp, but this is one process (not under torchrun): nothing to split")

@@ -11,7 +11,7 @@ reference order (ltx-core), which ComfyUI >= v0.31 changed slightly; video-only 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -47,9 +47,14 @@ class LtxCoreBackbone:
         dtype: torch.dtype = torch.bfloat16,
         device: torch.device | str = "cpu",
         strict: bool = True,
+        split: Callable[[list[nn.Module], nn.Module], None] | None = None,
     ) -> LtxCoreBackbone:
-        """Load the transformer and text connectors of a single-file LTX-2.x checkpoint (no VAE)."""
-        return cls(load_ltx_core_model(path, dtype=dtype, device=device, vae=False, strict=strict))
+        """Load the transformer and text connectors of a single-file LTX-2.x checkpoint (no VAE).
+
+        ``split(blocks, root)`` (``ShardedDataParallel.shard``): splits the transformer's ``shard_units`` over the
+        processes while it is still on the meta device; each process then reads only its own part of the file."""
+        units = None if split is None else (lambda transformer: split(*_shard_units(transformer)))
+        return cls(load_ltx_core_model(path, dtype=dtype, device=device, vae=False, strict=strict, split=units))
 
     # -- properties ---------------------------------------------------------------------------------------------
     @property
@@ -220,7 +225,7 @@ class LtxCoreBackbone:
         """What FSDP2 splits over processes (``ShardedDataParallel.shard``): each transformer block on its own, and
         the transformer for the rest (patchify, AdaLN, output). The text connectors stay whole on every process:
         each process runs them on its own captions, which a collective per connector call would deadlock."""
-        return list(self.transformer.transformer_blocks), self.transformer
+        return _shard_units(self.transformer)
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:
         """Per-block checkpointing (ltx-core's own; active while the model is in train mode)."""
@@ -246,6 +251,10 @@ class LtxCoreBackbone:
             self.transformer.train(was_training)
             for p, flag in flags:
                 p.requires_grad_(flag)
+
+
+def _shard_units(transformer: nn.Module) -> tuple[list[nn.Module], nn.Module]:
+    return list(transformer.transformer_blocks), transformer
 
 
 def _context(text: torch.Tensor, batch: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:

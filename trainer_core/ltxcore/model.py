@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -256,6 +256,7 @@ def load_ltx_core_model(
     vae_dtype: torch.dtype | None = None,
     meta_init: bool = True,
     strict: bool = True,
+    split: Callable[[nn.Module], None] | None = None,
 ) -> LtxCoreModel:
     """Load the transformer, text connectors and (optionally) video VAE of a single-file LTX-2.x checkpoint.
 
@@ -264,6 +265,10 @@ def load_ltx_core_model(
     (``load_state_dict(assign=True)``), so the weights exist once in memory; with False the modules are built
     for real first and the weights copied in. Key mismatches raise :class:`CheckpointKeyError` (``strict=False``
     tolerates unexpected keys under the loaded prefixes, e.g. from a newer checkpoint revision).
+
+    ``split``: FSDP2's ``fully_shard`` over the frozen transformer, still on the meta device (see
+    ``ShardedDataParallel.shard``). This process then reads only its own rows of each transformer weight from the
+    file, straight into its shard on ``device``: no process ever holds a whole weight, on the host or the device.
     """
     from safetensors import safe_open
 
@@ -274,7 +279,7 @@ def load_ltx_core_model(
     with safe_open(str(path), framework="pt") as f:
         keys = list(f.keys())
         has_audio = AUDIO_MARKER_KEY in keys
-        if meta_init:
+        if meta_init or split is not None:
             with torch.device("meta"):
                 modules = build_modules(config, audio=has_audio, vae=vae)
         else:
@@ -282,6 +287,12 @@ def load_ltx_core_model(
         plan = split_checkpoint_keys(keys, modules, path, strict=strict)
         for name, module in modules.items():
             target_dtype = (vae_dtype or dtype) if name.startswith("vae_") else dtype
+            if name == "transformer" and split is not None:
+                module.to(dtype=target_dtype).requires_grad_(False)
+                split(module)
+                _load_own_rows(module, f, plan[name], device)
+                module.eval()
+                continue
             state = {k: _cast(f.get_tensor(ck), target_dtype, device) for k, ck in plan[name].items()}
             if meta_init:
                 module.load_state_dict(state, strict=True, assign=True)
@@ -305,6 +316,28 @@ def load_ltx_core_model(
         vae_decoder=modules.get("vae_decoder"),
         config=config,
     )
+
+
+def _load_own_rows(module: nn.Module, f: Any, keys: dict[str, str], device: torch.device | str) -> None:
+    """Fill ``module``, whose parameters FSDP2 split into dim-0 shards on the meta device, with this process's rows
+    of each weight (``keys``: parameter name -> checkpoint key), read as a slice of the file."""
+    from torch.distributed.tensor import DTensor, Shard
+
+    module.to_empty(device=device)
+    params = dict(module.named_parameters())
+    if params.keys() != keys.keys() or any(True for _ in module.buffers()):
+        raise RuntimeError(f"{type(module).__name__}: its parameters and buffers do not match the checkpoint's keys")
+    with torch.no_grad():
+        for name, param in params.items():
+            if not isinstance(param, DTensor) or tuple(param.placements) != (Shard(0),):
+                raise RuntimeError(f"{name} was not split into dim-0 shards over the processes")
+            local, mesh = param.to_local(), param.device_mesh
+            # FSDP2 cuts dim 0 as torch.chunk does: ceil(rows / processes) each, the last ones shorter or empty.
+            per = -(-param.shape[0] // mesh.size())
+            start = min(mesh.get_local_rank() * per, param.shape[0])
+            if local.shape[0] != min(per, param.shape[0] - start):
+                raise RuntimeError(f"{name}: this process's shard has {local.shape[0]} rows, expected rows {start}+")
+            local.copy_(f.get_slice(keys[name])[start : start + local.shape[0]])
 
 
 def _materialize_meta(module: nn.Module, device: torch.device | str) -> None:
