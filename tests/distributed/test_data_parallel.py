@@ -1,8 +1,8 @@
 """Data parallel training (``trainer_core.engine.distributed``) on the CPU: 2 gloo processes on the tiny model.
 
 One process with batch 2 is the reference. One spawn of 2 processes trains with batch 1 each from scratch, resumes
-from the reference's step-2 checkpoint, and runs once more with rank 1 failing (``together`` keeps the process
-group usable after a failure, so the three share one spawn). The reference process then resumes from the
+from the reference's step-2 checkpoint and from a batch-1 process's, and runs once more with rank 1 failing
+(``together`` keeps the process group usable after a failure, so the four share one spawn). The reference process then resumes from the
 2-process step-2 checkpoint. 3 clips in batches of 2 make every epoch end in a batch of 1, where rank 1's share
 is empty.
 """
@@ -83,6 +83,8 @@ def _rank(rank: int, tmp: str) -> None:
         _train(tmp_path, "ranks", 1, parallel=parallel, backbone=backbone)
         single_step2 = checkpoint_path(tmp_path / "single", "t", 2)
         _train(tmp_path, "ranks_resumed", 1, single_step2, parallel=parallel, backbone=backbone)
+        batch_1_step2 = checkpoint_path(tmp_path / "single_b1", "t", 2)
+        _train(tmp_path, "ranks_regrouped", 1, batch_1_step2, parallel=parallel, backbone=backbone)
         failing = _FailsOnSecondCall(backbone) if rank == 1 else backbone
         try:
             _train(tmp_path, "failing", 1, parallel=parallel, backbone=failing)
@@ -125,8 +127,10 @@ def runs(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("ddp")
     torch.set_num_threads(1)
     _train(tmp, "single", 2)
+    _train(tmp, "single_b1", 1)
     _spawn(tmp)
     _train(tmp, "single_resumed", 2, checkpoint_path(tmp / "ranks", "t", 2))
+    _train(tmp, "single_regrouped", 2, checkpoint_path(tmp / "single_b1", "t", 2))
     return tmp
 
 
@@ -137,8 +141,13 @@ def test_two_ranks_of_batch_1_train_the_lora_of_one_process_with_batch_2(runs):
         assert _losses(ranks) == pytest.approx(_losses(single), rel=1e-5)
 
 
-@pytest.mark.parametrize(("name", "reference"), [("ranks_resumed", "single"), ("single_resumed", "ranks")])
-def test_resume_with_another_number_of_ranks_and_the_same_global_batch_continues_exactly(runs, name, reference):
+@pytest.mark.parametrize(
+    ("name", "reference"),
+    [("ranks_resumed", "single"), ("single_resumed", "ranks"), ("ranks_regrouped", "single_regrouped")],
+)
+def test_resume_with_another_number_of_ranks_continues_as_one_process(runs, name, reference):
+    # The first two keep the global batch (2 x 1 after 1 x 2 and back): the uninterrupted run. The third doubles
+    # it (2 x 1 after 1 x 1): the rest of the epoch in batches of 2, as one process resumed with batch 2 goes on.
     resumed = checkpoint_path(runs / name, "t", STEPS)
     _assert_same_lora(resumed, checkpoint_path(runs / reference, "t", STEPS))
     assert _losses(resumed) == pytest.approx(_losses(checkpoint_path(runs / reference, "t", STEPS)), rel=1e-5)

@@ -3,8 +3,8 @@
 One process with batch 2 is the reference, as in ``test_data_parallel``. One spawn of 2 processes loads the tiny
 model as the CLI does (the transformer split on the meta device by ``ShardedDataParallel.shard``, then each rank's
 rows read from the file), trains with batch 1 each from scratch with per-block gradient checkpointing (each block's
-weights are gathered again for its recompute), then resumes from the reference's step-2 checkpoint; the
-reference process then resumes from the sharded run's step-2 checkpoint. 3 clips in batches
+weights are gathered again for its recompute), then resumes from the reference's step-2 checkpoint and from a
+batch-1 process's; the reference process then resumes from the sharded run's step-2 checkpoint. 3 clips in batches
 of 2 make every epoch end in a batch of 1, where rank 1 has no rows and still has to run the model.
 """
 
@@ -118,6 +118,7 @@ def _rank(rank: int, tmp: str) -> None:
         (tmp_path / f"held_{rank}.json").write_text(json.dumps(held))
         _train(tmp_path, "sharded", 1, backbone, parallel=parallel)
         _train(tmp_path, "sharded_resumed", 1, backbone, checkpoint_path(tmp_path / "single", "t", 2), parallel)
+        _train(tmp_path, "sharded_regrouped", 1, backbone, checkpoint_path(tmp_path / "single_b1", "t", 2), parallel)
     finally:
         parallel.close()
 
@@ -128,8 +129,10 @@ def runs(tmp_path_factory) -> Path:
     torch.set_num_threads(1)
     backbone = tiny_backbone(tmp / "tiny.safetensors")
     _train(tmp, "single", 2, backbone)
+    _train(tmp, "single_b1", 1, backbone)
     _spawn(tmp, 180, _rank, "a rank waits in a weight gather")
     _train(tmp, "single_resumed", 2, backbone, checkpoint_path(tmp / "sharded", "t", 2))
+    _train(tmp, "single_regrouped", 2, backbone, checkpoint_path(tmp / "single_b1", "t", 2))
     return tmp
 
 
@@ -150,8 +153,13 @@ def test_sharded_ranks_of_batch_1_train_the_lora_of_one_process_with_batch_2(run
         assert _losses(sharded) == pytest.approx(_losses(single), rel=1e-5)
 
 
-@pytest.mark.parametrize(("name", "reference"), [("sharded_resumed", "single"), ("single_resumed", "sharded")])
-def test_resume_between_one_process_and_sharded_ranks_continues_exactly(runs, name, reference):
+@pytest.mark.parametrize(
+    ("name", "reference"),
+    [("sharded_resumed", "single"), ("single_resumed", "sharded"), ("sharded_regrouped", "single_regrouped")],
+)
+def test_resume_between_one_process_and_sharded_ranks_continues_as_one_process(runs, name, reference):
+    # The first two keep the global batch (2 x 1 after 1 x 2 and back): the uninterrupted run. The third doubles
+    # it (2 x 1 after 1 x 1): it goes on as one process resumed with batch 2 does.
     resumed, ref = checkpoint_path(runs / name, "t", STEPS), checkpoint_path(runs / reference, "t", STEPS)
     _assert_same_lora(resumed, ref)
     assert _losses(resumed) == pytest.approx(_losses(ref), rel=1e-5)
