@@ -1,4 +1,5 @@
-"""`torchrun --nproc_per_node 2 -m trainer_core train CONFIG.yaml` on the CPU (gloo) with the tiny model and cache."""
+"""`torchrun --nproc_per_node 2 -m trainer_core train CONFIG.yaml` (and the same through `accelerate launch`) on the CPU
+(gloo) with the tiny model and cache."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from safetensors.torch import load_file
 
@@ -37,13 +39,23 @@ def _config(tmp: Path, name: str, batch: int, **extra) -> Path:
     return path
 
 
-def test_torchrun_trains_with_two_processes_like_one_with_their_global_batch(tmp_path):
+# The launchers' own commands for 2 processes. accelerate comes with ltx-core, which the headless CLI needs;
+# `accelerate launch --multi_gpu` is torchrun inside (its --cpu starts one process, whatever --num_processes says).
+LAUNCHERS = {
+    "torchrun": ["torch.distributed.run", "--standalone", "--nproc_per_node", "2"],
+    "accelerate": ["accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                   "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0"],
+}
+
+
+@pytest.mark.parametrize("launcher", list(LAUNCHERS))
+def test_a_launcher_trains_two_processes_like_one_with_their_global_batch(tmp_path, launcher):
     write_tiny_checkpoint(tmp_path / "tiny.safetensors")
     write_cache(tmp_path / "cache", [24.0, 24.0, 24.0])
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    # HF_HOME: no accelerate config of this machine's user is read.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HOME": str(tmp_path / "hf")}
     out = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "trainer_core",
-         "train", str(_config(tmp_path, "ranks", 1))],
+        [sys.executable, "-m", *LAUNCHERS[launcher], "-m", "trainer_core", "train", str(_config(tmp_path, "ranks", 1))],
         cwd=REPO, capture_output=True, text=True, timeout=240, check=False, env=env,
     )
     assert out.returncode == 0, out.stderr
