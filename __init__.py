@@ -14,7 +14,7 @@ if importlib.util.find_spec("comfy_api") is None:
     NODE_DISPLAY_NAME_MAPPINGS: dict = {}
 else:
     from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
-    from .nodes.sweep import lora_dirs
+    from .nodes._paths import lora_dirs
     from .trainer_core.comfy import progress_history, sweep_count
 
     # ComfyUI's documented pattern for routes (PromptServer.instance.routes); both are no-ops without a server.

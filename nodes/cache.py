@@ -7,11 +7,15 @@ loaded in ComfyUI (no second copy) into a folder of safetensors files plus ``man
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from comfy_api.latest import io, ui
 
 from ..trainer_core.cache.settings import parse_items, resolve_folder
+from ..trainer_core.cache.writer import check_folder
 from ..trainer_core.config.cache import CacheConfig, PreviewConfig
 from ._node import PackNode
+from ._paths import output_dir
 from ._sockets import TRAINING_DATA, TRAINING_DATASET
 from ._validate import validation_result
 from ._widgets import category, section_from_inputs, section_inputs
@@ -31,6 +35,11 @@ def _progress(node_id: str | None):
         bar[0].update_absolute(done, total)
 
     return update
+
+
+def _folder(cfg: CacheConfig) -> Path:
+    """The cache folder: a relative name under ComfyUI's output folder, or an absolute path."""
+    return resolve_folder(cfg.folder, output_dir())
 
 
 class CacheLatents(PackNode):
@@ -67,18 +76,16 @@ class CacheLatents(PackNode):
 
     @classmethod
     def validate_inputs(cls, **kwargs) -> bool | str:
-        return validation_result(lambda: section_from_inputs(CacheConfig, kwargs))
+        return validation_result(lambda: check_folder(_folder(section_from_inputs(CacheConfig, kwargs))))
 
     @classmethod
     def execute(cls, dataset, vae, clip, audio_vae=None, **kwargs) -> io.NodeOutput:
-        import folder_paths
-
         from ..trainer_core.cache import CachedData, build_cache
         from ..trainer_core.comfy.cache_encoders import ComfyAudioVae, ComfyLtxTextEncoder, ComfyVideoVae
 
         cfg = section_from_inputs(CacheConfig, kwargs)
         dataset.require_items()
-        folder = resolve_folder(cfg.folder, folder_paths.get_output_directory())
+        folder = _folder(cfg)
         report = build_cache(
             dataset.items, folder, ComfyVideoVae(vae, tiled=cfg.tiled_vae), ComfyLtxTextEncoder(clip),
             audio=None if audio_vae is None else ComfyAudioVae(audio_vae), skip_audio=dataset.config.skip_audio,

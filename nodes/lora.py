@@ -1,6 +1,7 @@
 """LoRA file nodes: *Convert LoRA for ComfyUI*, *Inspect LoRA* and *Load LTX LoRA (checked)*.
 
-Files are read from and written to ComfyUI's ``models/loras`` folder (the first ``loras`` path).
+Files are read from ComfyUI's ``loras`` folders (Convert also from its output folder) and written to the first
+``loras`` folder.
 """
 
 from __future__ import annotations
@@ -15,19 +16,25 @@ from ..trainer_core.config.lorafile import ConvertLoraSettings, InspectLoraSetti
 from ..trainer_core.lorafile import LoraFileError
 from ..trainer_core.lorafile.inspect import inspect_file, report_text
 from ..trainer_core.lorafile.layouts import convert_file, converted_name
+from ..trainer_core.paths import within_roots
 from ._node import PackNode
+from ._paths import lora_dirs, output_dir
+from ._validate import validation_result
 from ._widgets import category, section_inputs
 
 
 def _source_path(source: str) -> Path:
-    """An absolute path, or a file name inside the loras folders."""
-    path = Path(source.strip()).expanduser()
-    if path.is_absolute():
-        return path
-    found = folder_paths.get_full_path("loras", source.strip())
-    if found is None:
-        raise LoraFileError(f"LoRA {source!r} not found: give an absolute path or a file name in models/loras")
-    return Path(found)
+    """The LoRA to convert: a name in the loras folders or the output folder, or a path inside them."""
+    roots = [*lora_dirs(), output_dir()]
+    if not source.strip():
+        raise LoraFileError("source is empty: give the name of a LoRA file in models/loras")
+    for candidate in within_roots(source, "source", roots, relative_to=roots):
+        if candidate.is_file():
+            return candidate
+    raise LoraFileError(
+        f"source {source.strip()!r} not found in {', '.join(str(r) for r in roots)}: give the name of a LoRA file "
+        "there (in models/loras, or the output folder)"
+    )
 
 
 def _output_path(source: Path, output_name: str, overwrite: bool) -> Path:
@@ -38,7 +45,7 @@ def _output_path(source: Path, output_name: str, overwrite: bool) -> Path:
         )
     if not name.endswith(".safetensors"):
         name += ".safetensors"
-    out = Path(folder_paths.get_folder_paths("loras")[0]) / name
+    out = lora_dirs()[0] / name
     if out.exists() and not overwrite:
         raise LoraFileError(f"{out} already exists; choose another output_name or enable overwrite")
     return out
@@ -62,6 +69,12 @@ class ConvertLora(PackNode):
             ],
             is_output_node=True,
         )
+
+    @classmethod
+    def validate_inputs(cls, source=None, output_name=None, overwrite=None) -> bool | str:
+        if None in (source, output_name, overwrite):
+            return True  # a linked (or missing) value is checked when the node runs
+        return validation_result(lambda: _output_path(_source_path(source), output_name, overwrite))
 
     @classmethod
     def execute(cls, source, output_name, fold_alpha, dtype, overwrite) -> io.NodeOutput:

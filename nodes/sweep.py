@@ -29,18 +29,13 @@ from ..trainer_core.sweep.plan import (
 )
 from ..trainer_core.sweep.report import sweep_report
 from ._node import PackNode
+from ._paths import lora_dirs
 from ._sockets import SWEEP
 from ._validate import validation_result
 from ._widgets import category, section_inputs
 
 # The widgets whose values the cell count needs (the trigger word changes prompt kinds, not their number).
 COUNTED_WIDGETS = ("loras", "strengths", "seeds", "max_cells", "prompts")
-
-
-def lora_dirs() -> list[Path]:
-    """ComfyUI's ``loras`` folders: relative LoRA names are looked up there, and the node reads LoRAs from nowhere else
-    (the Train node writes its runs into the first one)."""
-    return [Path(p) for p in folder_paths.get_folder_paths("loras")]
 
 
 def _prompts(with_trigger, without_trigger, clip, prompts: str, trigger: str) -> list[SweepPrompt]:
@@ -166,6 +161,13 @@ class SweepGrid(PackNode):
                 io.String.Output(display_name="video_path", tooltip="The saved grid video."),
             ],
         )
+
+    @classmethod
+    def validate_inputs(cls, filename_prefix=(None,)) -> bool | str:
+        prefix = filename_prefix[0]  # an input-list node gets every value as a list
+        if prefix is None:
+            return True  # linked (or missing): checked when the node runs
+        return validation_result(lambda: check_prefix(prefix, folder_paths.get_output_directory()))
 
     @classmethod
     def execute(

@@ -10,7 +10,7 @@ from comfy_api.latest import io, ui
 
 from ..trainer_core.config import ConfigError, parse_section
 from ..trainer_core.config.base import Section
-from ..trainer_core.config.foreign import load_train_config
+from ..trainer_core.config.foreign import Translation, load_train_config
 from ..trainer_core.config.train_node import LossPlotSettings, TrainNodeFiles
 from ..trainer_core.config.training import (
     CheckpointSettings,
@@ -21,12 +21,18 @@ from ..trainer_core.config.training import (
     RecipeSettings,
     TrainConfig,
 )
+from ..trainer_core.engine.checkpoints import resolve_resume, resume_candidates
+from ..trainer_core.paths import within_roots
 from ..trainer_core.plots import loss_curve, non_finite_note, to_image_tensor
 from . import _sockets as sockets
 from ._node import PackNode
+from ._paths import config_dirs, input_dir, lora_dirs
+from ._validate import validation_result
 from ._widgets import category, section_from_inputs, section_inputs
 
 log = logging.getLogger(__name__)
+
+_UNCONNECTED = object()  # an optional socket left unconnected is absent from validate_inputs; a linked one is None
 
 # (config field of TrainConfig, section class, socket type, node id, display name)
 _SETTINGS = (
@@ -72,10 +78,41 @@ def _settings_node(
 SETTINGS_NODES = [_settings_node(s, sock, nid, name) for _, s, sock, nid, name in _SETTINGS]
 
 
+def _run_dir(name: str) -> Path:
+    """Where the Train node writes run ``name``: its folder in the first loras folder, beside the other runs."""
+    return lora_dirs()[0] / name
+
+
+def _load_yaml(value: str) -> Translation:
+    """The ``config_yaml`` file: a name relative to ComfyUI's input folder, or a path inside ``config_dirs()``."""
+    (path,) = within_roots(value, "config_yaml", config_dirs(), relative_to=[input_dir()])
+    return load_train_config(path)
+
+
+def _require_data(training_data: bool, latent: bool, conditioning: bool, yaml_data: bool) -> None:
+    """Which inputs are connected (or, for the YAML, name its data folder) must give the run its clips."""
+    if not (training_data or (latent and conditioning) or (yaml_data and not latent)):
+        raise ConfigError(
+            "Connect training_data (from Cache LTX Training Latents) or both latent and conditioning, or "
+            "give a config_yaml whose data: names a cache folder."
+        )
+
+
+def _check_before_run(name: str | None, yaml_value: str | None, resume_from: str | None, connected: list[bool]) -> None:
+    """What the Train node refuses when the prompt is queued. A linked value arrives as None: checked on running."""
+    if name is not None:
+        parse_section(TrainConfig, {"name": name})  # a plain run name, before any folder is made
+    if yaml_value is not None:
+        yaml_data = bool(yaml_value.strip()) and _load_yaml(yaml_value).config.data is not None
+        _require_data(*connected, yaml_data)
+    if name is not None and resume_from is not None and resume_from.strip() not in ("", "latest"):
+        resume_candidates(resume_from, _run_dir(name), within=lora_dirs()[0])
+
+
 def _train_config(kwargs: dict, output_dir: Path) -> TrainConfig:
     yaml_path = kwargs.get("config_yaml", "").strip()
     if yaml_path:  # a YAML file written by an earlier run, the CLI, ltx-trainer or by hand reproduces that run
-        translation = load_train_config(yaml_path)
+        translation = _load_yaml(yaml_path)
         if translation.dialect is not None:
             log.info("%s", translation.report(yaml_path))
         base = translation.config.model_dump()
@@ -135,27 +172,29 @@ class TrainLtxLora(PackNode):
         )
 
     @classmethod
-    def execute(cls, model, training_data=None, latent=None, conditioning=None, **kwargs) -> io.NodeOutput:
-        import folder_paths
+    def validate_inputs(
+        cls, name=None, config_yaml="", resume_from="", training_data=_UNCONNECTED, latent=_UNCONNECTED,
+        conditioning=_UNCONNECTED,
+    ) -> bool | str:
+        # Only the inputs named here are passed (ComfyUI repeats a refusal under each of them).
+        connected = [value is not _UNCONNECTED for value in (training_data, latent, conditioning)]
+        return validation_result(lambda: _check_before_run(name, config_yaml, resume_from, connected))
 
+    @classmethod
+    def execute(cls, model, training_data=None, latent=None, conditioning=None, **kwargs) -> io.NodeOutput:
         from ..trainer_core.cache.reader import CachedData
         from ..trainer_core.comfy.lora import apply_lora_file
         from ..trainer_core.comfy.training import direct_data, train_on_model
-        from ..trainer_core.engine.checkpoints import resolve_resume
         from ..trainer_core.engine.data_folder import training_folder
         from ..trainer_core.engine.trainer import NonFiniteLossError
 
-        out_dir = Path(folder_paths.get_folder_paths("loras")[0]) / kwargs["name"]
+        out_dir = _run_dir(kwargs["name"])
         cfg = _train_config(kwargs, out_dir)
-        if training_data is None and latent is None and cfg.data:  # the config_yaml's cache (or ltx-trainer folder)
-            training_data = CachedData(training_folder(cfg.data, out_dir))
-        if training_data is None:
-            if latent is None or conditioning is None:
-                raise ConfigError(
-                    "Connect training_data (from Cache LTX Training Latents) or both latent and conditioning, or "
-                    "give a config_yaml whose data: names a cache folder."
-                )
+        _require_data(training_data is not None, latent is not None, conditioning is not None, bool(cfg.data))
+        if training_data is None and latent is not None:
             training_data = direct_data(latent, conditioning)
+        elif training_data is None:  # the config_yaml's cache (or ltx-trainer folder)
+            training_data = CachedData(training_folder(cfg.data, out_dir))
         resume_from = kwargs.get("resume_from", "").strip()
         resume = resolve_resume(resume_from, out_dir, cfg.name, within=out_dir.parent) if resume_from else None
         with torch.inference_mode(False):

@@ -480,9 +480,9 @@ def build_inspect_convert(b: GraphBuilder) -> None:
     b.add("PreviewAny", title="Inspection report", source=report["report"])
     b.group("3 · Convert", (
         "## Convert\nRewrites a PEFT/diffusers, kohya/musubi or LTX-Video-Trainer LoRA with ComfyUI's key names "
-        "into `models/loras` (the source file is never modified). Give an absolute path or a name in "
-        "`models/loras`."))
-    conv = b.add("LtxLoraConvert", source="/path/to/lora_from_another_trainer.safetensors", output_name="")
+        "into `models/loras` (the source file is never modified). Put the file in `models/loras` (or ComfyUI's "
+        "output folder) and give its name."))
+    conv = b.add("LtxLoraConvert", source="lora_from_another_trainer.safetensors", output_name="")
     b.add("PreviewAny", title="Conversion report", source=conv["report"])
     b.group("4 · Load checked", (
         "## Load checked\nLike LoraLoaderModelOnly, with separate video and audio strengths; refuses a LoRA made "

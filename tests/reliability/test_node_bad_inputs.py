@@ -121,9 +121,9 @@ def train(env, case: str, data: list | None = None, **widgets) -> dict:
 
 
 def write_yaml(env, case: str, cfg: dict) -> str:
-    path = env.root / f"{case}.yaml"
-    path.write_text(yaml.safe_dump(cfg), encoding="utf-8")
-    return str(path)
+    """A YAML file in ComfyUI's input folder; its name there (the Train node reads config_yaml from there)."""
+    (env.input / f"{case}.yaml").write_text(yaml.safe_dump(cfg), encoding="utf-8")
+    return f"{case}.yaml"
 
 
 def sweep(env, loras: str, **widgets) -> dict:
@@ -239,6 +239,10 @@ CASES: dict[str, Case] = {
     "convert-truncated": Case(
         "LtxLoraConvert", "corrupt file",
         lambda env, c: {"t": n("LtxLoraConvert", source="truncated.safetensors")}, ("truncated.safetensors",)),
+    "convert-source-outside": Case(
+        "LtxLoraConvert", "path escaping its folder",
+        lambda env, c: {"t": n("LtxLoraConvert", source=str(env.root / "elsewhere.safetensors"))},
+        ("source", "elsewhere.safetensors", "lies outside")),
     "convert-output-escapes": Case(
         "LtxLoraConvert", "path escaping its folder",
         lambda env, c: {"t": n("LtxLoraConvert", source="good.safetensors", output_name="../escaped")},
@@ -299,11 +303,14 @@ CASES: dict[str, Case] = {
     # -- training
     "train-no-data": Case("LtxLoraTrain", "missing files", lambda env, c: train(env, c), ("training_data",)),
     "train-yaml-missing": Case(
-        "LtxLoraTrain", "missing files",
-        lambda env, c: train(env, c, config_yaml=str(env.root / "nope.yaml")), ("nope.yaml",)),
+        "LtxLoraTrain", "missing files", lambda env, c: train(env, c, config_yaml="nope.yaml"), ("nope.yaml",)),
     "train-yaml-not-utf8": Case(
         "LtxLoraTrain", "wrong file", lambda env, c: train(env, c, config_yaml=str(env.latin1_yaml)),
         ("latin1.yaml", "UTF-8")),
+    "train-yaml-outside": Case(
+        "LtxLoraTrain", "path escaping its folder",
+        lambda env, c: train(env, c, ["cache", 0], config_yaml=str(env.root / "outside.yaml")) | cache(env, c),
+        ("config_yaml", "outside.yaml", "lies outside")),
     "train-yaml-data-is-no-cache": Case(
         "LtxLoraTrain", "wrong cache folder",
         lambda env, c: train(env, c, config_yaml=write_yaml(env, c, {"data": str(env.bad_media)})),
@@ -455,7 +462,8 @@ def _write_files(root: Path, loras: Path) -> types.SimpleNamespace:
     data = (loras / "good.safetensors").read_bytes()
     (loras / "truncated.safetensors").write_bytes(data[: len(data) // 2])
     (root / "notes.txt").write_text("just some notes\n", encoding="utf-8")
-    (root / "latin1.yaml").write_bytes("name: caf\u00e9\n".encode("latin-1"))
+    (root / "input" / "latin1.yaml").write_bytes("name: caf\u00e9\n".encode("latin-1"))
+    (root / "outside.yaml").write_text("name: outside\n", encoding="utf-8")
     bad_media = root / "bad_media"
     bad_media.mkdir()
     (bad_media / "notes.mp4").write_text("not a video\n", encoding="utf-8")
@@ -475,7 +483,7 @@ def _write_files(root: Path, loras: Path) -> types.SimpleNamespace:
     (broken_cache / "manifest.json").write_text("{not json", encoding="utf-8")
     return types.SimpleNamespace(root=root, dataset=make_dataset(root / "dataset"), bad_media=bad_media,
                                  escaping=escaping, missing_manifest=missing, broken_cache=broken_cache,
-                                 latin1_yaml=root / "latin1.yaml")
+                                 input=root / "input", latin1_yaml=root / "input" / "latin1.yaml")
 
 
 @pytest.fixture(scope="module")
@@ -486,15 +494,16 @@ def env(comfy, tmp_path_factory):
     from tests.comfy_boot import find_comfyui
 
     root = tmp_path_factory.mktemp("node_bad_inputs")
-    loras, output = root / "loras", root / "output"
-    loras.mkdir()
-    output.mkdir()
+    loras, output, input_dir = root / "loras", root / "output", root / "input"
+    for folder in (loras, output, input_dir):
+        folder.mkdir()
     saved = {k: folder_paths.folder_names_and_paths[k] for k in ("checkpoints", "loras")}
     folder_paths.folder_names_and_paths["checkpoints"] = ([str(root / "checkpoints")], saved["checkpoints"][1])
     folder_paths.folder_names_and_paths["loras"] = ([str(loras)], saved["loras"][1])
     folder_paths.filename_list_cache.clear()
-    previous_output = folder_paths.get_output_directory()
+    previous_output, previous_input = folder_paths.get_output_directory(), folder_paths.get_input_directory()
     folder_paths.set_output_directory(str(output))
+    folder_paths.set_input_directory(str(input_dir))
     extra = _test_nodes(find_comfyui())
     nodes.NODE_CLASS_MAPPINGS.update(extra)
     try:
@@ -505,6 +514,7 @@ def env(comfy, tmp_path_factory):
         folder_paths.folder_names_and_paths.update(saved)
         folder_paths.filename_list_cache.clear()
         folder_paths.set_output_directory(previous_output)
+        folder_paths.set_input_directory(previous_input)
 
 
 # ----------------------------------------------------------------------------------------------- running a case

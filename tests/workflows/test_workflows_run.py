@@ -50,7 +50,6 @@ def _overrides(env) -> dict[tuple[str, str], object]:
         ("EmptyLTXVLatentVideo", "length"): 9,
         ("LTXVEmptyLatentAudio", "frames_number"): 9,
         ("KSampler", "steps"): 2,
-        ("LtxLoraConvert", "source"): str(env.peft_lora),
     }
 
 
@@ -94,8 +93,9 @@ def _tiny_text_encoder_node():
 SWEEP_CHECKPOINTS = [f"{ws.RUN_NAME}_step_{step:05d}.safetensors" for step in (250, 500)]
 
 
-def _write_loras(ckpt: Path, loras: Path) -> Path:
-    """LoRAs the workflows name: a run folder with two checkpoints (sweep), a file (inspect), a PEFT file (convert)."""
+def _write_loras(ckpt: Path, loras: Path) -> None:
+    """LoRAs the workflows name: a run folder with two checkpoints (sweep), a file (inspect), a PEFT file (convert,
+    by the name the workflow gives)."""
     from tests.lorafile.test_lorafile_models import ALL_BLOCK_LINEARS, fabricate
     from trainer_core.lorafile.layouts import to_layout
     from trainer_core.lorafile.write import save_lora_file
@@ -103,9 +103,8 @@ def _write_loras(ckpt: Path, loras: Path) -> Path:
     names = [f"{ws.RUN_NAME}/{n}" for n in SWEEP_CHECKPOINTS] + [f"{ws.RUN_NAME}.safetensors"]
     for i, name in enumerate(names):
         save_lora_file(loras / name, to_layout(fabricate(ckpt, ALL_BLOCK_LINEARS, seed=i), "comfy"), {})
-    peft = loras.parent / "elsewhere" / "peft_lora.safetensors"
-    save_lora_file(peft, to_layout(fabricate(ckpt, ALL_BLOCK_LINEARS, seed=9), "peft"), {})
-    return peft
+    peft = to_layout(fabricate(ckpt, ALL_BLOCK_LINEARS, seed=9), "peft")
+    save_lora_file(loras / "lora_from_another_trainer.safetensors", peft, {})
 
 
 @pytest.fixture(scope="module")
@@ -129,8 +128,8 @@ def env(comfy, tmp_path_factory):
     output = folder_paths.get_output_directory()
     folder_paths.set_output_directory(str(dirs["output"]))
     nodes.NODE_CLASS_MAPPINGS["LtxLoraTestTinyTextEncoderLoader"] = _tiny_text_encoder_node()
-    peft = _write_loras(ckpt, dirs["loras"])
-    yield types.SimpleNamespace(root=root, dataset=make_dataset(root / "dataset"), peft_lora=peft, **dirs)
+    _write_loras(ckpt, dirs["loras"])
+    yield types.SimpleNamespace(root=root, dataset=make_dataset(root / "dataset"), **dirs)
     del nodes.NODE_CLASS_MAPPINGS["LtxLoraTestTinyTextEncoderLoader"]
     folder_paths.folder_names_and_paths.update(saved)
     folder_paths.filename_list_cache.clear()
@@ -233,7 +232,7 @@ def test_4_inspect_and_convert(env):
     result = run("4_inspect_and_convert_lora.json", env)
     text = _texts(result, wf)
     assert "LTX-2.3" in text and "peft" in text.lower()
-    assert (env.loras / "peft_lora_comfy.safetensors").is_file()
+    assert (env.loras / "lora_from_another_trainer_comfy.safetensors").is_file()
 
 
 def test_5_end_to_end(env):

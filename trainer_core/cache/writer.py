@@ -270,13 +270,19 @@ T = TypeVar("T")
 RecordFn = Callable[[CacheRun, str, T, ItemRecord | None], ItemRecord]
 
 
-def _check_folder(folder: Path) -> Manifest | None:
+def check_folder(folder: Path) -> Manifest | None:
+    """The cache folder's manifest (None where there is none yet); ``CacheError`` for a file, or a manifest that is
+    damaged or not this pack's. Reads only the manifest, so a node checks this before its graph runs."""
     if folder.exists() and not folder.is_dir():
         raise CacheError(f"cache folder {folder} is a file; choose a folder")
+    return Manifest.load(folder)
+
+
+def _check_folder(folder: Path) -> Manifest | None:
+    manifest = check_folder(folder)
     # A run killed while saving the manifest leaves its temp file; the tensor folders' are collected at the end.
     for stale in sweep_stale_temps(folder, MANIFEST_NAME):
         logger.info("cache %s: removed %s, left by an interrupted run", folder, stale.name)
-    manifest = Manifest.load(folder)
     if manifest is None and folder.is_dir() and any(p.name not in TENSOR_DIRS for p in folder.iterdir()):
         raise CacheError(
             f"cache folder {folder} already holds other files and no {Manifest.path(folder).name}; choose an empty "

@@ -19,7 +19,9 @@ _STRENGTH = {"ge": -10.0, "le": 10.0, "ui": {"step": 0.01}}
 class ConvertLoraSettings(Section):
     """Which LoRA to rewrite in ComfyUI's key layout, and how."""
 
-    source: str = knob("", "Absolute path of the LoRA, or its name in models/loras.")
+    source: str = knob(
+        "", "The LoRA file: its name in models/loras or ComfyUI's output folder, or its path inside one of them."
+    )
     output_name: str = knob("", "File name to write in models/loras; empty: <source>_comfy.safetensors.")
     fold_alpha: bool = knob(False, "Multiply alpha/rank into the weights instead of keeping .alpha tensors.")
     dtype: LoraDtype = knob("keep", "Weight dtype of the new file.")

@@ -15,15 +15,16 @@ class TrainNodeFiles(Section):
     config_yaml: str = knob(
         "",
         "Optional YAML file with all settings (config.yaml of an earlier run, a CLI config, or an ltx-trainer / "
-        "LTX-2 LoRA tutorial config, translated); overrides the settings sockets and widgets. With training_data "
-        "and latent unconnected, the run trains on the file's data: folder.",
+        "LTX-2 LoRA tutorial config, translated); overrides the settings sockets and widgets. A name in ComfyUI's "
+        "input folder, or a path inside the input, user, output or loras folders. With training_data and latent "
+        "unconnected, the run trains on the file's data: folder.",
         ui={"optional": True},
     )
     resume_from: str = knob(
         "",
-        "Optional checkpoint to continue from: 'latest' (this run's newest), a checkpoint file (absolute, or "
-        "relative to this run's folder), or the name of another run (its newest checkpoint). Step numbering, "
-        "optimizer and RNG state continue.",
+        "Optional checkpoint to continue from: 'latest' (this run's newest), a checkpoint file (relative to this "
+        "run's folder, or a path inside the loras folder), or the name of another run (its newest checkpoint). "
+        "Step numbering, optimizer and RNG state continue.",
         ui={"optional": True},
     )
 

@@ -300,11 +300,14 @@ def _unique_ids(entries: list[SourceEntry]) -> list[SourceEntry]:
 
 
 def check_dataset_path(path: str | Path) -> None:
-    """Raise ConfigError when ``path`` cannot be a dataset (empty, missing)."""
+    """Raise ConfigError when ``path`` cannot be a dataset (empty, missing, a file that is no manifest)."""
     if not str(path).strip():
         raise ConfigError("dataset path is empty: set it to a folder of clips or a dataset.json/.jsonl/.csv")
-    if not Path(path).expanduser().exists():
+    p = Path(path).expanduser()
+    if not p.exists():
         raise ConfigError(f"dataset path {path} does not exist")
+    if not p.is_dir() and p.suffix.lower() not in MANIFEST_SUFFIXES:
+        raise ConfigError(f"{p} is neither a folder nor a manifest ({', '.join(MANIFEST_SUFFIXES)})")
 
 
 def list_sources(path: str | Path, references_dir: str = "") -> SourceListing:
@@ -326,8 +329,6 @@ def list_sources(path: str | Path, references_dir: str = "") -> SourceListing:
             return SourceListing(root, "folder", tuple(_unique_ids(_mark_missing_and_duplicates(entries, root))),
                                  tuple(ignored))
         p = manifests[0]
-    if p.suffix.lower() not in MANIFEST_SUFFIXES:
-        raise ConfigError(f"{p} is neither a folder nor a manifest ({', '.join(MANIFEST_SUFFIXES)})")
     entries = _manifest_entries(p)
     root = Path(os.path.normpath(p.parent.absolute()))
     if references_dir.strip():

@@ -59,6 +59,26 @@ def _inside(path: Path, folder: Path) -> bool:
     return path.resolve().is_relative_to(folder.resolve())
 
 
+def resume_candidates(
+    value: str, run_dir: Path, also_in: tuple[Path, ...] = (), label: str = "resume_from", within: Path | None = None
+) -> list[Path]:
+    """Where a ``value`` other than ``latest`` may name a checkpoint or run (see ``resolve_resume``), in the order
+    looked; with ``within``, only those inside it, and ``ConfigError`` when none is. Reads nothing, so a node checks
+    this before its graph runs."""
+    value = value.strip()
+    path = Path(value).expanduser()
+    tried = [path] if path.is_absolute() else [base / path for base in (run_dir, *also_in, run_dir.parent)]
+    if within is None:
+        return tried
+    tried = [p for p in tried if _inside(p, within)]
+    if not tried:
+        raise ConfigError(
+            f"{label} {value!r} leads outside {within}, where this run's checkpoints and the other runs are; "
+            "give 'latest', a checkpoint file or run folder inside it, or the name of a run"
+        )
+    return tried
+
+
 def resolve_resume(
     value: str,
     run_dir: Path,
@@ -85,15 +105,7 @@ def resolve_resume(
         if not found:
             raise ConfigError(f"{label} 'latest': no checkpoint named {name}_step_*.safetensors in {run_dir}")
         return newest_intact(found, label)
-    path = Path(value).expanduser()
-    tried = [path] if path.is_absolute() else [base / path for base in (run_dir, *also_in, run_dir.parent)]
-    if within is not None:
-        tried = [p for p in tried if _inside(p, within)]
-        if not tried:
-            raise ConfigError(
-                f"{label} {value!r} leads outside {within}, where this run's checkpoints and the other runs are; "
-                "give 'latest', a checkpoint file or run folder inside it, or the name of a run"
-            )
+    tried = resume_candidates(value, run_dir, also_in, label, within)
     for candidate in tried:
         if candidate.is_file():
             return candidate
