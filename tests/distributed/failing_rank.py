@@ -1,6 +1,7 @@
-"""``torchrun ... tests/distributed/failing_rank.py STEP -- train CONFIG``: the CLI (``trainer_core.cli.main``) with
-a fault injected on rank 1 only: its second transformer block raises in step STEP's forward, after the other
-process has joined that step's weight gathers. The fault lives here, in the test, not in the pack."""
+"""``torchrun ... tests/distributed/failing_rank.py WHERE -- train CONFIG``: the CLI (``trainer_core.cli.main``) with
+a fault injected on rank 1 only. WHERE ``load``: loading the model fails, outside any step, while rank 0 goes on
+to start the run. WHERE a step number: rank 1's second transformer block raises in that step's forward, after the
+other process has joined the step's weight gathers (fsdp). The fault lives here, in the test, not in the pack."""
 
 from __future__ import annotations
 
@@ -16,7 +17,14 @@ class InjectedFault(UserError, RuntimeError):
     pass
 
 
-def _inject(step: int) -> None:
+def _fail_loading() -> None:
+    def failing(*_args, **_kwargs) -> LtxCoreBackbone:
+        raise InjectedFault("the checkpoint could not be read (injected on rank 1)")
+
+    LtxCoreBackbone.from_checkpoint = failing
+
+
+def _fail_in_step(step: int) -> None:
     velocity, calls = LtxCoreBackbone.velocity, []
 
     def failing(self: LtxCoreBackbone, inp):
@@ -33,5 +41,5 @@ def _inject(step: int) -> None:
 
 if __name__ == "__main__":
     if os.environ.get("RANK") == "1":
-        _inject(int(sys.argv[1]))
+        _fail_loading() if sys.argv[1] == "load" else _fail_in_step(int(sys.argv[1]))
     sys.exit(main(sys.argv[3:]))

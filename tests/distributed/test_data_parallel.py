@@ -2,9 +2,9 @@
 
 One process with batch 2 is the reference. One spawn of 2 processes trains with batch 1 each from scratch, resumes
 from the reference's step-2 checkpoint and from a batch-1 process's, and runs once more with rank 1 failing
-(``together`` keeps the process group usable after a failure, so the four share one spawn). The reference process then resumes from the
-2-process step-2 checkpoint. 3 clips in batches of 2 make every epoch end in a batch of 1, where rank 1's share
-is empty.
+(``together`` keeps the process group usable after a failure, so the four share one spawn). The reference
+process then resumes from the 2-process step-2 checkpoint. 3 clips in batches of 2 make every epoch end in a batch
+of 1, where rank 1's share is empty.
 """
 
 from __future__ import annotations

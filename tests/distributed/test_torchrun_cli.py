@@ -1,10 +1,11 @@
-"""`torchrun --nproc_per_node 2 -m trainer_core train CONFIG.yaml` (and the same through `accelerate launch`) on the CPU
-(gloo) with the tiny model and cache."""
+"""`torchrun --nproc_per_node 2 -m trainer_core train CONFIG.yaml` (and the same through `accelerate launch`) on
+the CPU (gloo) with the tiny model and cache; a process failing alone ends the run with its message."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from safetensors.torch import load_file
 from tests.engine_support import write_cache
 from trainer_core.cli import main
 from trainer_core.engine.checkpoints import list_checkpoints
+from trainer_core.engine.state import checkpoint_problem
 from trainer_core.ltxcore.tiny import write_tiny_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
@@ -75,3 +77,40 @@ def test_a_launcher_trains_two_processes_like_one_with_their_global_batch(tmp_pa
     # Adam's first steps blow its rounding noise (batch of 1 vs 2 in a matmul) up to ~1.5e-4 of that layer alone.
     diff = sum((got[k] - single[k]).pow(2).sum() for k in single).sqrt()
     assert diff <= 1e-4 * sum(t.pow(2).sum() for t in single.values()).sqrt()
+
+
+def _launcher_reports(stderr: str) -> dict[int, str]:
+    """torchrun's summary of a failed run: each failed rank's reported message (its error file's)."""
+    summary = stderr.split("Failures:", 1)[1]
+    found = re.findall(r"rank +: (\d+) .*?traceback : (.*?)\n(?:-|=|\[)", summary, re.S)
+    return {int(rank): message for rank, message in found}
+
+
+@pytest.mark.parametrize(
+    ("strategy", "where", "fault", "kept"),
+    [
+        ("fsdp", "3", "block 1 failed in its forward (injected on rank 1, step 3)", [1, 2]),
+        ("ddp", "load", "the checkpoint could not be read (injected on rank 1)", []),
+    ],
+)
+def test_a_process_failing_alone_stops_every_process_and_the_launcher_names_its_error(
+    tmp_path, strategy, where, fault, kept
+):
+    # fsdp: rank 1's block raises in step 3's forward, when rank 0 waits in that step's weight gathers. ddp: rank 1
+    # cannot load the model, while rank 0 goes on to start the run. Neither failure reaches the other process.
+    write_tiny_checkpoint(tmp_path / "tiny.safetensors")
+    write_cache(tmp_path / "cache", [24.0, 24.0, 24.0])
+    path = _config(tmp_path, "ranks", 1, distributed={"strategy": strategy},
+                   optimization={"steps": 4, "learning_rate": 1e-2, "batch_size": 1})
+    out = subprocess.run(  # the timeout is the test: a process left waiting in a collective hangs for 10 minutes
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         str(Path(__file__).with_name("failing_rank.py")), where, "--", "train", str(path)],
+        cwd=REPO, capture_output=True, text=True, timeout=120, check=False, env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert out.returncode != 0
+    assert f"error: {fault}" in out.stderr  # the failing process's own line
+    assert _launcher_reports(out.stderr)[1] == fault, out.stderr[-3000:]  # and the launcher's last words
+    # The checkpoints written before the failure are the last ones and intact.
+    written = dict(list_checkpoints(tmp_path / "ranks", "cli"))
+    assert sorted(written) == kept
+    assert all(checkpoint_problem(p) is None for p in written.values())

@@ -77,16 +77,18 @@ def run(args: argparse.Namespace) -> int:
         parallel = (ShardedDataParallel if sharded else DataParallel).start(device.split(":")[0])
         if not parallel.is_main:
             logging.getLogger().setLevel(logging.ERROR)  # logs on rank 0 only; errors from every rank
+    failed = False
     try:
         return _train(args, translation, device, parallel)
     except Exception as err:
+        failed = True
         if launched():
             from ..cli import user_error
 
             tell_launcher(user_error(err) or traceback.format_exc())
         raise
     finally:
-        parallel.close()
+        parallel.close(failed)
 
 
 def _train(args: argparse.Namespace, translation: Translation, device: str, parallel: SingleProcess) -> int:

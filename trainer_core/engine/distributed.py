@@ -82,8 +82,8 @@ class SingleProcess:
         ``model_runs``: the body runs the model (see ``ShardedDataParallel.together``)."""
         yield
 
-    def close(self) -> None:
-        """Leave the process group (nothing to leave here)."""
+    def close(self, failed: bool = False) -> None:
+        """Leave the process group (nothing to leave here); ``failed``: this process is ending with an error."""
 
 
 class DataParallel(SingleProcess):
@@ -91,6 +91,7 @@ class DataParallel(SingleProcess):
 
     def __init__(self, rank: int, world_size: int) -> None:
         self.rank, self.world_size = rank, world_size
+        self.failure_shared = False  # a failure was reported to every process (``together``)
 
     @classmethod
     def start(cls, device_type: str, init_method: str = "env://", rank: int | None = None,
@@ -152,6 +153,7 @@ class DataParallel(SingleProcess):
         reports: list[str | None] = [None] * self.world_size
         mine = None if failure is None else f"{type(failure).__name__}: {failure}"
         dist.all_gather_object(reports, mine)
+        self.failure_shared = any(msg is not None for msg in reports)
         if failure is not None:
             raise failure
         failed = [(rank, msg) for rank, msg in enumerate(reports) if msg is not None]
@@ -159,11 +161,14 @@ class DataParallel(SingleProcess):
             rank, msg = failed[0]
             raise RankFailed(f"rank {rank} of {self.world_size} failed {what}, so every rank stopped: {msg}")
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
         """Leave the process group, on gloo together with the other processes: one that tears its connections down
         while another still finishes its own can abort that one ("terminate called without an active exception",
-        seen in the CPU tests). A process that failed alone waits at most ``CLOSE_WAIT`` for the others."""
-        if not dist.is_initialized():
+        seen in the CPU tests). A process ending with an error the others did not hear of (raised outside
+        ``together``, or inside the model under fsdp) leaves at once instead: they wait in a collective it will
+        never join, and a barrier would wait with them (seen: gloo's monitored barrier hung past its own timeout, for
+        minutes). Its exit then ends the run: the launcher stops the others."""
+        if not dist.is_initialized() or (failed and not self.failure_shared):
             return
         if dist.get_backend() == "gloo":
             try:
@@ -177,7 +182,6 @@ class ShardedDataParallel(DataParallel):
     """``DataParallel`` whose processes also split the frozen base weights (FSDP2); see the module docstring."""
 
     every_rank_runs_model = True
-    stranded = False  # set by a failure inside the model: the others wait in a gather this process will not join
 
     @contextmanager
     def together(self, what: str, model_runs: bool = False) -> Iterator[None]:
@@ -191,18 +195,10 @@ class ShardedDataParallel(DataParallel):
         try:
             yield
         except Exception as err:
-            self.stranded = True
             log.error("rank %d of %d failed %s: %s: %s (the other processes wait in a weight gather until the "
                       "launcher stops them, once this one has exited)", self.rank, self.world_size, what,
                       type(err).__name__, err)
             raise
-
-    def close(self) -> None:
-        """As ``DataParallel.close``, except after a failure inside the model: the others wait in a weight gather
-        this process will never join, so a barrier or a teardown would wait for them too (seen: the gloo barrier
-        hung past its own timeout); the process then leaves at once and its exit stops the run."""
-        if not self.stranded:
-            super().close()
 
     def shard(self, blocks: list[torch.nn.Module], root: torch.nn.Module, device: torch.device | str) -> None:
         """Split the weights of each of ``blocks`` (one gather each, freed after its forward and its backward) and
