@@ -117,3 +117,42 @@ def test_streamed_fp8_blocks_train_compiled_with_the_resident_gradients(comfy, f
     assert len(_quantized_layers(model)) == quantized
     after = model.model.diffusion_model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def _dequantize_kernel_calls(run) -> tuple[object, int]:
+    """``run()``'s result and how many times comfy-kitchen's dequantize op ran in it."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        result = run()
+    return result, sum(e.name == "comfy_kitchen::dequantize_fp8" for e in prof.events())
+
+
+def test_compiled_fp8_blocks_trace_the_dequantize_instead_of_calling_the_kernel(comfy, fresh_compiler, tmp_path,
+                                                                                  monkeypatch):
+    """Inside the compiled blocks the fp8 weights dequantize as traced tensor ops (fused by Inductor), not as
+    comfy-kitchen's custom op, which stayed one Python call per quantized Linear and block at run time; eager
+    blocks keep the kernel. Same loss and gradients either way."""
+    import torch._functorch.config
+    import torch._inductor.config
+
+    from trainer_core.comfy import ComfyBackbone
+
+    # Compile afresh: a graph cached on disk by an earlier version would hide what this version traces.
+    monkeypatch.setattr(torch._inductor.config, "fx_graph_cache", False)
+    monkeypatch.setattr(torch._functorch.config, "enable_autograd_cache", False)
+    model = _load_as_on_fp8_card(write_downloaded_layout(tmp_path / "fp8.safetensors", "fp8"))
+    backbone = ComfyBackbone(model)
+    adapters = attention_lora(backbone, seed=1)
+    inp = av_input(backbone, seed=1)
+
+    (eager_loss, eager), eager_calls = _dequantize_kernel_calls(
+        lambda: _loss_and_grads(backbone, adapters, inp, compiled=False, checkpointing=True))
+    _loss_and_grads(backbone, adapters, inp, compiled=True, checkpointing=True)  # compiles
+    (loss, grads), compiled_calls = _dequantize_kernel_calls(
+        lambda: _loss_and_grads(backbone, adapters, inp, compiled=True, checkpointing=True))
+    assert eager_calls > 0
+    assert compiled_calls == 0
+    assert loss == pytest.approx(eager_loss, rel=1e-5)
+    for got, want in zip(grads, eager, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)

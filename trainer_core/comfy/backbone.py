@@ -17,7 +17,8 @@ train through it, all of it undone when ``training_session()`` exits (normally, 
   user's MODEL never sees it.
 - Inference-mode weights are swapped for zero-copy aliases (``inference.trainable_aliases``).
 - Quantized (scaled fp8) layers dequantize their weights instead of running ComfyUI's fp8-activation training path,
-  which torch.compile cannot trace (``quantized.dequantized_matmuls``).
+  which torch.compile cannot trace (``quantized.dequantized_matmuls``); inside compiled blocks the dequantize is
+  traced as plain ops (``quantized.traced_fp8_dequantize``).
 - ``torch.inference_mode(False)`` + ``enable_grad`` for the block.
 
 The diffusion model is called directly (not through ``BaseModel.apply_model``, which returns x0 and runs the
@@ -50,7 +51,7 @@ from ..backbone import ModelInput, TextContext
 from ..gpu_memory import within_memory_fraction
 from .blocks import OPTIONS_KEY, install_out_of_place_blocks
 from .inference import trainable_aliases
-from .quantized import dequantized_matmuls
+from .quantized import dequantized_matmuls, traced_fp8_dequantize
 from .streaming import BlockStreamer, slot_reserve_bytes, uniform_cast_flag
 
 logger = logging.getLogger(__name__)
@@ -327,7 +328,7 @@ class ComfyBackbone:
                 install_out_of_place_blocks(patched, self._dm.transformer_blocks)
                 options = dict(patched.model_options["transformer_options"])
                 options["prefetch_dynamic_vbars"] = self._patcher.is_dynamic()
-                with trainable_aliases(self._dm), dequantized_matmuls(self._dm):
+                with trainable_aliases(self._dm), dequantized_matmuls(self._dm), traced_fp8_dequantize():
                     self._session_options = options
                     try:
                         yield
