@@ -307,6 +307,8 @@ CASES: dict[str, Case] = {
     "train-yaml-not-utf8": Case(
         "LtxLoraTrain", "wrong file", lambda env, c: train(env, c, config_yaml=str(env.latin1_yaml)),
         ("latin1.yaml", "UTF-8")),
+    "train-yaml-is-a-folder": Case(
+        "LtxLoraTrain", "wrong file", lambda env, c: train(env, c, config_yaml="configs"), ("configs", "is a folder")),
     "train-yaml-outside": Case(
         "LtxLoraTrain", "path escaping its folder",
         lambda env, c: train(env, c, ["cache", 0], config_yaml=str(env.root / "outside.yaml")) | cache(env, c),
@@ -463,6 +465,7 @@ def _write_files(root: Path, loras: Path) -> types.SimpleNamespace:
     (loras / "truncated.safetensors").write_bytes(data[: len(data) // 2])
     (root / "notes.txt").write_text("just some notes\n", encoding="utf-8")
     (root / "input" / "latin1.yaml").write_bytes("name: caf\u00e9\n".encode("latin-1"))
+    (root / "input" / "configs").mkdir()
     (root / "outside.yaml").write_text("name: outside\n", encoding="utf-8")
     bad_media = root / "bad_media"
     bad_media.mkdir()
