@@ -117,3 +117,33 @@ def test_compile_setting_reaches_the_blocks(comfy, tmp_path):
         with backbone.training_session():
             seen[(enabled, streamed)] = backbone._transformer_options(inp, True)[OPTIONS_KEY]["compile"]
     assert seen == {(False, False): None, (True, False): "resident", (True, True): "all"}
+
+
+def test_audio_video_steps_reuse_the_compiled_blocks_without_host_syncs(comfy, fresh_compiler, tmp_path):
+    """Audio+video training steps after the first compile nothing new (another caption, sigma and first-frame draw
+    included), break no graph, and the forward and backward read no tensor value on the host (``.item()``,
+    ``bool(tensor)``, ``nonzero``: on a GPU each waits for the device)."""
+    from torch._dynamo.utils import counters
+    from torch.profiler import ProfilerActivity, profile
+
+    from trainer_core.comfy import ComfyBackbone
+
+    backbone = ComfyBackbone(load_comfy(write_tiny_checkpoint(tmp_path / "t.safetensors", audio=True, seed=7,
+                                                              num_layers=LAYERS)))
+    backbone.set_gradient_checkpointing(True)
+    backbone.set_compiled_blocks(True)
+    adapters = attention_lora(backbone, seed=1)
+    first = av_input(backbone, seed=1)  # first-frame conditioning
+    with torch.inference_mode():
+        text = backbone.prepare_text(text_embeds(backbone, seed=9))
+    second = model_input(text, seed=4, audio=True, sigmas=(0.3,))  # no conditioning frame, another caption
+    with backbone.training_session(), adapters.attached():
+        flow_loss(backbone, first, seed=3).backward()
+        graphs = counters["stats"]["unique_graphs"]
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            flow_loss(backbone, second, seed=3).backward()
+    assert graphs >= 1
+    assert counters["stats"]["unique_graphs"] == graphs
+    assert sum(counters["graph_break"].values()) == 0
+    host_reads = [e.name for e in prof.events() if e.name in ("aten::_local_scalar_dense", "aten::nonzero")]
+    assert host_reads == []
