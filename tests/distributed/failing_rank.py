@@ -1,7 +1,8 @@
-"""``torchrun ... tests/distributed/failing_rank.py WHERE -- train CONFIG``: the CLI (``trainer_core.cli.main``) with
-a fault injected on rank 1 only. WHERE ``load``: loading the model fails, outside any step, while rank 0 goes on
-to start the run. WHERE a step number: rank 1's second transformer block raises in that step's forward, after the
-other process has joined the step's weight gathers (fsdp). The fault lives here, in the test, not in the pack."""
+"""``torchrun ... tests/distributed/failing_rank.py RANK:WHERE -- train CONFIG``: the CLI (``trainer_core.cli.main``)
+with a fault injected on process RANK only. WHERE ``load``: loading the model fails, outside any step, while the
+other process goes on to start the run. WHERE a step number: the process's second transformer block raises in that
+step's forward, after the other process has joined the step's weight gathers (fsdp). The fault lives here, in the
+test, not in the pack."""
 
 from __future__ import annotations
 
@@ -17,21 +18,21 @@ class InjectedFault(UserError, RuntimeError):
     pass
 
 
-def _fail_loading() -> None:
+def _fail_loading(rank: str) -> None:
     def failing(*_args, **_kwargs) -> LtxCoreBackbone:
-        raise InjectedFault("the checkpoint could not be read (injected on rank 1)")
+        raise InjectedFault(f"the checkpoint could not be read (injected on rank {rank})")
 
     LtxCoreBackbone.from_checkpoint = failing
 
 
-def _fail_in_step(step: int) -> None:
+def _fail_in_step(rank: str, step: int) -> None:
     velocity, calls = LtxCoreBackbone.velocity, []
 
     def failing(self: LtxCoreBackbone, inp):
         calls.append(1)
         if len(calls) == step:
             def fail(*_):
-                raise InjectedFault(f"block 1 failed in its forward (injected on rank 1, step {step})")
+                raise InjectedFault(f"block 1 failed in its forward (injected on rank {rank}, step {step})")
 
             self.transformer.transformer_blocks[1].register_forward_pre_hook(fail)
         return velocity(self, inp)
@@ -40,6 +41,7 @@ def _fail_in_step(step: int) -> None:
 
 
 if __name__ == "__main__":
-    if os.environ.get("RANK") == "1":
-        _fail_loading() if sys.argv[1] == "load" else _fail_in_step(int(sys.argv[1]))
+    rank, where = sys.argv[1].split(":")
+    if os.environ.get("RANK") == rank:
+        _fail_loading(rank) if where == "load" else _fail_in_step(rank, int(where))
     sys.exit(main(sys.argv[3:]))

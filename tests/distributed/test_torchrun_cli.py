@@ -87,30 +87,33 @@ def _launcher_reports(stderr: str) -> dict[int, str]:
 
 
 @pytest.mark.parametrize(
-    ("strategy", "where", "fault", "kept"),
+    ("strategy", "where", "every", "fault", "kept"),
     [
-        ("fsdp", "3", "block 1 failed in its forward (injected on rank 1, step 3)", [1, 2]),
-        ("ddp", "load", "the checkpoint could not be read (injected on rank 1)", []),
+        ("fsdp", "1:3", 1, "block 1 failed in its forward (injected on rank 1, step 3)", [1, 2]),
+        ("fsdp", "0:3", 4, "block 1 failed in its forward (injected on rank 0, step 3)", [2]),
+        ("ddp", "1:load", 1, "the checkpoint could not be read (injected on rank 1)", []),
     ],
 )
 def test_a_process_failing_alone_stops_every_process_and_the_launcher_names_its_error(
-    tmp_path, strategy, where, fault, kept
+    tmp_path, strategy, where, every, fault, kept
 ):
-    # fsdp: rank 1's block raises in step 3's forward, when rank 0 waits in that step's weight gathers. ddp: rank 1
-    # cannot load the model, while rank 0 goes on to start the run. Neither failure reaches the other process.
+    # fsdp: a process's block raises in step 3's forward, when the other waits in that step's weight gathers; rank 0
+    # failing there first saves the 2 steps completed since the last checkpoint. ddp: rank 1 cannot load the model,
+    # while rank 0 goes on to start the run. Neither failure reaches the other process.
     write_tiny_checkpoint(tmp_path / "tiny.safetensors")
     write_cache(tmp_path / "cache", [24.0, 24.0, 24.0])
-    path = _config(tmp_path, "ranks", 1, distributed={"strategy": strategy},
+    path = _config(tmp_path, "ranks", 1, distributed={"strategy": strategy}, checkpoints={"every": every},
                    optimization={"steps": 4, "learning_rate": 1e-2, "batch_size": 1})
     out = subprocess.run(  # the timeout is the test: a process left waiting in a collective hangs for 10 minutes
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
          str(Path(__file__).with_name("failing_rank.py")), where, "--", "train", str(path)],
         cwd=REPO, capture_output=True, text=True, timeout=120, check=False, env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
+    rank = int(where.split(":")[0])
     assert out.returncode != 0
     assert f"error: {fault}" in out.stderr  # the failing process's own line
-    assert _launcher_reports(out.stderr)[1] == fault, out.stderr[-3000:]  # and the launcher's last words
-    # The checkpoints written before the failure are the last ones and intact.
+    assert _launcher_reports(out.stderr)[rank] == fault, out.stderr[-3000:]  # and the launcher's last words
+    # The checkpoints written before the failure (and by a failing rank 0) are the last ones and intact.
     written = dict(list_checkpoints(tmp_path / "ranks", "cli"))
     assert sorted(written) == kept
     assert all(checkpoint_problem(p) is None for p in written.values())
