@@ -52,7 +52,10 @@ class Case:
     kind: str
     graph: Callable[[types.SimpleNamespace, str], dict]  # (env, case id) -> prompt
     expect: tuple[str, ...]
-    outcome: str = "refused"  # "refused" (validation or UserError) or "reported" (runs; its text output says so)
+    outcome: str = "refused"  # "refused" (validation or UserError), QUEUED or "reported" (runs; its text says so)
+
+
+QUEUED = "refused when queued"  # the node's validate_inputs refuses it: ComfyUI runs nothing of the prompt
 
 
 # ----------------------------------------------------------------------------------------------- graph pieces
@@ -145,11 +148,11 @@ CASES: dict[str, Case] = {
     "dataset-missing-folder": Case(
         "LtxLoraLoadDataset", "missing files",
         lambda env, c: {**dataset(env, c, env.root / "nope"), "t": None, **show(1)},
-        ("nope",)),
+        ("nope",), QUEUED),
     "dataset-is-a-file": Case(
         "LtxLoraLoadDataset", "wrong file",
         lambda env, c: {**dataset(env, c, env.root / "notes.txt"), "t": None, **show(1)},
-        ("notes.txt",)),
+        ("notes.txt",), QUEUED),
     "dataset-only-corrupt-media": Case(
         "LtxLoraLoadDataset", "corrupt media",
         lambda env, c: {**dataset(env, c, env.bad_media), "t": None, **show(1)},
@@ -191,15 +194,15 @@ CASES: dict[str, Case] = {
     "cache-folder-climbs-out": Case(
         "LtxLoraCacheLatents", "path escaping its folder",
         lambda env, c: {**cache(env, c), "t": None, **show(1), "patch": {"folder": "../../escaped_cache"}},
-        ("../../escaped_cache",)),
+        ("../../escaped_cache",), QUEUED),
     "cache-folder-is-a-file": Case(
         "LtxLoraCacheLatents", "wrong cache folder",
         lambda env, c: {**cache(env, c), "t": None, **show(1), "patch": {"folder": str(env.root / "notes.txt")}},
-        ("notes.txt",)),
+        ("notes.txt",), QUEUED),
     "cache-folder-has-a-broken-manifest": Case(
         "LtxLoraCacheLatents", "wrong cache folder",
         lambda env, c: {**cache(env, c), "t": None, **show(1), "patch": {"folder": str(env.broken_cache)}},
-        ("broken_cache",)),
+        ("broken_cache",), QUEUED),
     "cache-audio-vae-as-video-vae": Case(
         "LtxLoraCacheLatents", "wrong model file",
         lambda env, c: {**cache(env, c), "av": n("LTXVAudioVAELoader", ckpt_name=TINY), "t": None, **show(1),
@@ -242,11 +245,11 @@ CASES: dict[str, Case] = {
     "convert-source-outside": Case(
         "LtxLoraConvert", "path escaping its folder",
         lambda env, c: {"t": n("LtxLoraConvert", source=str(env.root / "elsewhere.safetensors"))},
-        ("source", "elsewhere.safetensors", "lies outside")),
+        ("source", "elsewhere.safetensors", "lies outside"), QUEUED),
     "convert-output-escapes": Case(
         "LtxLoraConvert", "path escaping its folder",
         lambda env, c: {"t": n("LtxLoraConvert", source="good.safetensors", output_name="../escaped")},
-        ("output_name", "../escaped")),
+        ("output_name", "../escaped"), QUEUED),
     "convert-nan": Case(
         "LtxLoraConvert", "NaN in a LoRA",
         lambda env, c: {"t": n("LtxLoraConvert", source="nan.safetensors", output_name=f"{c}.safetensors")},
@@ -301,28 +304,29 @@ CASES: dict[str, Case] = {
         "LtxLoraPreviewSettings", "bad setting",
         lambda env, c: {"t": n("LtxLoraPreviewSettings", width=-64), **show()}, ("width",)),
     # -- training
-    "train-no-data": Case("LtxLoraTrain", "missing files", lambda env, c: train(env, c), ("training_data",)),
+    "train-no-data": Case("LtxLoraTrain", "missing files", lambda env, c: train(env, c), ("training_data",), QUEUED),
     "train-yaml-missing": Case(
-        "LtxLoraTrain", "missing files", lambda env, c: train(env, c, config_yaml="nope.yaml"), ("nope.yaml",)),
+        "LtxLoraTrain", "missing files", lambda env, c: train(env, c, config_yaml="nope.yaml"), ("nope.yaml",), QUEUED),
     "train-yaml-not-utf8": Case(
         "LtxLoraTrain", "wrong file", lambda env, c: train(env, c, config_yaml=str(env.latin1_yaml)),
-        ("latin1.yaml", "UTF-8")),
+        ("latin1.yaml", "UTF-8"), QUEUED),
     "train-yaml-is-a-folder": Case(
-        "LtxLoraTrain", "wrong file", lambda env, c: train(env, c, config_yaml="configs"), ("configs", "is a folder")),
+        "LtxLoraTrain", "wrong file", lambda env, c: train(env, c, config_yaml="configs"), ("configs", "is a folder"),
+        QUEUED),
     "train-yaml-outside": Case(
         "LtxLoraTrain", "path escaping its folder",
         lambda env, c: train(env, c, ["cache", 0], config_yaml=str(env.root / "outside.yaml")) | cache(env, c),
-        ("config_yaml", "outside.yaml", "lies outside")),
+        ("config_yaml", "outside.yaml", "lies outside"), QUEUED),
     "train-yaml-data-is-no-cache": Case(
         "LtxLoraTrain", "wrong cache folder",
         lambda env, c: train(env, c, config_yaml=write_yaml(env, c, {"data": str(env.bad_media)})),
         ("bad_media",)),
     "train-name-climbs-out": Case(
         "LtxLoraTrain", "path escaping its folder",
-        lambda env, c: train(env, c, ["cache", 0], name="../../escaped") | cache(env, c), ("../../escaped",)),
+        lambda env, c: train(env, c, ["cache", 0], name="../../escaped") | cache(env, c), ("../../escaped",), QUEUED),
     "train-resume-outside": Case(
         "LtxLoraTrain", "path escaping its folder",
-        lambda env, c: train(env, c, ["cache", 0], resume_from=OUTSIDE) | cache(env, c), (OUTSIDE,)),
+        lambda env, c: train(env, c, ["cache", 0], resume_from=OUTSIDE) | cache(env, c), (OUTSIDE,), QUEUED),
     "train-resume-missing": Case(
         "LtxLoraTrain", "missing files",
         lambda env, c: train(env, c, ["cache", 0], resume_from="nope_step_00001.safetensors") | cache(env, c),
@@ -372,7 +376,7 @@ CASES: dict[str, Case] = {
                         "lab": {"class_type": "LtxLoraTestValue", "inputs": {"text": '"cell"'}},
                         "t": n("LtxLoraSweepGrid", images=["img", 0], labels=["lab", 0],
                                filename_prefix="../../escaped/grid")},
-        ("filename_prefix", "../../escaped/grid")),
+        ("filename_prefix", "../../escaped/grid"), QUEUED),
 }
 
 
@@ -589,6 +593,8 @@ def test_bad_input_gives_a_clear_message(comfy, env, case_id):
     case = CASES[case_id]
     got = answer(build(case_id, env))
     print(case_id, got)  # shown with -rP: what each node answered
+    if case.outcome == QUEUED:
+        assert got.how == "refused", f"{case_id}: not refused when the prompt was queued: {got}"
     if case.outcome == "reported":
         assert got.how == "ok", f"{case_id}: expected the node to carry on and say so; got {got}"
     elif got.how == "error":
