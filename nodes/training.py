@@ -103,7 +103,7 @@ def _check_before_run(name: str | None, yaml_value: str | None, resume_from: str
     if name is not None:
         parse_section(TrainConfig, {"name": name})  # a plain run name, before any folder is made
     if yaml_value is not None:
-        yaml_data = bool(yaml_value.strip()) and _load_yaml(yaml_value).config.data is not None
+        yaml_data = bool(yaml_value.strip()) and bool(_load_yaml(yaml_value).config.data)  # as execute decides
         _require_data(*connected, yaml_data)
     if name is not None and resume_from is not None and resume_from.strip() not in ("", "latest"):
         resume_candidates(resume_from, _run_dir(name), within=lora_dirs()[0])

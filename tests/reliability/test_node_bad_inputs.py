@@ -317,6 +317,9 @@ CASES: dict[str, Case] = {
         "LtxLoraTrain", "path escaping its folder",
         lambda env, c: train(env, c, ["cache", 0], config_yaml=str(env.root / "outside.yaml")) | cache(env, c),
         ("config_yaml", "outside.yaml", "lies outside"), QUEUED),
+    "train-yaml-data-empty": Case(
+        "LtxLoraTrain", "missing files", lambda env, c: train(env, c, config_yaml=write_yaml(env, c, {"data": ""})),
+        ("training_data",), QUEUED),
     "train-yaml-data-is-no-cache": Case(
         "LtxLoraTrain", "wrong cache folder",
         lambda env, c: train(env, c, config_yaml=write_yaml(env, c, {"data": str(env.bad_media)})),
