@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from safetensors.torch import load_file
 
@@ -117,3 +118,17 @@ def test_a_process_failing_alone_stops_every_process_and_the_launcher_names_its_
     written = dict(list_checkpoints(tmp_path / "ranks", "cli"))
     assert sorted(written) == kept
     assert all(checkpoint_problem(p) is None for p in written.values())
+
+
+def test_more_processes_than_gpus_on_a_machine_is_refused_before_the_run(tmp_path, monkeypatch, capsys):
+    # The second of two processes on a machine with one GPU (torch's view faked: this machine has none).
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    path = _config(tmp_path, "run", 1, model={"checkpoint": str(tmp_path / "tiny.safetensors"), "device": "cuda"})
+    assert main(["train", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "this is process 1 (LOCAL_RANK)" in err and "which has 1 GPU(s)" in err
+    assert "--nproc_per_node" in err
+    assert not (tmp_path / "run").exists()

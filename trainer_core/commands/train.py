@@ -72,6 +72,12 @@ def run(args: argparse.Namespace) -> int:
     parallel = SingleProcess()
     if launched():  # torchrun: one of several processes, each on the GPU of its LOCAL_RANK (or the CPU, gloo)
         if device.startswith("cuda"):
+            if local_rank() >= torch.cuda.device_count():  # else set_device fails with "invalid device ordinal"
+                raise ConfigError(
+                    f"{args.config}: this is process {local_rank()} (LOCAL_RANK) of those the launcher started on "
+                    f"this machine, which has {torch.cuda.device_count()} GPU(s): start one process per GPU at most "
+                    "(torchrun --nproc_per_node, accelerate launch --num_processes)"
+                )
             device = f"cuda:{local_rank()}"
             torch.cuda.set_device(local_rank())
         parallel = (ShardedDataParallel if sharded else DataParallel).start(device.split(":")[0])
