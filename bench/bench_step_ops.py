@@ -274,7 +274,9 @@ def main() -> None:
     p.add_argument("--backbones", nargs="+", choices=("comfy", "ltxcore"), default=["comfy"])
     p.add_argument("--modes", nargs="+", choices=("av", "video"), default=["av", "video"])
     p.add_argument("--layers", type=int, default=None, help="transformer blocks (default: 48 full size, 2 tiny)")
-    p.add_argument("--streamed", action="store_true", help="every block through the pack's streamer (dynamic VRAM)")
+    p.add_argument("--streamed", action="store_true",
+                   help="every block through the pack's streamer, kept on the device, as under dynamic VRAM (aimdo "
+                        "itself is not started: ComfyUI is imported as a library)")
     p.add_argument("--compile", choices=("on", "off"), default="on", help="compile the comfy backbone's blocks")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--steps", type=int, default=1, help="profiled steps")
