@@ -195,8 +195,10 @@ def _config(out: str, steps: int, compile_blocks: str):
     })
 
 
-def build_trainer(backbone: str, path: Path, args, data, out: str, steps: int, device: torch.device):
-    """The Train node's trainer on ComfyUI's MODEL (``comfy``), or the headless one on ltx-core (``ltxcore``)."""
+def build_trainer(backbone: str, path: Path, args, data, out: str, steps: int, device: torch.device,
+                  patchers: dict[Path, object]):
+    """The Train node's trainer on ComfyUI's MODEL (``comfy``, loaded once per file into ``patchers``: training
+    leaves it as it was), or the headless one on ltx-core (``ltxcore``)."""
     from trainer_core.engine.trainer import Trainer
 
     if backbone == "ltxcore":
@@ -211,7 +213,9 @@ def build_trainer(backbone: str, path: Path, args, data, out: str, steps: int, d
 
     torch._dynamo.reset()  # each row counts its own compiles
     compiled_block_forward.cache_clear()
-    patcher = load_comfy_model(path, args.dtype)
+    if path not in patchers:
+        patchers[path] = load_comfy_model(path, args.dtype)
+    patcher = patchers[path]
     blocks = len(patcher.model.diffusion_model.transformer_blocks)
     # --streamed: every block through the pack's streamer and kept on the device, as under dynamic VRAM.
     model = ComfyBackbone(patcher, streamed_blocks=range(blocks) if args.streamed else None,
@@ -302,6 +306,7 @@ def main() -> None:
     results: list[tuple[str, StepCounts]] = []
     with tempfile.TemporaryDirectory() as tmp:
         files: dict[str, Path] = {}
+        patchers: dict[Path, object] = {}
         for backbone in args.backbones:
             dtype = args.dtype if backbone == "comfy" else "bf16"  # ltx-core reads the bf16 layout
             if dtype not in files:
@@ -311,7 +316,7 @@ def main() -> None:
                 data = training_data(geo["video"], geo["audio_steps"] if mode == "av" else 0, geo["text_tokens"],
                                      text_width)
                 total = args.warmup + args.steps + args.time_steps
-                trainer = build_trainer(backbone, files[dtype], args, data, tmp, total, device)
+                trainer = build_trainer(backbone, files[dtype], args, data, tmp, total, device, patchers)
                 counts = measure(trainer, args.warmup, args.steps, args.time_steps, device)
                 name = f"{backbone} {dtype} {mode}"
                 results.append((name, counts))
