@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -123,15 +124,17 @@ def _losses(lora: Path) -> list[float]:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> Path:
+def runs(tmp_path_factory) -> Iterator[Path]:
     tmp = tmp_path_factory.mktemp("ddp")
-    torch.set_num_threads(1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the ranks run one thread each: the same sums, bit for bit
     _train(tmp, "single", 2)
     _train(tmp, "single_b1", 1)
     _spawn(tmp)
     _train(tmp, "single_resumed", 2, checkpoint_path(tmp / "ranks", "t", 2))
     _train(tmp, "single_regrouped", 2, checkpoint_path(tmp / "single_b1", "t", 2))
-    return tmp
+    yield tmp
+    torch.set_num_threads(threads)  # later tests compare with subprocesses that use every core
 
 
 def test_two_ranks_of_batch_1_train_the_lora_of_one_process_with_batch_2(runs):

@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -122,16 +123,18 @@ def _rank(rank: int, tmp: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> Path:
+def runs(tmp_path_factory) -> Iterator[Path]:
     tmp = tmp_path_factory.mktemp("fsdp")
-    torch.set_num_threads(1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the ranks run one thread each: the same sums, bit for bit
     backbone = tiny_backbone(tmp / "tiny.safetensors")
     _train(tmp, "single", 2, backbone)
     _train(tmp, "single_b1", 1, backbone)
     _spawn(tmp, 180, _rank, "a rank waits in a weight gather")
     _train(tmp, "single_resumed", 2, backbone, checkpoint_path(tmp / "sharded", "t", 2))
     _train(tmp, "single_regrouped", 2, backbone, checkpoint_path(tmp / "single_b1", "t", 2))
-    return tmp
+    yield tmp
+    torch.set_num_threads(threads)  # later tests compare with subprocesses that use every core
 
 
 def test_each_rank_loads_and_holds_only_its_half_of_the_frozen_base_weights(runs):
