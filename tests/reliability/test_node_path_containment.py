@@ -2,7 +2,8 @@
 output or loras folders (a relative name: in the input folder), Convert's ``source`` in the loras or output folders,
 ``resume_from`` in the loras folder where the runs are. An absolute path elsewhere, a ``..`` climb or a symbolic link
 out is refused when the prompt is queued (``validate_inputs``: no traceback) with a message naming the setting, the
-value and the folders, alike whether or not the file exists, and again if the node runs with a linked value. The
+value and the folders, alike whether or not the file exists, and again if the node runs with a linked value. A
+value that cannot be a path (a null byte, a link loop) is refused the same way, naming the setting. The
 CLI, run by a shell user, still reads any file it is given.
 
 The same refusals through ComfyUI's own validation and executor: ``test_node_bad_inputs.py``.
@@ -123,6 +124,38 @@ def test_train_refuses_resume_from_outside_the_loras_folder_before_the_run(comfy
 def test_train_takes_resume_from_inside_it(comfy, roots, value):
     values = {**TRAIN, "resume_from": value.format(loras=roots.loras)}
     assert comfy.NODE_CLASS_MAPPINGS["LtxLoraTrain"].validate_inputs(**values) is True
+
+
+# ---------------------------------------------------------------------------------------- names that are no path
+
+
+@pytest.fixture
+def link_loop(roots) -> str:
+    """A symbolic link loop inside the loras and input folders: resolving it fails rather than leading anywhere."""
+    for folder in (roots.loras, roots.input):
+        (folder / "loop_a").symlink_to(folder / "loop_b")
+        (folder / "loop_b").symlink_to(folder / "loop_a")
+    return "loop_a/x"
+
+
+@pytest.mark.parametrize("setting", ["source", "config_yaml", "resume_from"])
+@pytest.mark.parametrize("value", ["bad\0name.safetensors", "{loop}"])
+def test_a_value_that_is_no_path_is_refused_naming_the_setting(comfy, roots, link_loop, setting, value):
+    """A null byte makes the operating system refuse the name, a link loop cannot be resolved: both are refused when
+    queued, naming the setting and the value, and again if the node runs with a linked value (not a traceback)."""
+    value = value.format(loop=link_loop)
+    if setting == "source":
+        node, values = comfy.NODE_CLASS_MAPPINGS["LtxLoraConvert"], {"source": value, **CONVERT}
+        run = {**values, "fold_alpha": False, "dtype": "keep"}
+    else:
+        node, values = comfy.NODE_CLASS_MAPPINGS["LtxLoraTrain"], {**TRAIN, setting: value}
+        run = {"model": None, "training_data": object(), "seed": 0, "name": "new", "every": 2, "keep_last": 0,
+               "config_yaml": "", "resume_from": "", setting: value}
+    message = node.validate_inputs(**values)
+    assert isinstance(message, str) and message.startswith(f"{setting} {value!r} cannot be used as a path ("), message
+    with pytest.raises(roots.config_error) as err:
+        node.execute(**run)
+    assert str(err.value) == message
 
 
 # ---------------------------------------------------------------------------------------- the CLI

@@ -13,6 +13,7 @@ from ..config import ConfigError
 from ..lora.adapter import LoraAdapters
 from ..lorafile.metadata import lora_metadata
 from ..lorafile.write import save_lora_file
+from ..paths import resolved
 from .state import CheckpointDamaged, RunState, checkpoint_problem, save_state, seal_state, state_paths
 
 log = logging.getLogger(__name__)
@@ -54,11 +55,6 @@ def newest_intact(found: list[tuple[int, Path]], label: str = "resume_from") -> 
     )
 
 
-def _inside(path: Path, folder: Path) -> bool:
-    """Whether ``path`` (symlinks and ``..`` resolved) lies in ``folder``."""
-    return path.resolve().is_relative_to(folder.resolve())
-
-
 def resume_candidates(
     value: str, run_dir: Path, also_in: tuple[Path, ...] = (), label: str = "resume_from", within: Path | None = None
 ) -> list[Path]:
@@ -70,7 +66,7 @@ def resume_candidates(
     tried = [path] if path.is_absolute() else [base / path for base in (run_dir, *also_in, run_dir.parent)]
     if within is None:
         return tried
-    tried = [p for p in tried if _inside(p, within)]
+    tried = [p for p in tried if resolved(p, label, value).is_relative_to(within.resolve())]
     if not tried:
         raise ConfigError(
             f"{label} {value!r} leads outside {within}, where this run's checkpoints and the other runs are; "
