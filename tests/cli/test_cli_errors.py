@@ -137,3 +137,30 @@ def test_lora_inspect_on_a_non_lora_file_is_one_line(tmp_path):
     )
     assert out.returncode == 2 and out.stderr.startswith("error: ") and "Traceback" not in out.stderr, out.stderr
     assert "is not a safetensors file" in out.stderr and out.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("layout", ["comfy scaled_fp8", "lightricks fp8"])
+def test_train_refuses_a_scaled_fp8_checkpoint_plainly_and_cache_still_takes_it(tmp_path, capsys, layout):
+    """The headless trainer loads bf16/fp32 weights: a scaled-fp8 file is refused saying so and what to use instead,
+    not as a damaged file with unexpected keys. Caching reads only its (unquantized) VAE, so it still takes the file."""
+    from tests.comfy_models import write_downloaded_layout, write_scaled_fp8
+    from trainer_core.ltxcore.backbone import LtxCoreBackbone
+    from trainer_core.ltxcore.checkpoint_file import check_base_checkpoint
+    from trainer_core.ltxcore.model import CheckpointKeyError
+    from trainer_core.ltxcore.tiny import write_tiny_checkpoint
+
+    tiny = write_tiny_checkpoint(tmp_path / "tiny.safetensors", seed=0)
+    fp8 = tmp_path / "tiny_fp8.safetensors"
+    if layout == "comfy scaled_fp8":
+        write_scaled_fp8(tiny, fp8)
+        assert check_base_checkpoint(fp8, "--checkpoint", needs_vae=True) == "ltx-2.3"  # what `cache` checks
+    else:
+        write_downloaded_layout(fp8, "fp8")
+    config = _train_yaml(tmp_path, write_cache(tmp_path / "cache", [24.0]), fp8)
+    assert main(["train", str(config)]) == 2
+    line = _error_line(capsys)
+    assert line.startswith(f"error: model.checkpoint {fp8} is in ComfyUI's scaled-fp8 layout"), line
+    assert "read bf16 or fp32 single-file checkpoints only" in line and "Train LTX LoRA node" in line
+    assert "does not match the architecture" not in line
+    with pytest.raises(CheckpointKeyError, match="scaled-fp8 layout"):  # headless sweep loads it this way
+        LtxCoreBackbone.from_checkpoint(fp8)

@@ -141,7 +141,7 @@ def _train(args: argparse.Namespace, translation: Translation, device: str, para
     resume = None
     if args.resume:
         resume = resolve_resume(args.resume, Path(cfg.output_dir), cfg.name, (Path.cwd(),), "--resume")
-    family = check_base_checkpoint(cfg.model.checkpoint, "model.checkpoint")  # a LoRA, a pickle, a text file
+    family = check_base_checkpoint(cfg.model.checkpoint, "model.checkpoint", trains=True)  # a LoRA, a pickle, fp8
     check_cache_for_model(data.model, data.folder, family, vae_identity(cfg.model.checkpoint), cfg.model.checkpoint)
     # Gemma (if any) is freed before the transformer loads; rank 0 alone renders previews
     prompts = preview_prompts(cfg, data, args.text_encoder) if main else []

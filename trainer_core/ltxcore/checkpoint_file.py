@@ -15,7 +15,14 @@ from pathlib import Path
 from ..cache.encoders import vae_encoder_tensors, weights_identity
 from ..errors import UserError
 from ..lorafile.read import is_lora_key
-from .model import TRANSFORMER_PREFIX, VAE_ENCODER_PREFIX, VAE_STATS_PREFIX, config_family, read_checkpoint_config
+from .model import (
+    TRANSFORMER_PREFIX,
+    VAE_ENCODER_PREFIX,
+    VAE_STATS_PREFIX,
+    config_family,
+    quantized_refusal,
+    read_checkpoint_config,
+)
 
 _HINT = "give the LTX-2.3 single-file checkpoint (e.g. ltx-2.3-22b-dev.safetensors)"
 _MAX_HEADER = 100 * 1024 * 1024
@@ -49,11 +56,13 @@ def _not_safetensors(path: Path) -> str | None:
         return "not a safetensors file"
 
 
-def check_base_checkpoint(path: str | Path, setting: str, *, needs_vae: bool = False) -> str:
+def check_base_checkpoint(path: str | Path, setting: str, *, needs_vae: bool = False, trains: bool = False) -> str:
     """The family (``ltx-2.3`` or ``ltx-2``) of the single-file checkpoint at ``path``, read from its header.
 
     Raises ``ModelFileError`` naming ``setting`` and the file when it is missing, not safetensors, a LoRA, lacks the
-    transformer (or, with ``needs_vae``, the video VAE encoder) or has no LTX-2.x config header.
+    transformer (or, with ``needs_vae``, the video VAE encoder) or has no LTX-2.x config header; with ``trains`` (the
+    headless trainer loads its transformer) also when it is in ComfyUI's scaled-fp8 layout. Caching reads only the
+    VAE, which such a file holds unquantized.
     """
     from safetensors import SafetensorError, safe_open
 
@@ -79,6 +88,9 @@ def check_base_checkpoint(path: str | Path, setting: str, *, needs_vae: bool = F
             f"{setting} {path} holds no LTX transformer weights ({TRANSFORMER_PREFIX}*; {len(keys)} tensors): it is "
             f"not an LTX-2.x single-file checkpoint (a VAE, a text encoder or a diffusers part?); {_HINT}"
         )
+    refusal = quantized_refusal(path, keys) if trains else None
+    if refusal is not None:
+        raise ModelFileError(f"{setting} {refusal}")
     if needs_vae and not any(k.startswith(VAE_ENCODER_PREFIX) for k in keys):
         raise ModelFileError(f"{setting} {path} has no video VAE ({VAE_ENCODER_PREFIX}*) to encode the clips; {_HINT}")
     try:

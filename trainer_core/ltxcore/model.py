@@ -230,6 +230,26 @@ def split_checkpoint_keys(
     return plan
 
 
+# What marks ComfyUI's quantized layouts: per-tensor scales beside float8 weights (Lightricks' fp8 file and ComfyUI's
+# comfy_quant: weight_scale/input_scale; the older scaled_fp8: scale_weight and a marker tensor).
+_QUANTIZED_SUFFIXES = (".weight_scale", ".input_scale", ".scale_weight", ".scale_input")
+_QUANTIZED_MARKER = TRANSFORMER_PREFIX + "scaled_fp8"
+
+
+def quantized_refusal(path: str | Path, keys: Iterable[str]) -> str | None:
+    """Why ltx-core cannot load the checkpoint at ``path`` with tensor names ``keys``, when it is in ComfyUI's
+    scaled-fp8 layout (None: it is not). Its scales would otherwise be reported as unexpected keys, as if the file
+    were damaged."""
+    if not any(k == _QUANTIZED_MARKER or (k.startswith(TRANSFORMER_PREFIX) and k.endswith(_QUANTIZED_SUFFIXES))
+               for k in keys):
+        return None
+    return (
+        f"{path} is in ComfyUI's scaled-fp8 layout (float8 weights with per-tensor scales); headless train and "
+        "sweep read bf16 or fp32 single-file checkpoints only. Give the bf16 file (e.g. ltx-2.3-22b-dev.safetensors), "
+        "or use this one in ComfyUI (the Train LTX LoRA node trains on it)"
+    )
+
+
 def _is_unused_stat(key: str) -> bool:
     return key.startswith(VAE_STATS_PREFIX) and key.removeprefix(VAE_STATS_PREFIX) in _UNUSED_VAE_STATS
 
@@ -278,6 +298,9 @@ def load_ltx_core_model(
     config = read_checkpoint_config(path)
     with safe_open(str(path), framework="pt") as f:
         keys = list(f.keys())
+        refusal = quantized_refusal(path, keys)
+        if refusal is not None:
+            raise CheckpointKeyError(refusal)
         has_audio = AUDIO_MARKER_KEY in keys
         if meta_init or split is not None:
             with torch.device("meta"):
