@@ -15,7 +15,7 @@ from ..trainer_core.comfy.lora import apply_lora_file, model_weight_shapes
 from ..trainer_core.config.lorafile import ConvertLoraSettings, InspectLoraSettings, LoadLoraSettings
 from ..trainer_core.lorafile import LoraFileError
 from ..trainer_core.lorafile.inspect import inspect_file, report_text
-from ..trainer_core.lorafile.layouts import convert_file, converted_name
+from ..trainer_core.lorafile.layouts import convert_file, converted_name, holds_conversion
 from ..trainer_core.paths import within_roots
 from ._node import PackNode
 from ._paths import lora_dirs, output_dir
@@ -37,7 +37,9 @@ def _source_path(source: str) -> Path:
     )
 
 
-def _output_path(source: Path, output_name: str, overwrite: bool) -> Path:
+def _output_path(source: Path, output_name: str, fold_alpha: bool, dtype: str, overwrite: bool) -> tuple[Path, bool]:
+    """Where the conversion goes, and whether that file already holds exactly this conversion (the same prompt queued
+    again): then it is left as it is. Any other existing file is refused unless ``overwrite``."""
     name = output_name.strip() or converted_name(source, "comfy")
     if Path(name).name != name or name.startswith("."):
         raise LoraFileError(
@@ -46,9 +48,14 @@ def _output_path(source: Path, output_name: str, overwrite: bool) -> Path:
     if not name.endswith(".safetensors"):
         name += ".safetensors"
     out = lora_dirs()[0] / name
-    if out.exists() and not overwrite:
-        raise LoraFileError(f"{out} already exists; choose another output_name or enable overwrite")
-    return out
+    if not out.exists() or overwrite:
+        return out, False
+    if holds_conversion(out, source, "comfy", fold_alpha=fold_alpha, dtype=dtype):
+        return out, True
+    raise LoraFileError(
+        f"{out} already exists and is not {source.name} converted with these settings; choose another output_name "
+        "or enable overwrite"
+    )
 
 
 class ConvertLora(PackNode):
@@ -71,18 +78,22 @@ class ConvertLora(PackNode):
         )
 
     @classmethod
-    def validate_inputs(cls, source=None, output_name=None, overwrite=None) -> bool | str:
-        if None in (source, output_name, overwrite):
+    def validate_inputs(cls, source=None, output_name=None, fold_alpha=None, dtype=None, overwrite=None) -> bool | str:
+        values = (source, output_name, fold_alpha, dtype, overwrite)
+        if None in values:
             return True  # a linked (or missing) value is checked when the node runs
-        return validation_result(lambda: _output_path(_source_path(source), output_name, overwrite))
+        return validation_result(lambda: _output_path(_source_path(source), *values[1:]))
 
     @classmethod
     def execute(cls, source, output_name, fold_alpha, dtype, overwrite) -> io.NodeOutput:
         src = _source_path(source)
-        out, parsed = convert_file(
-            src, _output_path(src, output_name, overwrite), "comfy", fold_alpha=fold_alpha, dtype=dtype
-        )
-        report = f"Converted {src.name} ({parsed.layout} layout) -> {out.name}\n" + inspect_file(out)[0].text()
+        out, done = _output_path(src, output_name, fold_alpha, dtype, overwrite)
+        if done:
+            head = f"{out.name} already holds {src.name} converted with these settings: left as it is"
+        else:
+            _, parsed = convert_file(src, out, "comfy", fold_alpha=fold_alpha, dtype=dtype)
+            head = f"Converted {src.name} ({parsed.layout} layout) -> {out.name}"
+        report = head + "\n" + inspect_file(out)[0].text()
         return io.NodeOutput(out.name, report, ui=ui.PreviewText(report))
 
 

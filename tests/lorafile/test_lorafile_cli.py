@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 from trainer_core.cli import main
 from trainer_core.lorafile import lora_metadata, read_lora_file, save_lora_file
 from trainer_core.lorafile.family import family_from_structure, model_family
-from trainer_core.lorafile.layouts import LoraModule, ParsedLora, parse_lora, to_layout
+from trainer_core.lorafile.layouts import LoraModule, ParsedLora, conversion_record, parse_lora, to_layout
 
 
 def lora(names_shapes: dict[str, tuple[int, int]], rank: int = 8, alpha: float | None = 8.0) -> ParsedLora:
@@ -59,7 +59,8 @@ def test_convert_to_peft_and_back(tmp_path, capsys):
     assert main(["lora", "convert", str(src), str(peft), "--to", "peft", "--dtype", "bfloat16"]) == 0
     assert "comfy -> peft" in capsys.readouterr().out
     tensors, meta = read_lora_file(peft)
-    assert meta == {"note": "kept", "ltxlora.format": "peft"}
+    record = conversion_record(src, "peft", fold_alpha=False, dtype="bfloat16")  # the source's sha256, the settings
+    assert meta == {"note": "kept", "ltxlora.format": "peft", "ltxlora.converted_from": record}
     assert set(tensors) == {
         "base_model.model.transformer_blocks.3.video_to_audio_attn.to_out.0.lora_A.weight",
         "base_model.model.transformer_blocks.3.video_to_audio_attn.to_out.0.lora_B.weight",

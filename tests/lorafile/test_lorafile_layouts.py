@@ -11,8 +11,10 @@ from trainer_core.lorafile.layouts import (
     LAYOUTS,
     LoraModule,
     ParsedLora,
+    conversion_record,
     convert_file,
     detect_layout,
+    holds_conversion,
     kohya_name,
     module_from_kohya,
     parse_lora,
@@ -167,10 +169,28 @@ def test_convert_file_keeps_metadata_and_weights(tmp_path, to):
     dst, source = convert_file(src, tmp_path / "out" / f"{to}.safetensors", to, dtype="float16")
     assert source.layout == "kohya"
     tensors, meta2 = read_lora_file(dst)
-    assert meta2 == {**meta, md.FORMAT: to}
+    assert meta2 == {**meta, md.FORMAT: to, md.CONVERTED_FROM: conversion_record(src, to, fold_alpha=False,
+                                                                            dtype="float16")}
     assert all(v.dtype == torch.float16 for k, v in tensors.items() if not k.endswith(".alpha"))
     assert_same_deltas(parsed, parse_lora(tensors), atol=2e-2)
     assert read_lora_file(src)[0].keys() == to_layout(parsed, "kohya").keys()  # source untouched
+
+
+def test_a_converted_file_is_known_by_its_source_content_and_settings(tmp_path):
+    """Only the file this very conversion writes counts as already written: other settings, another layout, a
+    changed source, a file without the record or no safetensors file at all do not."""
+    src = save_lora_file(tmp_path / "in.safetensors", to_layout(make_parsed(), "kohya"), {})
+    dst, _ = convert_file(src, tmp_path / "out.safetensors", "comfy", dtype="bfloat16")
+    assert holds_conversion(dst, src, "comfy", fold_alpha=False, dtype="bfloat16")
+    assert not holds_conversion(dst, src, "comfy", fold_alpha=False, dtype="keep")
+    assert not holds_conversion(dst, src, "comfy", fold_alpha=True, dtype="bfloat16")
+    assert not holds_conversion(dst, src, "peft", fold_alpha=False, dtype="bfloat16")
+    plain = save_lora_file(tmp_path / "plain.safetensors", to_layout(make_parsed(), "comfy"), {})
+    assert not holds_conversion(plain, src, "comfy", fold_alpha=False, dtype="bfloat16")
+    (tmp_path / "text.safetensors").write_text("not a LoRA")
+    assert not holds_conversion(tmp_path / "text.safetensors", src, "comfy", fold_alpha=False, dtype="bfloat16")
+    save_lora_file(src, to_layout(make_parsed(seed=1), "kohya"), {})  # the same name, other weights
+    assert not holds_conversion(dst, src, "comfy", fold_alpha=False, dtype="bfloat16")
 
 
 def test_convert_refuses_to_overwrite_source(tmp_path):

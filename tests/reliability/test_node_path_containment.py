@@ -52,7 +52,7 @@ def _outside_message(setting: str, value: str, folders: list[Path]) -> str:
 
 # ---------------------------------------------------------------------------------------- Convert LoRA: source
 
-CONVERT = {"output_name": "converted.safetensors", "overwrite": False}
+CONVERT = {"output_name": "converted.safetensors", "fold_alpha": False, "dtype": "keep", "overwrite": False}
 
 
 @pytest.mark.parametrize("value", ["{outside}/some.safetensors", "{outside}/gone.safetensors",
@@ -64,7 +64,7 @@ def test_convert_refuses_a_source_outside_the_loras_and_output_folders(comfy, ro
     expected = _outside_message("source", value, [roots.loras, roots.output])
     assert node.validate_inputs(source=value, **CONVERT) == expected
     with pytest.raises(roots.config_error) as err:  # run with a linked value: the same refusal
-        node.execute(source=value, fold_alpha=False, dtype="keep", **CONVERT)
+        node.execute(source=value, **CONVERT)
     assert str(err.value) == expected
 
 
@@ -146,7 +146,7 @@ def test_a_value_that_is_no_path_is_refused_naming_the_setting(comfy, roots, lin
     value = value.format(loop=link_loop)
     if setting == "source":
         node, values = comfy.NODE_CLASS_MAPPINGS["LtxLoraConvert"], {"source": value, **CONVERT}
-        run = {**values, "fold_alpha": False, "dtype": "keep"}
+        run = values
     else:
         node, values = comfy.NODE_CLASS_MAPPINGS["LtxLoraTrain"], {**TRAIN, setting: value}
         run = {"model": None, "training_data": object(), "seed": 0, "name": "new", "every": 2, "keep_last": 0,

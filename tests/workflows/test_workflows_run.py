@@ -15,6 +15,7 @@ A workflow with a node type ComfyUI does not know fails here (``MissingNodeError
 
 from __future__ import annotations
 
+import asyncio
 import json
 import types
 from pathlib import Path
@@ -233,6 +234,32 @@ def test_4_inspect_and_convert(env):
     text = _texts(result, wf)
     assert "LTX-2.3" in text and "peft" in text.lower()
     assert (env.loras / "lora_from_another_trainer_comfy.safetensors").is_file()
+
+
+def test_4_queued_again_leaves_its_file_and_refuses_another_conversion_under_its_name(env):
+    """Queued again unchanged (each prompt here runs without ComfyUI's cache, as after a restart), workflow 4 runs
+    and leaves the file it wrote as it is. The same output name for other settings or another source is refused when
+    queued, naming the file, which stays as it was."""
+    import execution
+
+    name = "4_inspect_and_convert_lora.json"
+    out = env.loras / "lora_from_another_trainer_comfy.safetensors"
+    run(name, env)
+    written = (out.stat().st_mtime_ns, out.read_bytes())
+    result = run(name, env)
+    assert (out.stat().st_mtime_ns, out.read_bytes()) == written
+    report = _texts(result, ws.load_workflow(name))
+    assert f"{out.name} already holds lora_from_another_trainer.safetensors converted" in report
+    other_source = {("LtxLoraConvert", "source"): f"{ws.RUN_NAME}.safetensors",
+                    ("LtxLoraConvert", "output_name"): out.name}
+    for extra in ({("LtxLoraConvert", "dtype"): "bfloat16"}, {("LtxLoraConvert", "fold_alpha"): True}, other_source):
+        prompt = to_test_prompt(ws.load_workflow(name), env, extra)
+        _, _, outputs, node_errors = asyncio.run(execution.validate_prompt("again", prompt, None))
+        (convert,) = [i for i, node in prompt.items() if node["class_type"] == "LtxLoraConvert"]
+        assert convert not in outputs  # the Inspect branch may still run; Convert is refused
+        assert f"{out} already exists and is not" in json.dumps(node_errors[convert])
+        ws.run_prompt(prompt)
+    assert (out.stat().st_mtime_ns, out.read_bytes()) == written
 
 
 def test_5_end_to_end(env):

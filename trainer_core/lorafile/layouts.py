@@ -19,6 +19,8 @@ semantics follow ComfyUI: ``delta W = (alpha / rank) * up @ down``, and a missin
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 from collections.abc import Iterable, Mapping
@@ -27,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from .metadata import FORMAT
+from .metadata import CONVERTED_FROM, FORMAT
 from .read import LoraFileError, read_lora_file
 from .write import save_lora_file
 
@@ -285,4 +287,26 @@ def convert_file(
         out = to_layout(parsed, to, fold_alpha=fold_alpha, dtype=DTYPES[dtype])
     except LoraFileError as err:
         raise LoraFileError(f"{src}: {err}") from None
-    return save_lora_file(dst, out, {**metadata, FORMAT: to}), parsed
+    record = conversion_record(src, to, fold_alpha=fold_alpha, dtype=dtype)
+    return save_lora_file(dst, out, {**metadata, FORMAT: to, CONVERTED_FROM: record}), parsed
+
+
+def conversion_record(src: Path, to: str, *, fold_alpha: bool, dtype: str) -> str:
+    """What ``convert_file`` records in its output (``ltxlora.converted_from``): the source's content and the
+    settings. A name or a modification time would take a copied or touched source for another one."""
+    with src.open("rb") as fh:
+        digest = hashlib.file_digest(fh, "sha256").hexdigest()
+    return json.dumps({"source_sha256": digest, "to": to, "fold_alpha": fold_alpha, "dtype": dtype}, sort_keys=True)
+
+
+def holds_conversion(dst: Path, src: Path, to: str, *, fold_alpha: bool, dtype: str) -> bool:
+    """Whether the file ``dst`` is what converting ``src`` to ``to`` with these settings writes, by its record (a file
+    that is no safetensors file, or carries no record, is not)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(dst), framework="pt") as f:
+            recorded = (f.metadata() or {}).get(CONVERTED_FROM)
+    except (SafetensorError, OSError):
+        return False
+    return recorded == conversion_record(src, to, fold_alpha=fold_alpha, dtype=dtype)

@@ -23,6 +23,9 @@ TRIGGER = "ltxlora.trigger"
 DATASET_FINGERPRINT = "ltxlora.dataset_fingerprint"
 TRAINING_CONFIG = "ltxlora.training_config"
 PACK_VERSION = "ltxlora.pack_version"
+# Written by a conversion (``layouts.convert_file``): the source file's sha256 and the settings, as JSON, so the same
+# conversion asked for again finds its file already written.
+CONVERTED_FROM = "ltxlora.converted_from"
 # The resolved stream modes the LoRA was trained with: audio generate | condition | off, video generate | condition.
 AUDIO = "ltxlora.audio"
 VIDEO = "ltxlora.video"
