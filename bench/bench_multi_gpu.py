@@ -1,16 +1,21 @@
 """Multi-GPU LoRA training: s/step, throughput and peak memory per GPU for 1, 2, 4 ... processes, ddp and fsdp.
 
 Each configuration runs in its own processes: one process for 1 GPU (the baseline), ``torchrun --standalone
---nproc_per_node N`` for N > 1. Every process builds the LTX-2.3 transformer with random bf16 weights on its GPU
-(``gpu_models.build_ltx_core``, the full 22B sizes), fsdp then splits the frozen weights (``ShardedDataParallel``),
-and trains our LoRA through ``Trainer`` (rank 32, all_attention, per-block checkpointing, bf16 autocast) with batch 1
-per process on N clips of one shape, so the global batch is N. Times are the medians of ``StepInfo.seconds`` after
-the warm-up steps (each step ends in a host sync of the summed loss). Peak memory is ``max_memory_allocated``
-(reserved in brackets) per process, reset after the model is built (and sharded), the worst process shown.
+--nproc_per_node N`` for N > 1. Every process loads the model as the train command does
+(``trainer_core.commands.train.load_backbone``, bf16): ddp reads the whole model onto its GPU, fsdp splits the
+transformer over the processes first (``ShardedDataParallel``) and each process reads only its own rows of the file.
+The file is ``--checkpoint`` (LTX-2.3's own) or, without it, one written first with random bf16 weights of the full
+22B sizes (``gpu_models.write_ltx_core_checkpoint``: about 44 GB of disk, and twice that of host memory while it is
+written; random weights run exactly the kernels and shapes of real ones). Each process then trains our LoRA through
+``Trainer`` (rank 32, all_attention, per-block checkpointing, bf16 autocast) with batch 1 per process on N clips of
+one shape, so the global batch is N. Times are the medians of ``StepInfo.seconds`` after the warm-up steps (each
+step ends in a host sync of the summed loss). Peak memory is ``max_memory_allocated`` (reserved in brackets) per
+process, reset after the model is loaded, the worst process shown.
 
     python bench/bench_multi_gpu.py --gpus 1,2,4 --strategies ddp,fsdp            # 960x544x49, audio + video
     python bench/bench_multi_gpu.py --gpus 2,4 --strategies fsdp --frames 121     # FSDP2 memory per GPU
     python bench/bench_multi_gpu.py --tiny --gpus 1,2 --strategies ddp,fsdp       # tiny model, CPU, gloo
+    python bench/bench_multi_gpu.py --checkpoint ltx-2.3-22b-dev.safetensors      # the real weights
 
 The audio latent length is frames / 25 fps x 25 latents per second + 2 (51 at 49 frames, as bench_train_gpu).
 """
@@ -51,7 +56,7 @@ def geometry(args: argparse.Namespace) -> dict:
 def worker(args: argparse.Namespace) -> None:
     import torch
 
-    from gpu_models import build_ltx_core, model_config
+    from trainer_core.commands.train import load_backbone
     from trainer_core.config import parse_section
     from trainer_core.config.training import TrainConfig
     from trainer_core.engine.data import InMemoryData, Sample
@@ -63,7 +68,6 @@ def worker(args: argparse.Namespace) -> None:
         local_rank,
     )
     from trainer_core.engine.trainer import Callbacks, Trainer
-    from trainer_core.ltxcore.backbone import LtxCoreBackbone
 
     device = torch.device("cpu" if args.tiny else f"cuda:{local_rank()}")
     if device.type == "cuda":
@@ -72,13 +76,9 @@ def worker(args: argparse.Namespace) -> None:
     if launched():
         parallel = (ShardedDataParallel if args.strategy == "fsdp" else DataParallel).start(device.type)
     try:
-        config = model_config(full=not args.tiny)
         t0 = time.perf_counter()
-        model = build_ltx_core(config, device, seed=0)  # the same random weights on every process
-        model.transformer.requires_grad_(False)
-        backbone = LtxCoreBackbone(model)
-        if isinstance(parallel, ShardedDataParallel):
-            parallel.shard(*backbone.shard_units(), device)
+        backbone = load_backbone(args.checkpoint, torch.bfloat16, str(device), parallel)
+        config = backbone.model.config
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
@@ -139,11 +139,20 @@ def _local(p):
 
 
 # -- the driver -----------------------------------------------------------------------------------------------------
+def write_checkpoint(args: argparse.Namespace, path: Path) -> str:
+    """Random weights of the benchmarked sizes in ``path``, written by a child process: the driver's own process
+    keeps no GPU memory while the configurations run."""
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--write-random", str(path)]
+    cmd += ["--tiny"] if args.tiny else []
+    subprocess.run(cmd, cwd=REPO, env={**os.environ, **_SAFE_ENV}, check=True)
+    return str(path)
+
+
 def run_config(args: argparse.Namespace, gpus: int, strategy: str, work: Path) -> list[dict] | str:
     """Run one configuration in fresh processes; its per-process records, or the tail of its log on failure."""
     record = work / f"{gpus}_{strategy}"
-    flags = ["--worker", "--strategy", strategy, "--record", str(record), "--steps", str(args.steps),
-             "--warmup", str(args.warmup), "--frames", str(args.frames), "--width", str(args.width),
+    flags = ["--worker", "--strategy", strategy, "--record", str(record), "--checkpoint", args.checkpoint,
+             "--steps", str(args.steps), "--warmup", str(args.warmup), "--frames", str(args.frames), "--width", str(args.width),
              "--height", str(args.height), "--audio" if args.audio else "--no-audio"] + (["--tiny"] if args.tiny else [])
     script = str(Path(__file__).resolve())
     if gpus == 1:
@@ -200,17 +209,30 @@ def main() -> int:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--timeout", type=float, default=1800, help="seconds per configuration")
     p.add_argument("--tiny", action="store_true", help="tiny model on the CPU with gloo (debugging)")
+    p.add_argument("--checkpoint", help="an LTX-2.3 single-file checkpoint to train on (default: random weights of "
+                   "the full sizes, or the tiny ones with --tiny, written to a temporary file first)")
     p.add_argument("--json", help="also write the per-process records here")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--strategy", default="ddp", help=argparse.SUPPRESS)
     p.add_argument("--record", help=argparse.SUPPRESS)
+    p.add_argument("--write-random", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
         worker(args)
         return 0
+    if args.write_random:
+        import torch
+
+        from gpu_models import model_config, write_ltx_core_checkpoint
+
+        device = torch.device("cpu" if args.tiny else "cuda:0")
+        write_ltx_core_checkpoint(model_config(full=not args.tiny), Path(args.write_random), device, seed=0)
+        return 0
     rows, failed = [], []
     geo = geometry(args)
     with tempfile.TemporaryDirectory() as tmp:
+        if args.checkpoint is None:
+            args.checkpoint = write_checkpoint(args, Path(tmp) / "random.safetensors")
         for gpus in (int(n) for n in args.gpus.split(",")):
             for strategy in (["one"] if gpus == 1 else args.strategies.split(",")):
                 got = run_config(args, gpus, "ddp" if strategy == "one" else strategy, Path(tmp))

@@ -154,6 +154,25 @@ def build_ltx_core(config: dict[str, Any], device: torch.device, seed: int = 0):
     )
 
 
+def write_ltx_core_checkpoint(config: dict[str, Any], path: Path, device: torch.device, seed: int = 0) -> Path:
+    """``build_ltx_core``'s random weights as a single-file checkpoint (safetensors, ``config`` in its header):
+    what the train command loads (``trainer_core.commands.train.load_backbone``), as it loads LTX-2.3's own file.
+    The host holds the whole state once, and safetensors a serialised copy while it writes."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from trainer_core.ltxcore.model import to_checkpoint_keys
+
+    model = build_ltx_core(config, device, seed)
+    state: dict[str, torch.Tensor] = {}
+    for name in ("transformer", "video_connector", "audio_connector"):
+        state.update(to_checkpoint_keys(name, {k: v.detach().to("cpu", copy=True).contiguous()
+                                               for k, v in getattr(model, name).state_dict().items()}))
+    save_file(state, str(path), metadata={"config": json.dumps(config)})
+    return path
+
+
 # -- data ---------------------------------------------------------------------------------------------------------
 def training_data(
     video_shape: tuple[int, ...], audio_steps: int, text_tokens: int, text_width: int, seed: int = 0

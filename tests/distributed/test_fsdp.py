@@ -154,6 +154,32 @@ def test_sharded_ranks_of_batch_1_train_the_lora_of_one_process_with_batch_2(run
         assert _losses(sharded) == pytest.approx(_losses(single), rel=1e-5)
 
 
+def test_split_loading_converts_to_the_model_dtype_and_gives_each_of_3_ranks_its_rows(tmp_path):
+    # The float32 file loaded as bfloat16 over 3 processes, played one after another by this process: torch's fake
+    # process group (no communication) gives each its rank in a world of 3, and loading needs no collective.
+    from torch.testing._internal.distributed.fake_pg import FakeStore
+
+    path = write_tiny_checkpoint(tmp_path / "tiny.safetensors")
+    whole = dict(LtxCoreBackbone.from_checkpoint(path, dtype=torch.bfloat16).transformer.named_parameters())
+    assert any(p.shape[0] % 3 for p in whole.values())  # uneven splits: the last rank's shard is shorter, or empty
+    shards: dict[str, list[torch.Tensor]] = {name: [] for name in whole}
+    for rank in range(3):
+        torch.distributed.init_process_group("fake", rank=rank, world_size=3, store=FakeStore())
+        try:
+            parallel = ShardedDataParallel(rank, 3)
+            backbone = LtxCoreBackbone.from_checkpoint(path, dtype=torch.bfloat16,
+                                                       split=lambda blocks, root: parallel.shard(blocks, root, "cpu"))
+            for name, param in backbone.transformer.named_parameters():
+                shards[name].append(param.to_local())
+        finally:
+            torch.distributed.destroy_process_group()
+    for name, parts in shards.items():
+        per = -(-whole[name].shape[0] // 3)  # FSDP2's dim-0 chunks: ceil(rows / 3), the last ones shorter or empty
+        for rank, part in enumerate(parts):
+            assert part.dtype == torch.bfloat16, name
+            assert torch.equal(part, whole[name][rank * per : (rank + 1) * per]), (name, rank)
+
+
 @pytest.mark.parametrize(
     ("name", "reference"),
     [("sharded_resumed", "single"), ("single_resumed", "sharded"), ("sharded_regrouped", "single_regrouped")],

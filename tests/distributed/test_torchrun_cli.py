@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,7 @@ from safetensors.torch import load_file
 from tests.engine_support import write_cache
 from trainer_core.cli import main
 from trainer_core.engine.checkpoints import list_checkpoints
+from trainer_core.engine.distributed import DataParallel, RendezvousFailed
 from trainer_core.engine.state import checkpoint_problem
 from trainer_core.ltxcore.tiny import write_tiny_checkpoint
 
@@ -132,3 +135,68 @@ def test_more_processes_than_gpus_on_a_machine_is_refused_before_the_run(tmp_pat
     assert "this is process 1 (LOCAL_RANK)" in err and "which has 1 GPU(s)" in err
     assert "--nproc_per_node" in err
     assert not (tmp_path / "run").exists()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _by_hand(rank: int, port: int | str, **extra: str) -> dict[str, str]:
+    """The variables a launcher sets for process ``rank`` of 2 on this machine, set without one."""
+    return {"RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port), **extra}
+
+
+def test_a_failing_process_prints_its_own_error_when_the_launchers_error_file_cannot_be_written(tmp_path):
+    # Two processes started by hand (torchrun always gives its own, writable error file): rank 1 fails loading the
+    # model, where it leaves its message for the launcher in a folder that does not exist.
+    write_tiny_checkpoint(tmp_path / "tiny.safetensors")
+    write_cache(tmp_path / "cache", [24.0, 24.0, 24.0])
+    path, port = _config(tmp_path, "ranks", 1), _free_port()
+    error_file = tmp_path / "missing" / "error.json"
+    cmd = [sys.executable, str(Path(__file__).with_name("failing_rank.py")), "1:load", "--", "train", str(path)]
+    procs = [
+        subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={
+            **os.environ, "OMP_NUM_THREADS": "1", **_by_hand(rank, port, TORCHELASTIC_ERROR_FILE=str(error_file))})
+        for rank in (0, 1)
+    ]
+    try:
+        _, err = procs[1].communicate(timeout=120)
+    finally:
+        procs[0].kill()  # left waiting for rank 1, as under torchrun until the launcher stops it
+        procs[0].communicate()
+    assert procs[1].returncode == 2, err[-3000:]
+    assert "error: the checkpoint could not be read (injected on rank 1)" in err
+    assert "Traceback" not in err and "error.json" not in err
+    assert not error_file.parent.exists()
+
+
+def test_a_process_that_cannot_join_the_others_names_the_launcher_settings_and_tells_the_launcher(
+    tmp_path, monkeypatch, capsys
+):
+    # The launcher's variables set by hand with a port that is no number: the rendezvous fails at once.
+    for name, value in _by_hand(1, "29x00", TORCHELASTIC_ERROR_FILE=str(tmp_path / "error.json")).items():
+        monkeypatch.setenv(name, value)
+    assert main(["train", str(_config(tmp_path, "run", 1))]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: process 1 of 2 (RANK, WORLD_SIZE) could not join the other processes at "
+                          "MASTER_ADDR=127.0.0.1, MASTER_PORT=29x00"), err
+    assert "Traceback" not in err
+    assert "--nproc_per_node" in err and "--master_port" in err
+    message = json.loads((tmp_path / "error.json").read_text())["message"]
+    assert err == f"error: {message}\n"  # the launcher's summary shows the same
+    assert not (tmp_path / "run").exists()
+
+
+def test_joining_waits_for_the_other_processes_up_to_the_timeout_then_names_the_address(monkeypatch):
+    # Process 1 of 2 and nobody at the address: it waits its timeout for rank 0's store, then says where it looked.
+    port = _free_port()
+    for name, value in _by_hand(1, port).items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(RendezvousFailed) as caught:
+        DataParallel.start("cpu", timeout=timedelta(seconds=1))
+    message = str(caught.value)
+    assert f"at MASTER_ADDR=127.0.0.1, MASTER_PORT={port} (waiting up to 1 s for them)" in message
+    assert "timed out" in message

@@ -20,8 +20,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import torch
+
     from ..config.foreign import Translation
     from ..engine.distributed import SingleProcess
+    from ..ltxcore.backbone import LtxCoreBackbone
 
 log = logging.getLogger(__name__)
 
@@ -69,26 +72,26 @@ def run(args: argparse.Namespace) -> int:
             "rendered by rank 0 alone, which cannot run a model whose weights are split over the processes; set "
             "preview.every: 0 (render previews from the checkpoints afterwards) or distributed.strategy: ddp"
         )
-    parallel = SingleProcess()
-    if launched():  # torchrun: one of several processes, each on the GPU of its LOCAL_RANK (or the CPU, gloo)
-        if device.startswith("cuda"):
-            if local_rank() >= torch.cuda.device_count():  # else set_device fails with "invalid device ordinal"
-                raise ConfigError(
-                    f"{args.config}: this is process {local_rank()} (LOCAL_RANK) of those the launcher started on "
-                    f"this machine, which has {torch.cuda.device_count()} GPU(s): start one process per GPU at most "
-                    "(torchrun --nproc_per_node, accelerate launch --num_processes)"
-                )
-            device = f"cuda:{local_rank()}"
-            torch.cuda.set_device(local_rank())
-        parallel = (ShardedDataParallel if sharded else DataParallel).start(device.split(":")[0])
-        if not parallel.is_main:
-            logging.getLogger().setLevel(logging.ERROR)  # logs on rank 0 only; errors from every rank
+    parallel: SingleProcess = SingleProcess()
     failed = False
     try:
+        if launched():  # torchrun: one of several processes, each on the GPU of its LOCAL_RANK (or the CPU, gloo)
+            if device.startswith("cuda"):
+                if local_rank() >= torch.cuda.device_count():  # else set_device fails with "invalid device ordinal"
+                    raise ConfigError(
+                        f"{args.config}: this is process {local_rank()} (LOCAL_RANK) of those the launcher started "
+                        f"on this machine, which has {torch.cuda.device_count()} GPU(s): start one process per GPU "
+                        "at most (torchrun --nproc_per_node, accelerate launch --num_processes)"
+                    )
+                device = f"cuda:{local_rank()}"
+                torch.cuda.set_device(local_rank())
+            parallel = (ShardedDataParallel if sharded else DataParallel).start(device.split(":")[0])
+            if not parallel.is_main:
+                logging.getLogger().setLevel(logging.ERROR)  # logs on rank 0 only; errors from every rank
         return _train(args, translation, device, parallel)
     except Exception as err:
         failed = True
-        if launched():
+        if launched():  # joining the others too: the launcher's summary names why this process ended
             from ..cli import user_error
 
             tell_launcher(user_error(err) or traceback.format_exc())
@@ -113,7 +116,6 @@ def _train(args: argparse.Namespace, translation: Translation, device: str, para
     from ..engine.run_lock import check_free
     from ..engine.trainer import Callbacks, Trainer
     from ..lorafile.match import refuse_unsupported_checkpoint
-    from ..ltxcore.backbone import LtxCoreBackbone
     from ..ltxcore.checkpoint_file import check_base_checkpoint, vae_identity
     from ..ltxcore.previews import attach_previews, preview_prompts
     from ..plots import loss_curve
@@ -145,13 +147,8 @@ def _train(args: argparse.Namespace, translation: Translation, device: str, para
     check_cache_for_model(data.model, data.folder, family, vae_identity(cfg.model.checkpoint), cfg.model.checkpoint)
     # Gemma (if any) is freed before the transformer loads; rank 0 alone renders previews
     prompts = preview_prompts(cfg, data, args.text_encoder) if main else []
-    sharded = isinstance(parallel, ShardedDataParallel)
-    split = (lambda blocks, root: parallel.shard(blocks, root, device)) if sharded else None
-    backbone = LtxCoreBackbone.from_checkpoint(cfg.model.checkpoint, dtype=getattr(torch, cfg.model.dtype),
-                                               device=device, split=split)
-    if sharded:
-        log.info("frozen base weights split over %d processes (FSDP2)", parallel.world_size)
-    elif cfg.distributed.strategy == "fsdp":
+    backbone = load_backbone(cfg.model.checkpoint, getattr(torch, cfg.model.dtype), device, parallel)
+    if cfg.distributed.strategy == "fsdp" and not isinstance(parallel, ShardedDataParallel):
         log.warning("distributed.strategy is fsdp, but this is one process (not under torchrun): nothing to split")
     trainer = Trainer(backbone, data, cfg, base_model=backbone.model.family, parallel=parallel)  # family as loaded
     if resume is not None:
@@ -167,3 +164,17 @@ def _train(args: argparse.Namespace, translation: Translation, device: str, para
     if result.message:
         sys.stderr.write(result.message + "\n")
     return 0 if result.status != "diverged" else 1
+
+
+def load_backbone(checkpoint: str | Path, dtype: torch.dtype, device: str, parallel: SingleProcess) -> LtxCoreBackbone:
+    """The model as this process of the run holds it: whole, or (``ShardedDataParallel``) split before its weights
+    are read, each process reading only its own rows of the file (also what ``bench/bench_multi_gpu.py`` loads)."""
+    from ..engine.distributed import ShardedDataParallel
+    from ..ltxcore.backbone import LtxCoreBackbone
+
+    sharded = isinstance(parallel, ShardedDataParallel)
+    split = (lambda blocks, root: parallel.shard(blocks, root, device)) if sharded else None
+    backbone = LtxCoreBackbone.from_checkpoint(checkpoint, dtype=dtype, device=device, split=split)
+    if sharded:
+        log.info("frozen base weights split over %d processes (FSDP2)", parallel.world_size)
+    return backbone

@@ -47,6 +47,10 @@ class RankFailed(UserError, RuntimeError):
     """Another process of a multi-process run failed; the message is its rank and its error."""
 
 
+class RendezvousFailed(UserError, RuntimeError):
+    """This process could not join the others of a multi-process run (the launcher's address, port or count)."""
+
+
 class SingleProcess:
     """One process trains on whole batches; nothing to communicate."""
 
@@ -95,12 +99,16 @@ class DataParallel(SingleProcess):
 
     @classmethod
     def start(cls, device_type: str, init_method: str = "env://", rank: int | None = None,
-              world_size: int | None = None) -> DataParallel:
+              world_size: int | None = None, timeout: timedelta = TIMEOUT) -> DataParallel:
         """Join the process group (``torchrun`` sets ``RANK`` and ``WORLD_SIZE``; tests pass them): NCCL on CUDA,
-        gloo on the CPU."""
+        gloo on the CPU. ``timeout``: how long to wait for the other processes, here and in every collective."""
         backend = "nccl" if device_type == "cuda" else "gloo"
-        dist.init_process_group(backend, init_method=init_method, timeout=TIMEOUT,
-                                rank=-1 if rank is None else rank, world_size=-1 if world_size is None else world_size)
+        try:
+            dist.init_process_group(backend, init_method=init_method, timeout=timeout,
+                                    rank=-1 if rank is None else rank,
+                                    world_size=-1 if world_size is None else world_size)
+        except (RuntimeError, ValueError) as err:  # torch's DistNetworkError/DistStoreError, or a bad env value
+            raise RendezvousFailed(_rendezvous_problem(init_method, rank, world_size, timeout, err)) from None
         return cls(dist.get_rank(), dist.get_world_size())
 
     def share(self, n: int) -> slice:
@@ -230,6 +238,24 @@ def _all_reduce_flat(tensors: list[torch.Tensor]) -> None:
                                                                    strict=True)])
 
 
+def _rendezvous_problem(init_method: str, rank: int | None, world_size: int | None, timeout: timedelta,
+                        err: Exception) -> str:
+    env = os.environ.get
+    rank = env("RANK", "?") if rank is None else rank
+    world_size = env("WORLD_SIZE", "?") if world_size is None else world_size
+    where = (f"MASTER_ADDR={env('MASTER_ADDR', '(not set)')}, MASTER_PORT={env('MASTER_PORT', '(not set)')}"
+             if init_method == "env://" else init_method)
+    reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return (
+        f"process {rank} of {world_size} (RANK, WORLD_SIZE) could not join the other processes at {where} (waiting "
+        f"up to {timeout.total_seconds():g} s for them): {reason}. Start every process with the same launcher "
+        "settings: torchrun --nproc_per_node (x --nnodes) or accelerate launch --num_processes must make WORLD_SIZE "
+        "processes, all with one --master_addr / --master_port (accelerate: --main_process_ip / "
+        "--main_process_port) that names a machine of the run every machine can reach and a free port that no "
+        "firewall blocks; on one machine, torchrun --standalone picks them itself"
+    )
+
+
 def launched() -> bool:
     """Whether this process was started by ``torchrun`` (or another launcher setting ``WORLD_SIZE``) with N > 1."""
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -240,8 +266,12 @@ def tell_launcher(message: str) -> None:
     process's error (``TORCHELASTIC_ERROR_FILE``), so its summary of the failure shows that message instead of a
     link to its docs: with several processes writing to one terminal, the summary is what the user reads last."""
     path = os.environ.get("TORCHELASTIC_ERROR_FILE")
-    if path:  # a plain string message is shown as it is
+    if not path:
+        return
+    try:  # a plain string message is shown as it is
         Path(path).write_text(json.dumps({"message": message, "timestamp": int(time.time())}), encoding="utf-8")
+    except OSError as err:  # called while an error ends the run: that error, not this one, is what the user needs
+        log.warning("could not leave the error for the launcher in %s (TORCHELASTIC_ERROR_FILE): %s", path, err)
 
 
 def local_rank() -> int:

@@ -51,9 +51,11 @@ class LtxCoreBackbone:
     ) -> LtxCoreBackbone:
         """Load the transformer and text connectors of a single-file LTX-2.x checkpoint (no VAE).
 
-        ``split(blocks, root)`` (``ShardedDataParallel.shard``): splits the transformer's ``shard_units`` over the
-        processes while it is still on the meta device; each process then reads only its own part of the file."""
-        units = None if split is None else (lambda transformer: split(*_shard_units(transformer)))
+        ``split(blocks, root)`` (``ShardedDataParallel.shard``): splits the transformer over the processes while it is
+        still on the meta device, each block on its own and the transformer for the rest (patchify, AdaLN, output);
+        each process then reads only its own part of the file. The text connectors stay whole on every process: each
+        process runs them on its own captions, which a collective per connector call would deadlock."""
+        units = None if split is None else (lambda model: split(list(model.transformer_blocks), model))
         return cls(load_ltx_core_model(path, dtype=dtype, device=device, vae=False, strict=strict, split=units))
 
     # -- properties ---------------------------------------------------------------------------------------------
@@ -221,12 +223,6 @@ class LtxCoreBackbone:
             if isinstance(module, nn.Linear)
         }
 
-    def shard_units(self) -> tuple[list[nn.Module], nn.Module]:
-        """What FSDP2 splits over processes (``ShardedDataParallel.shard``): each transformer block on its own, and
-        the transformer for the rest (patchify, AdaLN, output). The text connectors stay whole on every process:
-        each process runs them on its own captions, which a collective per connector call would deadlock."""
-        return _shard_units(self.transformer)
-
     def set_gradient_checkpointing(self, enabled: bool) -> None:
         """Per-block checkpointing (ltx-core's own; active while the model is in train mode)."""
         self.transformer.set_gradient_checkpointing(bool(enabled))
@@ -251,10 +247,6 @@ class LtxCoreBackbone:
             self.transformer.train(was_training)
             for p, flag in flags:
                 p.requires_grad_(flag)
-
-
-def _shard_units(transformer: nn.Module) -> tuple[list[nn.Module], nn.Module]:
-    return list(transformer.transformer_blocks), transformer
 
 
 def _context(text: torch.Tensor, batch: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
