@@ -41,17 +41,17 @@ def av_cache(tmp_path_factory) -> tuple[Path, Path]:
 
 
 class DecodeSpy:
-    """Records every audio latent the audio VAE decodes (the real decoder still runs)."""
+    """Records every latent a decoder class decodes (the real decoder still runs): the audio VAE unless told."""
 
-    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, decoder: type = LtxCoreAudioVae) -> None:
         self.seen: list[torch.Tensor] = []
-        real = LtxCoreAudioVae.decode
+        real = decoder.decode
 
         def spy(vae, latent):
             self.seen.append(latent.clone())
             return real(vae, latent)
 
-        monkeypatch.setattr(LtxCoreAudioVae, "decode", spy)
+        monkeypatch.setattr(decoder, "decode", spy)
 
 
 @pytest.fixture
@@ -234,14 +234,7 @@ def test_video_condition_run_previews_show_the_clips_video_with_generated_sound(
     """recipe.video condition: preview i decodes training clip i's cached video latent exactly (at the clip's size,
     not preview.width x height) and the audio it decodes into the mp4's sound is generated, not a clip's."""
     audio_seen = DecodeSpy(monkeypatch).seen
-    video_seen: list[torch.Tensor] = []
-    real = LtxCoreVae.decode
-
-    def spy(vae, latent):
-        video_seen.append(latent.clone())
-        return real(vae, latent)
-
-    monkeypatch.setattr(LtxCoreVae, "decode", spy)
+    video_seen = DecodeSpy(monkeypatch, LtxCoreVae).seen
     run = train(tmp_path, av_cache, "v2a", "generate", video="condition", size=(128, 96))
     check_sound(run / "previews" / "v2a_step_00002.mp4", cells=2)
     data = CachedData(av_cache[1])
@@ -253,13 +246,6 @@ def test_video_condition_run_previews_show_the_clips_video_with_generated_sound(
 @pytest.mark.parametrize("audio", ["generate", "condition", "off"])
 def test_runs_that_generate_video_still_sample_it(av_cache, tmp_path, monkeypatch, audio):
     """Audio+video, audio-to-video and video-only runs: the previews' video is sampled at the preview's size."""
-    seen: list[torch.Tensor] = []
-    real = LtxCoreVae.decode
-
-    def spy(vae, latent):
-        seen.append(latent.clone())
-        return real(vae, latent)
-
-    monkeypatch.setattr(LtxCoreVae, "decode", spy)
+    seen = DecodeSpy(monkeypatch, LtxCoreVae).seen
     train(tmp_path, av_cache, audio, audio, size=(128, 96))
     assert len(seen) == 2 and all(tuple(x.shape) == (128, 3, 3, 4) for x in seen)

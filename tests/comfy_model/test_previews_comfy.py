@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import sys
+from pathlib import Path
 
 import av
 import numpy as np
@@ -225,7 +226,6 @@ def test_conditioning_audio_is_held_clean_and_a_shorter_clips_tail_generated(com
 def test_condition_run_previews_carry_the_conditioning_clips_audio(comfy, tiny_av, tmp_path, monkeypatch):
     """recipe.audio condition + audio_vae on the Train node: preview i is conditioned on clip i's audio and its mp4
     plays that audio, decoded by the stock LTXV Audio VAE Decode (what it decodes is the clip's latent)."""
-    import folder_paths
     from comfy_extras.nodes_lt_audio import LTXVAudioVAEDecode
 
     ckpt, vae, audio_vae = tiny_av
@@ -237,17 +237,7 @@ def test_condition_run_previews_carry_the_conditioning_clips_audio(comfy, tiny_a
         return real(samples, audio_vae)
 
     monkeypatch.setattr(LTXVAudioVAEDecode, "execute", classmethod(spy))
-    loras = tmp_path / "loras"
-    loras.mkdir()
-    monkeypatch.setitem(folder_paths.folder_names_and_paths, "loras", ([str(loras)], {".safetensors"}))
-    mod = sys.modules[comfy.__name__ + ".trainer_core.config.training"]
-    settings = {
-        "lora": mod.LoraSettings(rank=4, alpha=4),
-        "optimization": mod.OptimizationSettings(steps=2, learning_rate=1e-2),
-        "recipe": mod.RecipeSettings(audio="condition"),
-        "memory": mod.MemorySettings(gradient_checkpointing=False, mixed_precision="no"),
-        "preview": mod.PreviewSettings(every=2, width=64, height=64, frames=17, steps=3, seed=5, count=2),
-    }
+    loras, settings = _preview_run_settings(comfy, tmp_path, monkeypatch, {"audio": "condition"}, 64, 64)
     widgets = {"seed": 0, "name": "cond", "every": 2, "keep_last": 0, "config_yaml": "", "resume_from": ""}
     data = _audio_data(18)
     with torch.inference_mode():
@@ -304,7 +294,6 @@ def _train_with_spies(comfy, tiny_av, tmp_path, monkeypatch, recipe: dict, name:
     (the data, the video latents the VAE decoded, the audio latents LTXV Audio VAE Decode decoded, the run folder)."""
     import dataclasses
 
-    import folder_paths
     from comfy_extras.nodes_lt_audio import LTXVAudioVAEDecode
 
     ckpt, vae, audio_vae = tiny_av
@@ -322,17 +311,7 @@ def _train_with_spies(comfy, tiny_av, tmp_path, monkeypatch, recipe: dict, name:
             return vae.decode(latent)
 
     monkeypatch.setattr(LTXVAudioVAEDecode, "execute", classmethod(audio_spy))
-    loras = tmp_path / "loras"
-    loras.mkdir()
-    monkeypatch.setitem(folder_paths.folder_names_and_paths, "loras", ([str(loras)], {".safetensors"}))
-    mod = sys.modules[comfy.__name__ + ".trainer_core.config.training"]
-    settings = {
-        "lora": mod.LoraSettings(rank=4, alpha=4),
-        "optimization": mod.OptimizationSettings(steps=2, learning_rate=1e-2),
-        "recipe": mod.RecipeSettings(**recipe),
-        "memory": mod.MemorySettings(gradient_checkpointing=False, mixed_precision="no"),
-        "preview": mod.PreviewSettings(every=2, width=128, height=96, frames=17, steps=3, seed=5, count=2),
-    }
+    loras, settings = _preview_run_settings(comfy, tmp_path, monkeypatch, recipe, 128, 96)
     widgets = {"seed": 0, "name": name, "every": 2, "keep_last": 0, "config_yaml": "", "resume_from": ""}
     data = synthetic_data(n=2, frames=3)
     g = torch.Generator().manual_seed(7)
@@ -367,3 +346,20 @@ def test_runs_that_generate_video_still_sample_it_on_the_train_node(comfy, tiny_
     assert len(videos) == 2 and all(tuple(x.shape) == (1, 128, 3, 3, 4) for x in videos)
     conditioned = [bool((audios[i][0].float() - data.samples[i].audio).abs().max() < 1e-6) for i in range(2)]
     assert conditioned == [audio == "condition"] * 2
+
+
+def _preview_run_settings(comfy, tmp_path, monkeypatch, recipe: dict, width: int, height: int) -> tuple[Path, dict]:
+    """A loras folder for the run and the Train node's section inputs: 2 steps, previews of 2 clips at step 2."""
+    import folder_paths
+
+    loras = tmp_path / "loras"
+    loras.mkdir()
+    monkeypatch.setitem(folder_paths.folder_names_and_paths, "loras", ([str(loras)], {".safetensors"}))
+    mod = sys.modules[comfy.__name__ + ".trainer_core.config.training"]
+    return loras, {
+        "lora": mod.LoraSettings(rank=4, alpha=4),
+        "optimization": mod.OptimizationSettings(steps=2, learning_rate=1e-2),
+        "recipe": mod.RecipeSettings(**recipe),
+        "memory": mod.MemorySettings(gradient_checkpointing=False, mixed_precision="no"),
+        "preview": mod.PreviewSettings(every=2, width=width, height=height, frames=17, steps=3, seed=5, count=2),
+    }
